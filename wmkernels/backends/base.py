@@ -1,0 +1,65 @@
+"""The protocol every backend follows.
+
+A backend computes; it never validates arguments (``wmkernels.ops`` does that
+once) and never touches autograd (one ``torch.autograd.Function`` per op in
+``wmkernels.ops`` does). For an op named ``op`` a backend provides
+
+    forward(op, inputs, extras, needs_grad) -> (outputs, saved, info)
+    backward(op, saved, info, grads, needs_grad) -> input grads
+
+``inputs`` is the op's tuple of tensors (``None`` for an absent optional one),
+in the order of ``wmkernels.ops.OP_INPUTS[op]``; ``extras`` holds the
+non-differentiable arguments (lengths, mask, scale, write_mode) by name;
+``needs_grad`` says which inputs want a gradient. ``saved`` is a tuple of
+tensors that the op's Function keeps with ``ctx.save_for_backward``; ``info``
+is anything else the backward needs. ``grads`` are the gradients of the
+outputs (zeros for unused ones); backward returns one gradient per input, or
+``None`` where ``needs_grad`` is False.
+
+Kernel backends implement one pair of methods per op,
+``<op>_forward(*inputs, **extras)`` and ``<op>_backward(saved, info, *grads)``;
+the base class dispatches to them and tells which ops a backend implements.
+"""
+from __future__ import annotations
+
+from typing import Any, FrozenSet, Optional, Sequence, Tuple
+
+import torch
+
+
+class Backend:
+    """Base of every backend: availability, supported cases, dispatch."""
+
+    name: str = ""
+    dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+
+    def device_reason(self, device: torch.device) -> Optional[str]:
+        """Why this backend cannot run on tensors of ``device`` (None: it can)."""
+        raise NotImplementedError
+
+    def implemented_ops(self) -> FrozenSet[str]:
+        """The ops this backend has kernels for."""
+        from wmkernels.ops import OP_INPUTS  # the op table lives with the ops
+
+        return frozenset(op for op in OP_INPUTS if hasattr(self, op + "_forward"))
+
+    def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+        """Why this backend cannot run ``op`` on these tensors (None: it can)."""
+        reason = self.device_reason(device)
+        if reason is not None:
+            return reason
+        if op not in self.implemented_ops():
+            return f"backend '{self.name}' does not implement {op} yet"
+        if dtype not in self.dtypes:
+            names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
+            return f"backend '{self.name}' runs {op} in {names} only, got {str(dtype).replace('torch.', '')}"
+        return None
+
+    def forward(self, op: str, inputs: Sequence[Optional[torch.Tensor]], extras: dict,
+                needs_grad: Sequence[bool]) -> Tuple[Tuple[torch.Tensor, ...], tuple, Any]:
+        return getattr(self, op + "_forward")(*inputs, **extras)
+
+    def backward(self, op: str, saved: Sequence[Optional[torch.Tensor]], info: Any,
+                 grads: Sequence[torch.Tensor], needs_grad: Sequence[bool]):
+        input_grads = getattr(self, op + "_backward")(saved, info, *grads)
+        return tuple(g if need else None for g, need in zip(input_grads, needs_grad))

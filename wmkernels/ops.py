@@ -1,0 +1,219 @@
+"""The public ops of SPEC section 1.
+
+Each op checks its arguments once, picks a backend (SPEC section 3) and runs
+through its own ``torch.autograd.Function``, which calls the backend's
+forward and backward (the protocol of ``wmkernels.backends.base``). Shapes:
+``T`` steps, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` slots, ``D`` slot width.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from wmkernels import _checks as check
+from wmkernels.backends import select_backend
+from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
+
+# The tensors each op differentiates, in the order backends receive them.
+OP_INPUTS = {
+    "lstm_cell": ("gates", "c_prev"),
+    "lstm_sequence": ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"),
+    "wm_read": ("M", "q"),
+    "wm_shift_write": ("M", "v"),
+    "wm_write": ("M", "w", "e", "a"),
+    "wm_lstm_sequence": ("x", "h0", "c0", "M0") + WM_PARAM_KEYS,
+}
+
+
+def _make_function(op: str):
+    """The autograd Function of ``op``: forward and backward go to the backend."""
+
+    def forward(ctx, backend, extras, *inputs):
+        needs_grad = ctx.needs_input_grad[2:]
+        outputs, saved, info = backend.forward(op, inputs, extras, needs_grad)
+        ctx.backend, ctx.info = backend, info
+        ctx.save_for_backward(*saved)
+        return outputs
+
+    @once_differentiable
+    def backward(ctx, *grads):
+        needs_grad = ctx.needs_input_grad[2:]
+        input_grads = ctx.backend.backward(op, ctx.saved_tensors, ctx.info, grads, needs_grad)
+        return (None, None, *input_grads)
+
+    name = "".join(part.capitalize() for part in op.split("_")) + "Function"
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward),
+        "__doc__": f"Autograd Function of wmkernels.ops.{op}."})
+
+
+FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}
+
+
+def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+    """LSTM cell update from pre-activations (SPEC 1.1).
+
+    gates [B, 4H] (gate order i, f, g, o), c_prev [B, H] -> (h [B, H], c [B, H]).
+    """
+    op = "lstm_cell"
+    check.float_tensor(op, "gates", gates)
+    check.float_tensor(op, "c_prev", c_prev)
+    if gates.dim() == 2 and gates.shape[1] % 4 != 0:
+        raise ValueError(f"{op}: argument 'gates' must have shape [B, 4H]: its width "
+                         f"{gates.shape[1]} is not a multiple of 4 (got {list(gates.shape)})")
+    B, four_h = check.shape(op, "gates", gates, [("B", None), ("4H", None)])
+    check.shape(op, "c_prev", c_prev, [("B", B), ("H", four_h // 4)])
+    check.same_kind(op, ("gates", gates), [("c_prev", c_prev)])
+    chosen = select_backend(op, backend, gates.device, gates.dtype)
+    return FUNCTIONS[op].apply(chosen, {}, gates, c_prev)
+
+
+def _check_lstm_weights(op: str, x: Tensor, h0: Tensor, c0: Tensor, named):
+    """x [T, B, I], h0/c0 [B, H], weights by name -> (T, B, I, H)."""
+    T, B, I = check.shape(op, "x", x, [("T", None), ("B", None), ("I", None)])
+    _, H = check.shape(op, "h0", h0, [("B", B), ("H", None)])
+    check.at_least_one(op, "h0", h0, "H", H, [("B", B), ("H", None)])
+    check.shape(op, "c0", c0, [("B", B), ("H", H)])
+    sizes = {"I": I, "H": H, "4H": 4 * H}
+    for name, tensor, labels in named:
+        if tensor is not None:
+            check.float_tensor(op, name, tensor)
+            check.shape(op, name, tensor, [(label, sizes[label]) for label in labels])
+    check.same_kind(op, ("x", x), [("h0", h0), ("c0", c0)] + [(n, t) for n, t, _ in named])
+    return T, B, I, H
+
+
+def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                  b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
+                  lengths: Optional[Tensor] = None, *,
+                  backend: Optional[str] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """One direction of one LSTM layer over a sequence (SPEC 1.2).
+
+    x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H], b_ih/b_hh [4H] or None,
+    lengths int [B] (any device) or None -> (y [T, B, H], h_n [B, H], c_n [B, H]).
+    """
+    op = "lstm_sequence"
+    for name, tensor in (("x", x), ("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh)):
+        check.float_tensor(op, name, tensor)
+    T, B, _, _ = _check_lstm_weights(op, x, h0, c0, [
+        ("w_ih", w_ih, ("4H", "I")), ("w_hh", w_hh, ("4H", "H")),
+        ("b_ih", b_ih, ("4H",)), ("b_hh", b_hh, ("4H",))])
+    lengths = check.lengths(op, lengths, B, T, x.device)
+    chosen = select_backend(op, backend, x.device, x.dtype)
+    return FUNCTIONS[op].apply(chosen, {"lengths": lengths}, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+
+
+def _check_memory(op: str, name: str, M: Tensor) -> Tuple[int, int, int]:
+    """M [B, S, D] with S ≥ 1 and D ≥ 1 -> (B, S, D)."""
+    check.float_tensor(op, name, M)
+    dims = [("B", None), ("S", None), ("D", None)]
+    B, S, D = check.shape(op, name, M, dims)
+    check.at_least_one(op, name, M, "S", S, dims)
+    check.at_least_one(op, name, M, "D", D, dims)
+    return B, S, D
+
+
+def wm_read(M: Tensor, q: Tensor, mask: Optional[Tensor] = None, scale: Optional[float] = None,
+            *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+    """Content-addressed read of the memory (SPEC 1.3).
+
+    M [B, S, D], q [B, D], mask bool [B, S] or None, scale (default 1/sqrt(D))
+    -> (r [B, D], attn [B, S]).
+    """
+    op = "wm_read"
+    B, S, D = _check_memory(op, "M", M)
+    check.float_tensor(op, "q", q)
+    check.shape(op, "q", q, [("B", B), ("D", D)])
+    check.same_kind(op, ("M", M), [("q", q)])
+    extras = {"mask": check.mask(op, mask, B, S, M.device), "scale": check.scale(op, scale, D)}
+    chosen = select_backend(op, backend, M.device, M.dtype)
+    return FUNCTIONS[op].apply(chosen, extras, M, q)
+
+
+def wm_shift_write(M: Tensor, v: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """FIFO write (SPEC 1.3): M [B, S, D], v [B, D] -> M_new [B, S, D]."""
+    op = "wm_shift_write"
+    B, S, D = _check_memory(op, "M", M)
+    check.float_tensor(op, "v", v)
+    check.shape(op, "v", v, [("B", B), ("D", D)])
+    check.same_kind(op, ("M", M), [("v", v)])
+    chosen = select_backend(op, backend, M.device, M.dtype)
+    (M_new,) = FUNCTIONS[op].apply(chosen, {}, M, v)
+    return M_new
+
+
+def wm_write(M: Tensor, w: Tensor, e: Tensor, a: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """Gated erase/add write (SPEC 1.3).
+
+    M [B, S, D], w [B, S], e [B, D], a [B, D] -> M_new = M ⊙ (1 − w eᵀ) + w aᵀ.
+    """
+    op = "wm_write"
+    B, S, D = _check_memory(op, "M", M)
+    for name, tensor, dims in (("w", w, [("B", B), ("S", S)]), ("e", e, [("B", B), ("D", D)]),
+                               ("a", a, [("B", B), ("D", D)])):
+        check.float_tensor(op, name, tensor)
+        check.shape(op, name, tensor, dims)
+    check.same_kind(op, ("M", M), [("w", w), ("e", e), ("a", a)])
+    chosen = select_backend(op, backend, M.device, M.dtype)
+    (M_new,) = FUNCTIONS[op].apply(chosen, {}, M, w, e, a)
+    return M_new
+
+
+# The shape of every WM-LSTM parameter, by the labels of its dimensions.
+WM_PARAM_SHAPES = {
+    "w_ih": ("4H", "I"), "w_hh": ("4H", "H"), "w_rh": ("4H", "D"), "b": ("4H",),
+    "w_q": ("D", "H"), "b_q": ("D",), "w_v": ("D", "H"), "b_v": ("D",),
+    "w_e": ("D", "H"), "b_e": ("D",),
+}
+
+
+def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode: str = "fifo",
+                     lengths: Optional[Tensor] = None, *, backend: Optional[str] = None):
+    """The working-memory LSTM over a sequence (SPEC 1.4).
+
+    x [T, B, I], state (h0 [B, H], c0 [B, H], M0 [B, S, D]), params a mapping of
+    the SPEC 1.4 keys, write_mode "fifo" or "gated", lengths int [B] or None
+    -> (y [T, B, H + D], (h_T [B, H], c_T [B, H], M_T [B, S, D])).
+    """
+    op = "wm_lstm_sequence"
+    if not isinstance(write_mode, str) or write_mode not in WRITE_MODES:
+        raise ValueError(f"{op}: argument 'write_mode' must be one of {list(WRITE_MODES)}, got {write_mode!r}")
+    if not isinstance(state, (tuple, list)) or len(state) != 3:
+        raise TypeError(f"{op}: argument 'state' must be a tuple (h0, c0, M0), got "
+                        f"{type(state).__name__}" + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else ""))
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{op}: argument 'params' must be a mapping (dict) of tensors, got {type(params).__name__}")
+    h0, c0, M0 = state
+    check.float_tensor(op, "x", x)
+    for name, tensor in (("state[0] (h0)", h0), ("state[1] (c0)", c0)):
+        check.float_tensor(op, name, tensor)
+    _, _, D = _check_memory(op, "state[2] (M0)", M0)
+    keys = [k for k in WM_PARAM_KEYS if write_mode == "gated" or k not in WM_GATED_ONLY_KEYS]
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"{op}: argument 'params' is missing key(s) {missing} "
+                         f"(write_mode={write_mode!r} needs {keys})")
+    T, B, I = check.shape(op, "x", x, [("T", None), ("B", None), ("I", None)])
+    check.shape(op, "state[2] (M0)", M0, [("B", B), ("S", None), ("D", None)])
+    _, H = check.shape(op, "state[0] (h0)", h0, [("B", B), ("H", None)])
+    check.at_least_one(op, "state[0] (h0)", h0, "H", H, [("B", B), ("H", None)])
+    check.shape(op, "state[1] (c0)", c0, [("B", B), ("H", H)])
+    sizes = {"I": I, "H": H, "4H": 4 * H, "D": D}
+    weights = []
+    for key in WM_PARAM_KEYS:
+        if key not in keys:
+            weights.append(None)
+            continue
+        name = f"params['{key}']"
+        check.float_tensor(op, name, params[key])
+        check.shape(op, name, params[key], [(label, sizes[label]) for label in WM_PARAM_SHAPES[key]])
+        weights.append(params[key])
+    check.same_kind(op, ("x", x), [("state[0] (h0)", h0), ("state[1] (c0)", c0), ("state[2] (M0)", M0)]
+                    + [(f"params['{k}']", w) for k, w in zip(WM_PARAM_KEYS, weights)])
+    extras = {"write_mode": write_mode, "lengths": check.lengths(op, lengths, B, T, x.device)}
+    chosen = select_backend(op, backend, x.device, x.dtype)
+    y, h, c, M = FUNCTIONS[op].apply(chosen, extras, x, h0, c0, M0, *weights)
+    return y, (h, c, M)
