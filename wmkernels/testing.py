@@ -1,0 +1,207 @@
+"""Comparison helpers shared by the tests and by ``python -m wmkernels check``.
+
+A *case* is one op on fresh random float64 inputs. ``compare`` runs it on a
+backend in a given dtype, with every uninitialised output poisoned with NaN,
+then forward and backward (with one random upstream gradient), and measures
+``‖out − ref‖ / ‖ref‖`` for every output and every input gradient against
+the reference backend run in float64 (SPEC section 4).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from wmkernels import ops
+from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
+
+# SPEC section 4 (float64 is the bar the fused backends are held to).
+TOLERANCE = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-5,
+    torch.float16: 5e-3,
+    torch.bfloat16: 2e-2,
+}
+
+
+def rel_err(out: Tensor, ref: Tensor) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64 (‖out‖ when ref is zero); NaN stays NaN."""
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    if out.shape != ref.shape:
+        return math.inf
+    diff = torch.linalg.vector_norm(out - ref).item()
+    scale = torch.linalg.vector_norm(ref).item()
+    return diff / scale if scale > 0 else diff
+
+
+@contextlib.contextmanager
+def poisoned_outputs() -> Iterator[None]:
+    """Every tensor allocated uninitialised inside the block (torch.empty,
+    at::empty in C++) starts as NaN, so an element a kernel forgets to write
+    shows up as NaN in the comparison."""
+    was_on = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=was_warn)
+        torch.utils.deterministic.fill_uninitialized_memory = was_fill
+
+
+@dataclass
+class Case:
+    """One op call on float64 inputs.
+
+    ``tensors`` are the differentiable inputs in the order ``run`` takes them;
+    ``extras`` the rest (lengths, mask, scale, write_mode).
+    """
+
+    op: str
+    tensors: Dict[str, Tensor]
+    extras: Dict[str, object] = field(default_factory=dict)
+
+    def run(self, tensors: Sequence[Tensor], backend: Optional[str]) -> Tuple[Tensor, ...]:
+        """Call the public op on ``tensors`` (ordered as ``self.tensors``); outputs as a flat tuple."""
+        named = dict(zip(self.tensors, tensors))
+        if self.op == "wm_lstm_sequence":
+            x, h0, c0, M0 = (named.pop(k) for k in ("x", "h0", "c0", "M0"))
+            y, (h, c, M) = ops.wm_lstm_sequence(x, (h0, c0, M0), named, backend=backend, **self.extras)
+            return y, h, c, M
+        outputs = getattr(ops, self.op)(*named.values(), backend=backend, **self.extras)
+        return outputs if isinstance(outputs, tuple) else (outputs,)
+
+    def describe(self) -> str:
+        sizes = {k: list(v.shape) for k, v in self.tensors.items()}
+        first = next(iter(sizes.items()))
+        extra = {k: v for k, v in self.extras.items() if v is not None and not isinstance(v, Tensor)}
+        for key in ("lengths", "mask"):
+            if isinstance(self.extras.get(key), Tensor):
+                extra[key] = self.extras[key].int().tolist()
+        return f"{first[0]}{first[1]} {extra}" if extra else f"{first[0]}{first[1]}"
+
+
+def _rand(*shape: int, scale: float = 1.0) -> Tensor:
+    return torch.randn(*shape, dtype=torch.float64) * scale
+
+
+def random_lengths(batch: int, steps: int) -> Tensor:
+    """Lengths in [0, T] with the full length and (for B ≥ 3) a zero length present."""
+    lengths = torch.randint(0, steps + 1, (batch,), dtype=torch.int64)
+    if batch >= 1:
+        lengths[0] = steps
+    if batch >= 3:
+        lengths[1] = 0
+    return lengths
+
+
+def random_case(op: str, *, T: int = 5, B: int = 3, I: int = 7, H: int = 9, S: int = 5,
+                D: int = 6, with_lengths: bool = False, with_mask: bool = False,
+                write_mode: str = "fifo", with_bias: bool = True) -> Case:
+    """Fresh random float64 inputs for ``op`` at the given sizes."""
+    w = 1.0 / math.sqrt(max(H, 1))  # the scale torch.nn.LSTM initialises with
+    if op == "lstm_cell":
+        return Case(op, {"gates": _rand(B, 4 * H, scale=2.0), "c_prev": _rand(B, H)})
+    if op == "lstm_sequence":
+        tensors = {"x": _rand(T, B, I), "h0": _rand(B, H), "c0": _rand(B, H),
+                   "w_ih": _rand(4 * H, I, scale=w), "w_hh": _rand(4 * H, H, scale=w)}
+        if with_bias:
+            tensors.update(b_ih=_rand(4 * H, scale=w), b_hh=_rand(4 * H, scale=w))
+        return Case(op, tensors, {"lengths": random_lengths(B, T) if with_lengths else None})
+    if op == "wm_read":
+        mask = None
+        if with_mask:
+            mask = torch.rand(B, S) < 0.6
+            mask[0] = True
+            if B >= 2:
+                mask[-1] = False  # a row with nothing readable
+        return Case(op, {"M": _rand(B, S, D), "q": _rand(B, D)}, {"mask": mask, "scale": None})
+    if op == "wm_shift_write":
+        return Case(op, {"M": _rand(B, S, D), "v": _rand(B, D)})
+    if op == "wm_write":
+        return Case(op, {"M": _rand(B, S, D), "w": torch.rand(B, S, dtype=torch.float64),
+                         "e": torch.rand(B, D, dtype=torch.float64), "a": _rand(B, D)})
+    if op == "wm_lstm_sequence":
+        shapes = {label: size for label, size in (("I", I), ("H", H), ("4H", 4 * H), ("D", D))}
+        tensors = {"x": _rand(T, B, I), "h0": _rand(B, H), "c0": _rand(B, H), "M0": _rand(B, S, D)}
+        for key in WM_PARAM_KEYS:
+            if write_mode == "gated" or key not in WM_GATED_ONLY_KEYS:
+                dims = [shapes[label] for label in ops.WM_PARAM_SHAPES[key]]
+                tensors[key] = _rand(*dims, scale=w)
+        return Case(op, tensors, {"write_mode": write_mode,
+                                  "lengths": random_lengths(B, T) if with_lengths else None})
+    raise ValueError(f"unknown op {op!r}; known: {list(ops.OP_INPUTS)}")
+
+
+@dataclass
+class Row:
+    """One compared quantity: an output or the gradient of an input."""
+
+    name: str
+    error: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.tolerance  # False for NaN
+
+
+def _forward_backward(case: Case, tensors: List[Tensor], backend: Optional[str],
+                      upstream: Sequence[Tensor]) -> Tuple[Tuple[Tensor, ...], List[Optional[Tensor]]]:
+    outputs = case.run(tensors, backend)
+    pairs = [(o, g.to(o.dtype)) for o, g in zip(outputs, upstream) if o.requires_grad]
+    grads = torch.autograd.grad([o for o, _ in pairs], tensors, [g for _, g in pairs],
+                                allow_unused=True) if pairs else [None] * len(tensors)
+    return outputs, list(grads)
+
+
+def compare(case: Case, backend: str, dtype: torch.dtype = torch.float32,
+            device: torch.device | str = "cpu", tolerance: Optional[float] = None) -> List[Row]:
+    """Run ``case`` on ``backend`` in ``dtype`` against the float64 reference.
+
+    Returns one Row per output and per input gradient. Outputs of the tested
+    backend are poisoned with NaN before its kernels run.
+    """
+    tolerance = TOLERANCE[dtype] if tolerance is None else tolerance
+    names = list(case.tensors)
+    ref_inputs = [t.clone().requires_grad_() for t in case.tensors.values()]
+    ref_outputs = case.run(ref_inputs, "reference")
+    upstream = [torch.randn_like(o) for o in ref_outputs]
+    ref_outputs, ref_grads = _forward_backward(case, ref_inputs, "reference", upstream)
+
+    test_inputs = [t.detach().to(device=device, dtype=dtype).requires_grad_() for t in case.tensors.values()]
+    with poisoned_outputs():
+        outputs, grads = _forward_backward(case, test_inputs, backend,
+                                           [g.to(device) for g in upstream])
+    rows = [Row(f"out[{k}]", rel_err(o, r), tolerance)
+            for k, (o, r) in enumerate(zip(outputs, ref_outputs))]
+    for name, g, r in zip(names, grads, ref_grads):
+        if r is None and g is None:
+            continue
+        missing = torch.zeros_like(case.tensors[name])
+        rows.append(Row(f"grad[{name}]", rel_err(missing if g is None else g,
+                                                 missing if r is None else r), tolerance))
+    return rows
+
+
+def standard_cases() -> Iterator[Case]:
+    """The cases ``python -m wmkernels check`` runs: every op, awkward sizes, lengths, masks."""
+    awkward = dict(T=5, B=3, I=7, H=9, S=5, D=6)
+    yield random_case("lstm_cell", **awkward)
+    yield random_case("lstm_cell", B=1, H=1)
+    yield random_case("lstm_sequence", **awkward)
+    yield random_case("lstm_sequence", **awkward, with_lengths=True, with_bias=False)
+    yield random_case("wm_read", **awkward)
+    yield random_case("wm_read", **awkward, with_mask=True)
+    yield random_case("wm_shift_write", **awkward)
+    yield random_case("wm_shift_write", B=2, S=1, D=3)
+    yield random_case("wm_write", **awkward)
+    for mode in ("fifo", "gated"):
+        yield random_case("wm_lstm_sequence", **awkward, write_mode=mode)
+        yield random_case("wm_lstm_sequence", **awkward, write_mode=mode, with_lengths=True)
