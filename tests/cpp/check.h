@@ -1,0 +1,46 @@
+// A tiny test harness: WMK_CHECK(cond) and WMK_CHECK_CLOSE(a, b, tol) record failures
+// and go on; main() returns non-zero when any check failed.
+#pragma once
+
+#include <cstdio>
+
+namespace wmk_test {
+
+inline int& failures() {
+  static int n = 0;
+  return n;
+}
+inline int& checks() {
+  static int n = 0;
+  return n;
+}
+
+}  // namespace wmk_test
+
+#define WMK_CHECK(cond)                                                       \
+  do {                                                                    \
+    ++wmk_test::checks();                                                 \
+    if (!(cond)) {                                                        \
+      ++wmk_test::failures();                                             \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
+                   #cond);                                                \
+    }                                                                     \
+  } while (0)
+
+// |a - b| <= tol * max(1, |b|)
+#define WMK_CHECK_CLOSE(a, b, tol)                                                 \
+  do {                                                                         \
+    ++wmk_test::checks();                                                      \
+    const double wmk_a_ = static_cast<double>(a);                              \
+    const double wmk_b_ = static_cast<double>(b);                              \
+    const double wmk_s_ = wmk_b_ < 0 ? -wmk_b_ : wmk_b_;                       \
+    const double wmk_d_ = wmk_a_ - wmk_b_;                                     \
+    if (!((wmk_d_ < 0 ? -wmk_d_ : wmk_d_) <= (tol) * (wmk_s_ > 1 ? wmk_s_ : 1))) { \
+      ++wmk_test::failures();                                                  \
+      std::fprintf(stderr, "%s:%d: WMK_CHECK_CLOSE failed: %s = %.17g vs %s = %.17g (tol %g)\n", \
+                   __FILE__, __LINE__, #a, wmk_a_, #b, wmk_b_, (double)(tol));  \
+    }                                                                          \
+  } while (0)
+
+void run_lstm_math_tests();
+void run_lstm_cell_cpu_tests();

@@ -1,0 +1,10 @@
+#include <cstdio>
+
+#include "check.h"
+
+int main() {
+  run_lstm_math_tests();
+  run_lstm_cell_cpu_tests();
+  std::printf("%d checks, %d failures\n", wmk_test::checks(), wmk_test::failures());
+  return wmk_test::failures() == 0 ? 0 : 1;
+}
