@@ -1,0 +1,123 @@
+"""Command line: ``python -m wmkernels {info,check,bench}``.
+
+    info    version, torch, and which backends run here (and why not)
+    check   every op of every available backend against the float64 reference
+    bench   lstm_sequence and wm_lstm_sequence forward+backward timings
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+import torch
+
+import wmkernels
+from wmkernels import bench, testing
+from wmkernels.backends import BACKENDS
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_info(args) -> int:
+    print(f"wmkernels {wmkernels.__version__}  torch {torch.__version__}  "
+          f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        print(f"backends on {device}:")
+        for name, reason in wmkernels.availability(torch.device(device)).items():
+            if reason is None:
+                implemented = sorted(BACKENDS[name].implemented_ops())
+                print(f"  {name:<10} available; implements {', '.join(implemented) or 'no ops yet'}")
+            else:
+                print(f"  {name:<10} unavailable: {reason}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    device = torch.device(args.device)
+    names = args.backend or [n for n, r in wmkernels.availability(device).items() if r is None]
+    failures = 0
+    print(f"{'backend':<10} {'dtype':<8} {'op':<18} {'case':<44} {'worst rel err':>13} {'tol':>7}  result")
+    for dtype_name in args.dtype:
+        dtype = DTYPES[dtype_name]
+        for case in testing.standard_cases():
+            for name in names:
+                reason = BACKENDS[name].case_reason(case.op, device, dtype)
+                if reason is not None:
+                    if args.backend:  # asked for by name: say what it cannot run
+                        print(f"{name:<10} {dtype_name:<8} {case.op:<18} {'':<44} {'':>13} {'':>7}  skipped: {reason}")
+                    continue
+                rows = testing.compare(case, name, dtype, device)
+                bad = [r for r in rows if not r.passed]
+                worst = max(rows, key=lambda r: (r.error != r.error, r.error))
+                failures += bool(bad)
+                verdict = "ok" if not bad else "FAIL " + ", ".join(f"{r.name}={r.error:.2e}" for r in bad)
+                print(f"{name:<10} {dtype_name:<8} {case.op:<18} {case.describe()[:44]:<44} "
+                      f"{worst.error:>13.2e} {worst.tolerance:>7.0e}  {verdict}")
+    print("all checks passed" if not failures else f"{failures} check(s) failed")
+    return 1 if failures else 0
+
+
+def cmd_bench(args) -> int:
+    dtype = DTYPES[args.dtype]
+    sizes = {k: getattr(args, k) for k in bench.DEFAULT_SIZES if getattr(args, k) is not None}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = bench.machine_description(args.device)
+    print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
+          f"torch {machine['torch']}, {args.dtype}, sizes {({**bench.DEFAULT_SIZES, **sizes})}")
+    results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op))
+    print(bench.format_table(results))
+    print("forward+backward, median of", args.repeat, "runs; 'vs baseline' = time / baseline time "
+          "(below 1 is faster); saved MiB = bytes autograd keeps between forward and backward")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(bench.results_json(results, args.device, dtype, sizes), f, indent=2)
+        print("wrote", args.json)
+    return 1 if any(r.error for r in results) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wmkernels", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions and backend availability").set_defaults(func=cmd_info)
+
+    check = sub.add_parser("check", help="compare every backend with the float64 reference")
+    check.add_argument("--backend", action="append", choices=list(BACKENDS),
+                       help="backend to check (repeatable; default: every available one)")
+    check.add_argument("--dtype", action="append", choices=list(DTYPES),
+                       help="dtype to check (repeatable; default: float64 and float32)")
+    check.add_argument("--device", default=default_device())
+    check.set_defaults(func=cmd_check)
+
+    run = sub.add_parser("bench", help="time the sequence ops against their baselines")
+    run.add_argument("--device", default=default_device())
+    run.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    run.add_argument("--repeat", type=int, default=5)
+    run.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
+    run.add_argument("--op", action="append", choices=["lstm_sequence", "wm_lstm_sequence"])
+    run.add_argument("--json", help="also write the results as JSON to this path")
+    for key, value in bench.DEFAULT_SIZES.items():
+        run.add_argument(f"--{key}", type=int, default=None, help=f"(default {value})")
+    run.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check" and not args.dtype:
+        args.dtype = ["float64", "float32"]
+    if args.command == "bench" and not args.op:
+        args.op = ["lstm_sequence", "wm_lstm_sequence"]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
