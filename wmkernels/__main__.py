@@ -72,7 +72,8 @@ def cmd_bench(args) -> int:
     machine = bench.machine_description(args.device)
     print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
           f"torch {machine['torch']}, {args.dtype}, sizes {({**bench.DEFAULT_SIZES, **sizes})}")
-    results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op))
+    results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op),
+                                   compiled=args.compile)
     print(bench.format_table(results))
     print("forward+backward, median of", args.repeat, "runs; 'vs baseline' = time / baseline time "
           "(below 1 is faster); saved MiB = bytes autograd keeps between forward and backward")
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     run.add_argument("--op", action="append", choices=["lstm_sequence", "wm_lstm_sequence"])
     run.add_argument("--json", help="also write the results as JSON to this path")
+    run.add_argument("--compile", action="store_true",
+                     help="add torch.compile of the reference as a baseline (slow to compile at large T)")
     for key, value in bench.DEFAULT_SIZES.items():
         run.add_argument(f"--{key}", type=int, default=None, help=f"(default {value})")
     run.set_defaults(func=cmd_bench)

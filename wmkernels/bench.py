@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from wmkernels import ops
+from wmkernels import ops, reference
 from wmkernels.backends import BACKENDS
 from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
 
@@ -89,8 +89,9 @@ def _loss_backward(out, inputs):
         t.grad = None
 
 
-def lstm_workloads(device, dtype, T, B, I, H, **_) -> List[Workload]:
-    """lstm_sequence on each backend beside torch.nn.LSTM with the same weights."""
+def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> List[Workload]:
+    """lstm_sequence on each backend beside torch.nn.LSTM with the same weights
+    (and, with ``compiled``, ``torch.compile`` of the reference function)."""
     lstm = torch.nn.LSTM(I, H).to(device=device, dtype=dtype)
     x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
     h0 = torch.randn(B, H, device=device, dtype=dtype, requires_grad=True)
@@ -109,11 +110,20 @@ def lstm_workloads(device, dtype, T, B, I, H, **_) -> List[Workload]:
             return ops.lstm_sequence(x, h0, c0, *weights, backend=name)
         loads.append(Workload("lstm_sequence", name, baseline,
                               lambda f=forward: _loss_backward(f(), inputs), forward, inputs))
+    if compiled:
+        compiled_fn = torch.compile(reference.lstm_sequence)
+
+        def forward():
+            return compiled_fn(x, h0, c0, *weights)
+        loads.append(Workload("lstm_sequence", "reference+compile", baseline,
+                              lambda: _loss_backward(forward(), inputs), forward, inputs))
     return loads
 
 
-def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode) -> List[Workload]:
-    """wm_lstm_sequence on each backend beside the reference backend."""
+def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode,
+                      compiled: bool = False) -> List[Workload]:
+    """wm_lstm_sequence on each backend beside the reference backend (and,
+    with ``compiled``, ``torch.compile`` of the reference function)."""
     sizes = {"I": I, "H": H, "4H": 4 * H, "D": D}
     bound = 1.0 / math.sqrt(H)
     params = {
@@ -131,6 +141,13 @@ def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode) -> List[Workl
             return ops.wm_lstm_sequence(x, state, params, write_mode, backend=name)
         loads.append(Workload(op, name, "reference", lambda f=forward: _loss_backward(f(), inputs),
                               forward, inputs))
+    if compiled:
+        compiled_fn = torch.compile(reference.wm_lstm_sequence)
+
+        def forward():
+            return compiled_fn(x, state, params, write_mode)
+        loads.append(Workload(op, "reference+compile", "reference",
+                              lambda: _loss_backward(forward(), inputs), forward, inputs))
     return loads
 
 
@@ -162,15 +179,18 @@ def time_ms(run: Callable[[], None], device, repeat: int, warmup: int = 1) -> fl
 
 
 def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
-                   ops_wanted=("lstm_sequence", "wm_lstm_sequence")) -> List[Result]:
-    """Time every workload; ratios are against each op's baseline."""
+                   ops_wanted=("lstm_sequence", "wm_lstm_sequence"),
+                   compiled: bool = False) -> List[Result]:
+    """Time every workload; ratios are against each op's baseline. With
+    ``compiled``, ``torch.compile`` of the reference joins as a baseline (its
+    compile time, minutes at large T, falls in the untimed warm-up)."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     loads: List[Workload] = []
     if "lstm_sequence" in ops_wanted:
-        loads += lstm_workloads(device, dtype, **sizes)
+        loads += lstm_workloads(device, dtype, compiled=compiled, **sizes)
     if "wm_lstm_sequence" in ops_wanted:
         for mode in ("fifo", "gated"):
-            loads += wm_lstm_workloads(device, dtype, write_mode=mode, **sizes)
+            loads += wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled, **sizes)
     results: List[Result] = []
     baseline_ms: Dict[str, float] = {}
     for load in loads:
