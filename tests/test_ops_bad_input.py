@@ -257,6 +257,8 @@ def _lengths_cases():
             ("rank+1", lambda: torch.tensor([[1], [2], [2]]), ValueError, [f"[B={B}]", "[3, 1]"]),
             ("0-dim", lambda: torch.tensor(2), ValueError, [f"[B={B}]", "[]"]),
             ("list", lambda: [1, 2, 2], TypeError, ["Tensor", "list"]),
+            ("on-meta", lambda: torch.tensor([1, 2, 2], device="meta"), ValueError, ["dense", "meta"]),
+            ("sparse", lambda: torch.tensor([1, 2, 2]).to_sparse(), ValueError, ["dense", "sparse"]),
         ]
         for what, value, exc, needles in specs:
             yield _case(op, f"lengths-{what}", _replace("lengths", value), exc, ["'lengths'"] + needles)
@@ -303,10 +305,7 @@ def _empty_dims_cases():
         yield _case(op, "H=0", rebuild(op, H=0), ValueError,
                     [f"'{name}'", "H ≥ 1", f"[B={B}, H]", f"[{B}, 0]"])
     yield _case("lstm_cell", "H=0", rebuild("lstm_cell", H=0), ValueError,
-                ["'gates'", "[B, 4H]", f"[{B}, 0]"],
-                marks=pytest.mark.xfail(strict=True, reason=(
-                    "gap: lstm_cell accepts H = 0 (gates [3, 0], c_prev [3, 0]) and returns empty "
-                    "h, c, while lstm_sequence and wm_lstm_sequence reject H = 0 with ValueError")))
+                ["'gates'", "4H ≥ 1", f"[B={B}, 4H]", f"[{B}, 0]"])
     yield _case("lstm_cell", "gates-width-not-4H", _replace("gates", lambda: rnd(B, 4 * H + 1)), ValueError,
                 ["'gates'", "[B, 4H]", "multiple of 4", f"[{B}, {4 * H + 1}]"])
 
@@ -351,10 +350,6 @@ def test_bad_input_raises_naming_the_argument(op, mutate, exc, needles, no_backe
         f"message {message!r} does not name the op"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap: the Python checks do not look at the layout; a sparse COO tensor passes them and "
-    "reaches the backend (raw RuntimeError 'unsupported memory format option Contiguous' on "
-    "cpu, NotImplementedError 'aten::as_strided ... SparseCPU' on the reference)"))
 @pytest.mark.parametrize("op", OPS)
 def test_sparse_tensor_rejected_naming_the_argument(op, no_backend_runs):
     args = make_args(op)

@@ -28,6 +28,8 @@ def float_tensor(op: str, name: str, value) -> Tensor:
     if not value.dtype.is_floating_point:
         raise TypeError(
             f"{op}: argument '{name}' must be a floating-point tensor, got dtype {value.dtype}")
+    if value.layout != torch.strided:
+        raise TypeError(f"{op}: argument '{name}' must be a dense (strided) tensor, got layout {value.layout}")
     return value
 
 
@@ -70,6 +72,9 @@ def lengths(op: str, value, batch: int, steps: int, device: torch.device) -> Opt
     if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
         raise TypeError(f"{op}: argument 'lengths' must be an integer (int64) tensor, got dtype {value.dtype}")
     shape(op, "lengths", value, [("B", batch)])
+    if value.device.type == "meta" or value.layout != torch.strided:
+        raise ValueError(f"{op}: argument 'lengths' must be a dense tensor holding values, "
+                         f"got one on {value.device} with layout {value.layout}")
     if value.numel() > 0:
         low, high = int(value.min()), int(value.max())
         if low < 0 or high > steps:

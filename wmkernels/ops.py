@@ -65,6 +65,7 @@ def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -
         raise ValueError(f"{op}: argument 'gates' must have shape [B, 4H]: its width "
                          f"{gates.shape[1]} is not a multiple of 4 (got {list(gates.shape)})")
     B, four_h = check.shape(op, "gates", gates, [("B", None), ("4H", None)])
+    check.at_least_one(op, "gates", gates, "4H", four_h, [("B", B), ("4H", None)])
     check.shape(op, "c_prev", c_prev, [("B", B), ("H", four_h // 4)])
     check.same_kind(op, ("gates", gates), [("c_prev", c_prev)])
     chosen = select_backend(op, backend, gates.device, gates.dtype)
