@@ -317,13 +317,6 @@ def test_compare_does_not_modify_the_case():
         assert torch.equal(case.tensors[k], v) and not case.tensors[k].requires_grad, k
 
 
-COMPARE_DEVICE_BUG = (
-    "HARNESS BUG (wmkernels/testing.py, compare): the inputs are moved to `device` but "
-    "case.extras are not, so a wm_read case with a mask fails on any device but the CPU "
-    "('mask' is on cpu but 'M' is on <device>); lengths only work because the op moves them itself.")
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=COMPARE_DEVICE_BUG)
 def test_compare_on_another_device_moves_the_mask(monkeypatch):
     """Runs compare on the meta device (a stand-in for a GPU on a machine without
     one); rel_err cannot read meta tensors, so it is stubbed out: only the
@@ -335,7 +328,6 @@ def test_compare_on_another_device_moves_the_mask(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=COMPARE_DEVICE_BUG)
 def test_compare_on_cuda_with_mask():
     case = case_of("wm_read", with_mask=True)
     assert all(r.passed for r in testing.compare(case, "reference", torch.float32, device="cuda"))

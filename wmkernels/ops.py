@@ -11,7 +11,6 @@ from typing import Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from wmkernels import _checks as check
 from wmkernels.backends import select_backend
@@ -38,8 +37,10 @@ def _make_function(op: str):
         ctx.save_for_backward(*saved)
         return outputs
 
-    @once_differentiable
     def backward(ctx, *grads):
+        if torch.is_grad_enabled():  # create_graph=True: the kernels have no second derivative
+            raise RuntimeError(f"wmkernels.ops.{op} cannot differentiate twice: its backward "
+                               "is not itself differentiable (create_graph=True is not supported)")
         needs_grad = ctx.needs_input_grad[2:]
         input_grads = ctx.backend.backward(op, ctx.saved_tensors, ctx.info, grads, needs_grad)
         return (None, None, *input_grads)

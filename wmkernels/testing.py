@@ -139,17 +139,37 @@ def random_case(op: str, *, T: int = 5, B: int = 3, I: int = 7, H: int = 9, S: i
     raise ValueError(f"unknown op {op!r}; known: {list(ops.OP_INPUTS)}")
 
 
+# Float32 conditioning. For outputs of a few elements whose terms cancel
+# (B = H = 1, S = 1, D = 1, ...) float32 rounding alone can exceed the float32
+# tolerance: the reference itself, run in float32, misses it on a few percent of
+# such draws. A row that misses its tolerance therefore passes only when the draw
+# is ill-conditioned — the reference run in the same dtype on the same inputs has
+# an error of at least tolerance/10 on that row — and the backend's error is
+# within 10x of the reference's own. NaN and inf never pass; float64 is strict.
+ILL_CONDITIONED_FLOOR = 0.1
+EXCUSE_FACTOR = 10.0
+
+
 @dataclass
 class Row:
-    """One compared quantity: an output or the gradient of an input."""
+    """One compared quantity: an output or the gradient of an input.
+
+    ``floor`` is the error of the reference run in the tested dtype (set only
+    when the row misses its tolerance in a dtype below float64).
+    """
 
     name: str
     error: float
     tolerance: float
+    floor: Optional[float] = None
 
     @property
     def passed(self) -> bool:
-        return self.error <= self.tolerance  # False for NaN
+        if self.error <= self.tolerance:
+            return True
+        return (self.floor is not None and math.isfinite(self.error)
+                and self.floor >= ILL_CONDITIONED_FLOOR * self.tolerance
+                and self.error <= EXCUSE_FACTOR * self.floor)
 
 
 def _forward_backward(case: Case, tensors: List[Tensor], backend: Optional[str],
@@ -161,6 +181,25 @@ def _forward_backward(case: Case, tensors: List[Tensor], backend: Optional[str],
     return outputs, list(grads)
 
 
+def _errors(case: Case, backend: str, dtype: torch.dtype, device, upstream, ref_outputs,
+            ref_grads) -> List[Tuple[str, float]]:
+    """(name, rel. error) of every output and input gradient of ``case`` on ``backend``."""
+    names = list(case.tensors)
+    inputs = [t.detach().to(device=device, dtype=dtype).requires_grad_() for t in case.tensors.values()]
+    on_device = Case(case.op, case.tensors, {
+        k: v.to(device) if isinstance(v, Tensor) else v for k, v in case.extras.items()})
+    with poisoned_outputs():
+        outputs, grads = _forward_backward(on_device, inputs, backend, [g.to(device) for g in upstream])
+    errors = [(f"out[{k}]", rel_err(o, r)) for k, (o, r) in enumerate(zip(outputs, ref_outputs))]
+    for name, g, r in zip(names, grads, ref_grads):
+        if r is None and g is None:
+            continue
+        missing = torch.zeros_like(case.tensors[name])
+        errors.append((f"grad[{name}]", rel_err(missing if g is None else g,
+                                                missing if r is None else r)))
+    return errors
+
+
 def compare(case: Case, backend: str, dtype: torch.dtype = torch.float32,
             device: torch.device | str = "cpu", tolerance: Optional[float] = None) -> List[Row]:
     """Run ``case`` on ``backend`` in ``dtype`` against the float64 reference.
@@ -169,24 +208,14 @@ def compare(case: Case, backend: str, dtype: torch.dtype = torch.float32,
     backend are poisoned with NaN before its kernels run.
     """
     tolerance = TOLERANCE[dtype] if tolerance is None else tolerance
-    names = list(case.tensors)
     ref_inputs = [t.clone().requires_grad_() for t in case.tensors.values()]
-    ref_outputs = case.run(ref_inputs, "reference")
-    upstream = [torch.randn_like(o) for o in ref_outputs]
+    upstream = [torch.randn_like(o) for o in case.run(ref_inputs, "reference")]
     ref_outputs, ref_grads = _forward_backward(case, ref_inputs, "reference", upstream)
-
-    test_inputs = [t.detach().to(device=device, dtype=dtype).requires_grad_() for t in case.tensors.values()]
-    with poisoned_outputs():
-        outputs, grads = _forward_backward(case, test_inputs, backend,
-                                           [g.to(device) for g in upstream])
-    rows = [Row(f"out[{k}]", rel_err(o, r), tolerance)
-            for k, (o, r) in enumerate(zip(outputs, ref_outputs))]
-    for name, g, r in zip(names, grads, ref_grads):
-        if r is None and g is None:
-            continue
-        missing = torch.zeros_like(case.tensors[name])
-        rows.append(Row(f"grad[{name}]", rel_err(missing if g is None else g,
-                                                 missing if r is None else r), tolerance))
+    args = (upstream, ref_outputs, ref_grads)
+    rows = [Row(name, error, tolerance) for name, error in _errors(case, backend, dtype, device, *args)]
+    if dtype != torch.float64 and any(not r.passed for r in rows):
+        floors = dict(_errors(case, "reference", dtype, device, *args))
+        rows = [r if r.passed else Row(r.name, r.error, r.tolerance, floors[r.name]) for r in rows]
     return rows
 
 
