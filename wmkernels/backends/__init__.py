@@ -17,8 +17,9 @@ import torch
 
 from wmkernels.backends.base import Backend
 from wmkernels.backends.cpu import CpuBackend
-from wmkernels.backends.gpu import CudaBackend, TritonBackend
+from wmkernels.backends.gpu import CudaBackend
 from wmkernels.backends.reference import ReferenceBackend
+from wmkernels.backends.triton import TritonBackend
 
 BACKENDS: Dict[str, Backend] = {
     b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), CudaBackend())

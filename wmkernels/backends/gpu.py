@@ -1,39 +1,16 @@
-"""The GPU backends, as far as this build has them.
+"""The cuda backend, as far as this build has it (the triton backend lives in
+``wmkernels.backends.triton``).
 
-``triton`` and ``cuda`` are named by SPEC section 3; until their kernels land
-they stay in the registry so that asking for them by name gets a reason,
-never a silent fallback.
+``cuda`` is named by SPEC section 3; until its kernels land it stays in the
+registry so that asking for it by name gets a reason, never a silent fallback.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import FrozenSet, Optional
 
 import torch
 
 from wmkernels.backends.base import Backend
-
-
-def triton_interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-class TritonBackend(Backend):
-    name = "triton"
-    dtypes = (torch.float16, torch.bfloat16, torch.float32)
-
-    def device_reason(self, device: torch.device) -> Optional[str]:
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed (pip install triton)"
-        if device.type == "cuda" or (device.type == "cpu" and triton_interpreter_on()):
-            return None
-        if device.type == "cpu":
-            return "backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1"
-        return f"backend 'triton' does not run on {device}"
-
-    def implemented_ops(self) -> FrozenSet[str]:
-        return frozenset()  # no Triton kernels in this build yet
 
 
 class CudaBackend(Backend):

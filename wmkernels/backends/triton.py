@@ -1,0 +1,51 @@
+"""The triton backend: the kernels of ``wmkernels.triton`` (SPEC section 3).
+
+It runs CUDA tensors, and CPU tensors under ``TRITON_INTERPRET=1`` (which
+must be set before ``wmkernels`` is imported: ``@triton.jit`` reads it).
+Without Triton installed the backend is unavailable and says so. The kernel
+modules are imported on first use, so ``import wmkernels`` never pays for
+Triton; each launch is a ``torch.ops.wmkernels_triton`` op with a fake
+implementation for ``torch.compile``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+from wmkernels.backends.base import Backend
+
+
+def triton_interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def kernels(module: str):
+    """The kernel module ``wmkernels.triton.<module>`` (imported once, registering its ops)."""
+    return importlib.import_module(f"wmkernels.triton.{module}")
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    dtypes = (torch.float16, torch.bfloat16, torch.float32)
+
+    def device_reason(self, device: torch.device) -> Optional[str]:
+        if importlib.util.find_spec("triton") is None:
+            return "Triton is not installed (pip install triton)"
+        if device.type == "cuda" or (device.type == "cpu" and triton_interpreter_on()):
+            return None
+        if device.type == "cpu":
+            return "backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1"
+        return f"backend 'triton' does not run on {device}"
+
+    def lstm_cell_forward(self, gates, c_prev):
+        h, c, act = kernels("cell").lstm_cell_forward(gates, c_prev)
+        return (h, c), (act, c_prev, c), None
+
+    def lstm_cell_backward(self, saved, info, grad_h, grad_c):
+        return kernels("cell").lstm_cell_backward(grad_h, grad_c, *saved)

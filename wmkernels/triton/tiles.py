@@ -1,0 +1,61 @@
+"""Tile helpers shared by the Triton kernels, and the host-side launch heuristics.
+
+On a GPU the blocks are sized for Hopper (16-row batch tiles, 32-128 wide
+column tiles, the minimum ``tl.dot`` accepts being 16 in every dimension).
+Under the interpreter (CPU tensors) every program instance costs
+milliseconds, so the blocks grow to cover small problems in one program.
+"""
+import torch
+import triton
+import triton.language as tl
+
+DOT_MIN = 16  # tl.dot wants every dimension of a tile to be at least 16
+
+
+@triton.jit
+def row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, w_stride_out, w_stride_red,
+                     cols, col_mask, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """acc[b, j] += Σ_k A[rows[b], k] · W(cols[j], k) over k in [0, K).
+
+    A is row-major with row stride ``a_stride``; W(j, k) lives at
+    ``w_ptr + j·w_stride_out + k·w_stride_red`` (``x Wᵀ`` for a row-major W is
+    strides (row, 1); ``x W`` is (1, row)). A is cast to W's dtype, acc is fp32.
+    """
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_mask = ks < K
+        a = tl.load(a_ptr + rows[:, None] * a_stride + ks[None, :],
+                    mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+        w = tl.load(w_ptr + ks[:, None] * w_stride_red + cols[None, :] * w_stride_out,
+                    mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+        acc += tl.dot(a.to(w.dtype), w, input_precision=PRECISION)
+    return acc
+
+
+def interpreted(t: torch.Tensor) -> bool:
+    """True when the kernels run under the interpreter (CPU tensors)."""
+    return t.device.type != "cuda"
+
+
+def precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: full float32 where float32 accuracy is promised."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def pow2(n: int, lo: int = 1) -> int:
+    return max(lo, triton.next_power_of_2(max(n, 1)))
+
+
+def block(n: int, gpu_cap: int, t: torch.Tensor, lo: int = 1, interp_cap: int = 256) -> int:
+    """A power-of-two block covering ``n`` up to a cap (larger under the interpreter)."""
+    return min(pow2(n, lo), max(lo, interp_cap if interpreted(t) else gpu_cap))
+
+
+def batch_tile(B: int, t: torch.Tensor) -> int:
+    """Rows of the batch one program owns in the recurrent kernels (≥ 16 for tl.dot)."""
+    return block(B, DOT_MIN, t, lo=DOT_MIN, interp_cap=64)
+
+
+def warps(tile_elements: int) -> int:
+    """num_warps for a program whose largest fp32 tile has this many elements."""
+    return 8 if tile_elements >= 8192 else 4
