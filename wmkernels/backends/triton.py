@@ -49,3 +49,22 @@ class TritonBackend(Backend):
 
     def lstm_cell_backward(self, saved, info, grad_h, grad_c):
         return kernels("cell").lstm_cell_backward(grad_h, grad_c, *saved)
+
+    def wm_read_forward(self, M, q, mask=None, scale=1.0):
+        r, attn = kernels("memory").wm_read_forward(M, q, mask, scale)
+        return (r, attn), (M, q, attn), scale
+
+    def wm_read_backward(self, saved, info, grad_r, grad_attn):
+        return kernels("memory").wm_read_backward(*saved, grad_r, grad_attn, info)
+
+    def wm_shift_write_forward(self, M, v):
+        return (kernels("memory").wm_shift_write_forward(M, v),), (v,), None
+
+    def wm_shift_write_backward(self, saved, info, grad):
+        return kernels("memory").wm_shift_write_backward(grad, *saved)
+
+    def wm_write_forward(self, M, w, e, a):
+        return (kernels("memory").wm_write_forward(M, w, e, a),), (M, w, e, a), None
+
+    def wm_write_backward(self, saved, info, grad):
+        return kernels("memory").wm_write_backward(grad, *saved)
