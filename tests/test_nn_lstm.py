@@ -1,0 +1,260 @@
+"""wmkernels.nn.LSTM and LSTMCell against torch.nn.LSTM / LSTMCell (SPEC 2).
+
+Parity: for every combination of num_layers ∈ {1, 2}, bidirectional,
+batch_first, bias, packed or padded input and with or without an initial
+state, both layers are loaded from one state_dict and run on the same float32
+input; outputs and final states must agree to 2e-5 (relative norm), input and
+parameter gradients to 1e-4. Then: proj_size, unbatched input, dropout,
+state_dict both ways, initialisation, argument errors, and LSTMCell.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import wmkernels
+from wmkernels.testing import rel_err
+
+OUT_TOL, GRAD_TOL = 2e-5, 1e-4
+T, B, I, H = 5, 4, 3, 5
+
+
+def twins(**kwargs):
+    """(torch.nn.LSTM, wmkernels.nn.LSTM) with the weights of the first."""
+    ours = wmkernels.nn.LSTM(I, H, **kwargs)
+    theirs = torch.nn.LSTM(I, H, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def make_input(batch_first: bool, packed: bool):
+    """A leaf input and a function giving what the layers get: x itself (padded
+    [T, B, I] / [B, T, I]) or a fresh packing of it (unsorted lengths)."""
+    x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
+    x.requires_grad_(True)
+    if not packed:
+        return x, lambda: x
+    lengths = torch.tensor([3, T, 1, 3])  # unsorted, with a tie, max = T
+    return x, lambda: pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+
+
+def run(layer, layer_input, hx, upstream):
+    """Forward, then backward of a random weighting of every output."""
+    out, (h_n, c_n) = layer(layer_input(), hx)
+    data = out.data if isinstance(out, PackedSequence) else out
+    if upstream is None:
+        upstream = [torch.randn_like(t) for t in (data, h_n, c_n)]
+    loss = sum((t * u).sum() for t, u in zip((data, h_n, c_n), upstream))
+    loss.backward()
+    return out, h_n, c_n, upstream
+
+
+def assert_parity(theirs, ours, x, layer_input, hx=None):
+    """Outputs, states, input grads and parameter grads of ``ours`` equal ``theirs``'."""
+    leaves = [x] + (list(hx) if hx is not None else [])
+    out_t, h_t, c_t, upstream = run(theirs, layer_input, hx, None)
+    grads_t = [t.grad.clone() for t in leaves]
+    for t in leaves:
+        t.grad = None
+    out_o, h_o, c_o, _ = run(ours, layer_input, hx, upstream)
+    if isinstance(out_t, PackedSequence):
+        assert isinstance(out_o, PackedSequence)
+        assert torch.equal(out_o.batch_sizes, out_t.batch_sizes)
+        assert torch.equal(out_o.sorted_indices, out_t.sorted_indices)
+        assert torch.equal(out_o.unsorted_indices, out_t.unsorted_indices)
+        out_t, out_o = out_t.data, out_o.data
+    for name, a, b in (("output", out_o, out_t), ("h_n", h_o, h_t), ("c_n", c_o, c_t)):
+        assert a.shape == b.shape, name
+        assert rel_err(a, b) <= OUT_TOL, f"{name}: {rel_err(a, b):.2e}"
+    for k, (leaf, expected) in enumerate(zip(leaves, grads_t)):
+        assert rel_err(leaf.grad, expected) <= GRAD_TOL, f"input grad {k}: {rel_err(leaf.grad, expected):.2e}"
+    ours_params = dict(ours.named_parameters())
+    assert list(ours_params) == [n for n, _ in theirs.named_parameters()]
+    for name, p in theirs.named_parameters():
+        err = rel_err(ours_params[name].grad, p.grad)
+        assert err <= GRAD_TOL, f"grad of {name}: {err:.2e}"
+
+
+COMBOS = list(itertools.product((1, 2), (False, True), (False, True), (False, True),
+                                (False, True), (False, True)))
+
+
+@pytest.mark.parametrize(
+    "num_layers,bidirectional,batch_first,bias,packed,with_state", COMBOS,
+    ids=[f"L{n}-{'bi' if bi else 'uni'}-{'bf' if bf else 'tf'}-{'bias' if b else 'nobias'}-"
+         f"{'packed' if p else 'padded'}-{'hx' if s else 'nohx'}" for n, bi, bf, b, p, s in COMBOS])
+def test_matches_torch_lstm(num_layers, bidirectional, batch_first, bias, packed, with_state):
+    theirs, ours = twins(num_layers=num_layers, bidirectional=bidirectional,
+                         batch_first=batch_first, bias=bias)
+    x, layer_input = make_input(batch_first, packed)
+    hx = None
+    if with_state:
+        n = num_layers * (2 if bidirectional else 1)
+        hx = (torch.randn(n, B, H, requires_grad=True), torch.randn(n, B, H, requires_grad=True))
+    assert_parity(theirs, ours, x, layer_input, hx)
+
+
+@pytest.mark.parametrize("bidirectional", (False, True))
+@pytest.mark.parametrize("packed", (False, True))
+def test_proj_size_matches_torch(bidirectional, packed):
+    theirs, ours = twins(num_layers=2, bidirectional=bidirectional, proj_size=2)
+    x, layer_input = make_input(False, packed)
+    n = 2 * (2 if bidirectional else 1)
+    hx = (torch.randn(n, B, 2, requires_grad=True), torch.randn(n, B, H, requires_grad=True))
+    assert_parity(theirs, ours, x, layer_input, hx)
+
+
+@pytest.mark.parametrize("batch_first", (False, True))
+def test_unbatched_input(batch_first):
+    theirs, ours = twins(num_layers=2, bidirectional=True, batch_first=batch_first)
+    x = torch.randn(T, I, requires_grad=True)
+    hx = (torch.randn(4, H, requires_grad=True), torch.randn(4, H, requires_grad=True))
+    assert_parity(theirs, ours, x, lambda: x, hx)
+    out, (h_n, c_n) = ours(x)
+    assert out.shape == (T, 2 * H) and h_n.shape == (4, H) and c_n.shape == (4, H)
+
+
+def test_packed_reverse_starts_at_each_rows_last_element():
+    """Row b of the reverse direction sees x[L_b-1], …, x[0]: equal to running that row alone."""
+    ours = wmkernels.nn.LSTM(I, H, bidirectional=True)
+    x = torch.randn(T, 3, I)
+    lengths = torch.tensor([2, T, 4])
+    out, (h_n, _) = ours(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    padded, _ = torch.nn.utils.rnn.pad_packed_sequence(out)
+    for b, L in enumerate(lengths.tolist()):
+        alone, (h_alone, _) = ours(x[:L, b:b + 1])
+        assert rel_err(padded[:L, b:b + 1], alone) <= OUT_TOL
+        assert rel_err(h_n[:, b], h_alone[:, 0]) <= OUT_TOL
+        assert torch.all(padded[L:, b] == 0)
+
+
+def test_dropout_between_layers_in_training_only():
+    torch.manual_seed(0)
+    ours = wmkernels.nn.LSTM(I, H, num_layers=2, dropout=0.5)
+    theirs = torch.nn.LSTM(I, H, num_layers=2, dropout=0.5)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, I)
+    ours.eval()
+    theirs.eval()
+    assert rel_err(ours(x)[0], theirs(x)[0]) <= OUT_TOL  # eval: no dropout
+    ours.train()
+    a, b = ours(x)[0], ours(x)[0]
+    assert not torch.allclose(a, b)  # a fresh mask per call
+    # Dropout acts between layers only: layer 0's output feeds layer 1 through it,
+    # and with p = 1 layer 1 sees zeros, i.e. runs on its biases alone.
+    ours.dropout = 1.0
+    zero_input = wmkernels.nn.LSTM(H, H)
+    zero_input.load_state_dict({k.replace("_l1", "_l0"): v for k, v in ours.state_dict().items() if "_l1" in k})
+    expected = zero_input(torch.zeros(T, B, H))[0]
+    assert rel_err(ours(x)[0], expected) <= OUT_TOL
+
+
+def test_state_dict_both_ways_and_same_init():
+    kwargs = dict(num_layers=2, bidirectional=True, proj_size=3)
+    torch.manual_seed(7)
+    theirs = torch.nn.LSTM(I, H, **kwargs)
+    torch.manual_seed(7)
+    ours = wmkernels.nn.LSTM(I, H, **kwargs)
+    # Same names, shapes, order and initial values (uniform ±1/√H drawn in the same order).
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == \
+           [(n, p.shape) for n, p in theirs.named_parameters()]
+    for (_, a), (_, b) in zip(ours.named_parameters(), theirs.named_parameters()):
+        assert torch.equal(a, b)
+        assert a.abs().max() <= 1 / H ** 0.5
+    ours.reset_parameters()
+    theirs.load_state_dict(ours.state_dict())  # ours -> torch
+    back = wmkernels.nn.LSTM(I, H, **kwargs)
+    back.load_state_dict(theirs.state_dict())  # torch -> ours
+    for (_, a), (_, b) in zip(back.named_parameters(), ours.named_parameters()):
+        assert torch.equal(a, b)
+    assert repr(ours).replace("wmkernels.nn.", "") == repr(theirs)
+    assert [[p.shape for p in ws] for ws in ours.all_weights] == \
+           [[p.shape for p in ws] for ws in theirs.all_weights]
+
+
+def test_float64_and_t_zero():
+    theirs, ours = twins(num_layers=2, bidirectional=True)
+    theirs.double()
+    ours.double()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    assert rel_err(ours(x)[0], theirs(x)[0]) <= 1e-12
+    empty = ours(torch.randn(0, B, I, dtype=torch.float64))
+    assert empty[0].shape == (0, B, 2 * H) and empty[1][0].shape == (4, B, H)
+    assert torch.all(empty[1][0] == 0)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(dropout=1.5), ValueError, "dropout"),
+    (dict(dropout=True), ValueError, "dropout"),
+    (dict(proj_size=H), ValueError, "proj_size"),
+    (dict(proj_size=-1), ValueError, "proj_size"),
+    (dict(num_layers=0), ValueError, "num_layers"),
+    (dict(bias=1), TypeError, "bias"),
+])
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        wmkernels.nn.LSTM(I, H, **kwargs)
+    with pytest.raises(TypeError, match="hidden_size"):
+        wmkernels.nn.LSTM(I, 2.0)
+
+
+def test_bad_forward_arguments():
+    lstm = wmkernels.nn.LSTM(I, H, num_layers=2)
+    with pytest.raises(ValueError, match=r"input_size\. Expected 3, got 4"):
+        lstm(torch.randn(T, B, 4))
+    with pytest.raises(ValueError, match="2D or 3D, got 4D"):
+        lstm(torch.randn(1, T, B, I))
+    with pytest.raises(ValueError, match=r"h0.*\[2, 4, 5\], got \[1, 4, 5\]"):
+        lstm(torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(2, B, H)))
+    with pytest.raises(ValueError, match=r"hx\[1\] \(c0\) to be 3D"):
+        lstm(torch.randn(T, B, I), (torch.randn(2, B, H), torch.randn(B, H)))
+    with pytest.raises(ValueError, match="tuple of 2"):
+        lstm(torch.randn(T, B, I), torch.randn(2, B, H))
+    with pytest.raises(ValueError, match="dtype"):
+        lstm(torch.randn(T, B, I, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        lstm(torch.ones(T, B, I, dtype=torch.int64))
+
+
+# ----------------------------------------------------------------------------- LSTMCell
+
+@pytest.mark.parametrize("bias", (True, False))
+@pytest.mark.parametrize("batched", (True, False))
+@pytest.mark.parametrize("with_state", (True, False))
+def test_cell_matches_torch(bias, batched, with_state):
+    theirs = torch.nn.LSTMCell(I, H, bias=bias)
+    ours = wmkernels.nn.LSTMCell(I, H, bias=bias)
+    ours.load_state_dict(theirs.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    lead = (B,) if batched else ()
+    x = torch.randn(*lead, I, requires_grad=True)
+    hx = (torch.randn(*lead, H, requires_grad=True), torch.randn(*lead, H, requires_grad=True)) \
+        if with_state else None
+    leaves = [x] + (list(hx) if hx else [])
+    upstream = [torch.randn(*lead, H), torch.randn(*lead, H)]
+    results = []
+    for layer in (theirs, ours):
+        h, c = layer(x, hx)
+        sum((t * u).sum() for t, u in zip((h, c), upstream)).backward()
+        results.append(((h, c), [t.grad.clone() for t in leaves]))
+        for t in leaves:
+            t.grad = None
+    for a, b in zip(results[0][0], results[1][0]):
+        assert a.shape == b.shape and rel_err(b, a) <= OUT_TOL
+    for a, b in zip(results[0][1], results[1][1]):
+        assert rel_err(b, a) <= GRAD_TOL
+    for (name, p), q in zip(theirs.named_parameters(), ours.parameters()):
+        assert rel_err(q.grad, p.grad) <= GRAD_TOL, name
+
+
+def test_cell_bad_arguments():
+    cell = wmkernels.nn.LSTMCell(I, H)
+    with pytest.raises(ValueError, match="input_size: got 4, expected 3"):
+        cell(torch.randn(B, 4))
+    with pytest.raises(ValueError, match=r"hx\[0\] \(h\).*\[4, 5\], got \[4, 6\]"):
+        cell(torch.randn(B, I), (torch.randn(B, H + 1), torch.randn(B, H)))
+    with pytest.raises(ValueError, match="1D or 2D"):
+        cell(torch.randn(1, B, I))

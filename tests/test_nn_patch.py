@@ -1,0 +1,86 @@
+"""wmkernels.patch(model): every torch.nn.LSTM / LSTMCell replaced by the drop-in,
+recursively, with the same Parameter objects (weights, device, dtype), the
+training flag kept, and the model's outputs unchanged."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import wmkernels
+from wmkernels.testing import rel_err
+
+
+class Tagger(nn.Module):
+    """LSTMs at several depths: a direct child, inside Sequential / ModuleList, a cell, one shared."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+        self.lstm = nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
+        self.stack = nn.ModuleList([nn.LSTM(10, 3), nn.Linear(3, 3)])
+        self.cell = nn.LSTMCell(3, 3, bias=False)
+        self.shared = self.cell
+
+    def forward(self, x):
+        y, _ = self.lstm(self.encoder(x))                 # [B, T, 10]
+        y, _ = self.stack[0](y.transpose(0, 1))           # [T, B, 3]
+        y = self.stack[1](y)
+        state = None
+        for t in range(y.shape[0]):
+            state = self.cell(y[t], state)
+            state = self.shared(y[t], state)
+        return state[0]
+
+
+def test_patch_replaces_every_lstm_and_keeps_outputs():
+    model = Tagger().double()
+    model.stack.eval()
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    before = model(x)
+    params_before = {name: p for name, p in model.named_parameters()}
+    patched = wmkernels.patch(model)
+    assert patched is model
+    assert type(model.lstm) is wmkernels.nn.LSTM
+    assert type(model.stack[0]) is wmkernels.nn.LSTM
+    assert type(model.cell) is wmkernels.nn.LSTMCell
+    assert model.shared is model.cell  # sharing kept
+    assert not any(type(m) in (nn.LSTM, nn.LSTMCell) for m in model.modules())
+    # The very same Parameter objects, so dtype/device are kept and an optimizer still holds them.
+    for name, p in model.named_parameters():
+        assert p is params_before[name], name
+        assert p.dtype == torch.float64
+    assert model.lstm.training and not model.stack[0].training
+    assert rel_err(model(x), before) <= 1e-12
+
+
+def test_patch_keeps_training_with_an_existing_optimizer():
+    model = nn.Sequential(nn.LSTM(3, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wmkernels.patch(model)
+    x = torch.randn(5, 2, 3)
+    loss = model(x)[0].pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    assert model(x)[0].pow(2).sum() < loss  # the optimizer moved the weights the drop-in uses
+
+
+def test_patch_of_a_bare_layer_returns_the_drop_in():
+    lstm = nn.LSTM(3, 4, proj_size=2, bias=False).eval()
+    new = wmkernels.patch(lstm)
+    assert type(new) is wmkernels.nn.LSTM and not new.training
+    assert new.proj_size == 2 and not new.bias
+    x = torch.randn(5, 2, 3)
+    assert rel_err(new(x)[0], lstm(x)[0]) <= 2e-5
+    assert type(wmkernels.patch(nn.LSTMCell(3, 4))) is wmkernels.nn.LSTMCell
+
+
+def test_patch_leaves_subclasses_and_other_modules_alone():
+    class MyLSTM(nn.LSTM):
+        pass
+
+    model = nn.Sequential(MyLSTM(3, 4), nn.GRU(4, 4))
+    wmkernels.patch(model)
+    assert type(model[0]) is MyLSTM and type(model[1]) is nn.GRU
+    with pytest.raises(TypeError, match="nn.Module"):
+        wmkernels.patch("model")

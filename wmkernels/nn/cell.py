@@ -1,0 +1,82 @@
+"""``wmkernels.nn.LSTMCell``: a drop-in for ``torch.nn.LSTMCell`` on ``wmkernels.ops.lstm_cell``."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from wmkernels import ops
+from wmkernels.nn import checks
+
+NAME = "LSTMCell"
+
+
+def gate_preactivations(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor,
+                        bias: Optional[Tensor]) -> Tensor:
+    """``x w_ihᵀ + h w_hhᵀ + bias`` as two ``addmm``: x [B, I], h [B, H] -> [B, 4H]."""
+    first = x @ w_ih.t() if bias is None else torch.addmm(bias, x, w_ih.t())
+    return torch.addmm(first, h, w_hh.t())
+
+
+class LSTMCell(nn.Module):
+    """One LSTM step with the constructor, parameters, inputs and outputs of ``torch.nn.LSTMCell``.
+
+    ``LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)``;
+    parameters ``weight_ih [4H, I]``, ``weight_hh [4H, H]``, ``bias_ih [4H]``,
+    ``bias_hh [4H]`` (None without bias), uniform ±1/√H.
+    ``forward(input [B, I] or [I], hx=(h [B, H], c [B, H]) or None) -> (h', c')``;
+    the gate pre-activations come from ``addmm``, the cell from ``ops.lstm_cell``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        checks.positive_int(NAME, "input_size", input_size)
+        checks.positive_int(NAME, "hidden_size", hidden_size)
+        if not isinstance(bias, bool):
+            raise TypeError(f"{NAME}: bias should be of type bool, got: {type(bias).__name__}")
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        checks.tensor(NAME, "input", input, (1, 2))
+        checks.matches_weights(NAME, "input", input, self.weight_ih)
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        if x.shape[1] != self.input_size:
+            raise ValueError(f"{NAME}: input has inconsistent input_size: got {x.shape[1]}, "
+                             f"expected {self.input_size}")
+        shape = (x.shape[0], self.hidden_size)
+        if hx is None:
+            h, c = checks.zeros(shape, x), checks.zeros(shape, x)
+        else:
+            h, c = checks.state_pair(NAME, "hx", hx)
+            for name, value in (("hx[0] (h)", h), ("hx[1] (c)", c)):
+                checks.tensor(NAME, name, value, (2 if batched else 1,))
+                checks.matches_weights(NAME, name, value, self.weight_ih)
+            if not batched:
+                h, c = h.unsqueeze(0), c.unsqueeze(0)
+            checks.size(NAME, "hx[0] (h)", h, shape, "[B, H]")
+            checks.size(NAME, "hx[1] (c)", c, shape, "[B, H]")
+        bias = self.bias_ih + self.bias_hh if self.bias else None
+        h, c = ops.lstm_cell(gate_preactivations(x, h, self.weight_ih, self.weight_hh, bias), c)
+        return (h, c) if batched else (h.squeeze(0), c.squeeze(0))

@@ -1,0 +1,63 @@
+"""Argument checks of the layers (SPEC section 5): constructor sizes, the input
+tensor and the recurrent state. Each failure names the layer, the argument, the
+expected shape and the one given; shapes inside the ops are checked again there.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def positive_int(layer: str, name: str, value) -> int:
+    """A constructor size: an int ≥ 1 (TypeError / ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{layer}: {name} should be of type int, got: {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{layer}: {name} must be greater than zero, got {value}")
+    return value
+
+
+def tensor(layer: str, name: str, value, dims: Sequence[int]) -> Tensor:
+    """``value`` must be a floating-point tensor with one of ``dims`` dimensions."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{layer}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{layer}: {name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.dim() not in dims:
+        wanted = " or ".join(f"{d}D" for d in dims)
+        raise ValueError(f"{layer}: Expected {name} to be {wanted}, got {value.dim()}D instead "
+                         f"(shape {list(value.shape)})")
+    return value
+
+
+def size(layer: str, name: str, value: Tensor, expected: Sequence[int], labels: str) -> None:
+    """``value`` must have shape ``expected`` (``labels`` spells it out, e.g. "[B, H]")."""
+    if tuple(value.shape) != tuple(expected):
+        raise ValueError(f"{layer}: Expected {name} of shape {labels} = {list(expected)}, "
+                         f"got {list(value.shape)}")
+
+
+def matches_weights(layer: str, name: str, value: Tensor, weight: Tensor) -> None:
+    """``value`` must share the parameters' dtype and device."""
+    if value.dtype != weight.dtype:
+        raise ValueError(f"{layer}: {name} dtype ({value.dtype}) does not match weight dtype "
+                         f"({weight.dtype}). Convert the input: .to({weight.dtype}), or the "
+                         f"model: .to({value.dtype})")
+    if value.device != weight.device:
+        raise ValueError(f"{layer}: {name} is on {value.device} but the weights are on "
+                         f"{weight.device}; they must be on one device")
+
+
+def state_pair(layer: str, name: str, value) -> tuple:
+    """``value`` must be a tuple/list of length 2 (e.g. ``(h0, c0)``)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{layer}: Expected {name} to be a tuple of 2 tensors (h, c), got "
+                         f"{type(value).__name__}" + (f" of length {len(value)}"
+                                                      if isinstance(value, (tuple, list)) else ""))
+    return tuple(value)
+
+
+def zeros(shape, like: Tensor) -> Tensor:
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)

@@ -1,0 +1,224 @@
+"""``wmkernels.nn.LSTM``: a drop-in for ``torch.nn.LSTM`` on ``wmkernels.ops``."""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from wmkernels import ops
+from wmkernels.nn import checks
+from wmkernels.nn.sequences import repack, reverse_within, time_major, unpack
+
+NAME = "LSTM"
+
+
+class LSTM(nn.Module):
+    """Multi-layer LSTM with the constructor, parameters, inputs and outputs of ``torch.nn.LSTM``.
+
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None)``.
+    Parameters are named, shaped, ordered and initialised (uniform ±1/√H) as in
+    ``torch.nn.LSTM`` (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, ``weight_hr_l{k}`` with ``proj_size``, ``_reverse`` for the
+    backward direction), so ``load_state_dict`` works both ways.
+
+    ``forward(input, hx=None) -> (output, (h_n, c_n))``:
+    ``input`` is ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``), ``[T, I]``
+    unbatched, or a ``PackedSequence``; ``hx = (h0, c0)`` with ``h0 [L·D, B, H_out]``,
+    ``c0 [L·D, B, H]`` (``L`` layers, ``D`` = 2 if bidirectional else 1,
+    ``H_out = proj_size or H``), zeros if None; ``output [T, B, D·H_out]`` (or
+    packed like the input), ``h_n [L·D, B, H_out]``, ``c_n [L·D, B, H]``.
+
+    Each layer and direction is one ``wmkernels.ops.lstm_sequence`` call (the
+    time loop runs inside the backend). A packed batch runs padded with per-row
+    ``lengths``; its backward direction starts at each sequence's own last
+    element. ``dropout`` applies to the outputs of every layer but the last, in
+    training mode only (its random mask is not torch's).
+
+    ``proj_size > 0`` has no fused sequence kernel: it runs a Python loop over
+    time of ``wmkernels.ops.lstm_cell`` plus the projection matmul — correct,
+    differentiable and traceable, but not fused over time.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None) -> None:
+        super().__init__()
+        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
+                or not 0 <= dropout <= 1):
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             f"probability of an element being zeroed, got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          "non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{NAME}: {name} should be of type bool, got: {type(flag).__name__}")
+        checks.positive_int(NAME, "input_size", input_size)
+        checks.positive_int(NAME, "hidden_size", hidden_size)
+        checks.positive_int(NAME, "num_layers", num_layers)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"{NAME}: proj_size should be a positive integer or zero to disable "
+                             f"projections, got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{NAME}: proj_size has to be smaller than hidden_size, got "
+                             f"proj_size={proj_size}, hidden_size={hidden_size}")
+        self.mode = "LSTM"
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
+        self.dropout, self.proj_size = float(dropout), proj_size
+
+        factory = {"device": device, "dtype": dtype}
+        out_size = proj_size or hidden_size
+        self._all_weights: List[List[str]] = []  # names per layer-direction, as torch.nn.LSTM
+        self._weight_names: List[Dict[str, str]] = []  # the same, by base name ("weight_ih", …)
+        for layer in range(num_layers):
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                layer_input = input_size if layer == 0 else out_size * self.num_directions
+                shapes = [("weight_ih", (4 * hidden_size, layer_input)),
+                          ("weight_hh", (4 * hidden_size, out_size))]
+                if bias:
+                    shapes += [("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))]
+                if proj_size > 0:
+                    shapes += [("weight_hr", (proj_size, hidden_size))]
+                names = []
+                for base, shape in shapes:
+                    setattr(self, base + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(base + suffix)
+                self._all_weights.append(names)
+                self._weight_names.append({base: name for (base, _), name in zip(shapes, names)})
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        """The parameters per layer and direction, as ``torch.nn.LSTM.all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def reset_parameters(self) -> None:
+        """Uniform ±1/√H for every parameter, in registration order (as torch.nn.LSTM)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, default in (("proj_size", 0), ("num_layers", 1), ("bias", True),
+                              ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s
+
+    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        packed = isinstance(input, PackedSequence)
+        first_weight = self.weight_ih_l0
+        if packed:
+            x, lengths = unpack(input)
+            checks.matches_weights(NAME, "input", x, first_weight)
+            lengths = lengths.to(x.device)
+            batched = True
+        else:
+            checks.tensor(NAME, "input", input, (2, 3))
+            checks.matches_weights(NAME, "input", input, first_weight)
+            batched = input.dim() == 3
+            x = time_major(input, self.batch_first) if batched else input.unsqueeze(1)
+            lengths = None
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
+                             f"{self.input_size}, got {x.shape[2]}")
+        h0, c0 = self._initial_state(hx, x, batched)
+
+        layer_input, h_n, c_n = x, [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                y, h, c = self._run_direction(k, direction, layer_input, h0[k], c0[k], lengths)
+                outputs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
+
+        if packed:
+            return repack(output, lengths, input), (h_n, c_n)
+        if not batched:
+            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        return time_major(output, self.batch_first), (h_n, c_n)
+
+    def _initial_state(self, hx, x: Tensor, batched: bool) -> Tuple[Tensor, Tensor]:
+        """(h0 [L·D, B, H_out], c0 [L·D, B, H]) from ``hx`` (checked) or zeros."""
+        B = x.shape[1]
+        LD = self.num_layers * self.num_directions
+        h_shape, c_shape = (LD, B, self.proj_size or self.hidden_size), (LD, B, self.hidden_size)
+        if hx is None:
+            return checks.zeros(h_shape, x), checks.zeros(c_shape, x)
+        h0, c0 = checks.state_pair(NAME, "hx", hx)
+        dims = 3 if batched else 2
+        for name, value in (("hx[0] (h0)", h0), ("hx[1] (c0)", c0)):
+            checks.tensor(NAME, name, value, (dims,))
+            checks.matches_weights(NAME, name, value, self.weight_ih_l0)
+        if not batched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        labels = "[num_layers*num_directions, B, {}]"
+        checks.size(NAME, "hx[0] (h0)", h0, h_shape, labels.format("proj_size" if self.proj_size else "H"))
+        checks.size(NAME, "hx[1] (c0)", c0, c_shape, labels.format("H"))
+        return h0, c0
+
+    def _run_direction(self, k: int, direction: int, x: Tensor, h0: Tensor, c0: Tensor,
+                       lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """One layer-direction over the whole sequence: x [T, B, F] -> (y [T, B, H_out], h, c)."""
+        weights = {base: getattr(self, name) for base, name in self._weight_names[k].items()}
+        if direction == 1:
+            x = reverse_within(x, lengths)
+        args = (x, h0, c0, weights["weight_ih"], weights["weight_hh"],
+                weights.get("bias_ih"), weights.get("bias_hh"))
+        if self.proj_size > 0:
+            y, h, c = projected_sequence(*args, weights["weight_hr"], lengths)
+        else:
+            y, h, c = ops.lstm_sequence(*args, lengths)
+        if direction == 1:
+            y = reverse_within(y, lengths)
+        return y, h, c
+
+
+def projected_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                       b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Tensor,
+                       lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """An LSTM direction with projection (``proj_size > 0``), as ``torch.nn.LSTM``.
+
+    x [T, B, I], h0 [B, P], c0 [B, H], w_ih [4H, I], w_hh [4H, P], w_hr [P, H]
+    -> (y [T, B, P], h_n [B, P], c_n [B, H]); step t: ``h_t = lstm_cell(...)[0] w_hrᵀ``.
+    No fused sequence kernel covers it, so this is a Python loop over time of
+    ``ops.lstm_cell`` (rows past their length keep their state, output zeros).
+    """
+    gates_x = x @ w_ih.t()  # all steps' input projections in one matmul
+    for b in (b_ih, b_hh):
+        if b is not None:
+            gates_x = gates_x + b
+    h, c, ys = h0, c0, []
+    for t in range(x.shape[0]):
+        h_new, c_new = ops.lstm_cell(torch.addmm(gates_x[t], h, w_hh.t()), c)
+        h_new = h_new @ w_hr.t()
+        if lengths is None:
+            h, c = h_new, c_new
+            ys.append(h_new)
+        else:
+            valid = (lengths > t).unsqueeze(1)
+            ys.append(torch.where(valid, h_new, torch.zeros_like(h_new)))
+            h, c = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
+    y = torch.stack(ys) if ys else x.new_zeros(0, x.shape[1], w_hr.shape[0])
+    return y, h, c
