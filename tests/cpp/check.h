@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include <c10/util/Exception.h>
+
 namespace wmk_test {
 
 inline int& failures() {
@@ -13,6 +15,17 @@ inline int& failures() {
 inline int& checks() {
   static int n = 0;
   return n;
+}
+
+// Whether f() throws c10::Error (a TORCH_CHECK failing).
+template <typename F>
+bool throws_c10_error(F&& f) {
+  try {
+    f();
+  } catch (const c10::Error&) {
+    return true;
+  }
+  return false;
 }
 
 }  // namespace wmk_test
@@ -44,3 +57,4 @@ inline int& checks() {
 
 void run_lstm_math_tests();
 void run_lstm_cell_cpu_tests();
+void run_memory_ops_tests();
