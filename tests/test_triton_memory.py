@@ -30,3 +30,12 @@ def test_memory_ops_float16(op):
 @pytest.mark.parametrize("op", ["wm_read", "wm_shift_write", "wm_write"])
 def test_memory_ops_bfloat16(op):
     assert_matches(testing.random_case(op, B=21, S=13, D=70), torch.bfloat16)
+
+
+@pytest.mark.parametrize("op", ["wm_read", "wm_write"])
+def test_memory_ops_float32_tiled(op, monkeypatch):
+    """Several row blocks and slot-width chunks, as on a GPU at large sizes."""
+    from wmkernels.triton import memory, tiles
+    monkeypatch.setattr(memory, "_blocks", lambda M: (
+        ((M.shape[0] + 1) // 2,), 2, tiles.pow2(M.shape[1]), 4, 4))
+    assert_matches(testing.random_case(op, B=3, S=5, D=10, with_mask=op == "wm_read"))

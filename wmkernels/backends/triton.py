@@ -68,3 +68,15 @@ class TritonBackend(Backend):
 
     def wm_write_backward(self, saved, info, grad):
         return kernels("memory").wm_write_backward(grad, *saved)
+
+    def lstm_sequence_forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
+        biases = [b for b in (b_ih, b_hh) if b is not None]
+        bias = sum(biases[1:], biases[0]) if biases else None
+        y, h_n, c_n, hs, cs, act = kernels("sequence").lstm_sequence_forward(x, h0, c0, w_ih, w_hh, bias, lengths)
+        return (y, h_n, c_n), (x, w_ih, w_hh, hs, cs, act, lengths), (b_ih is not None, b_hh is not None)
+
+    def lstm_sequence_backward(self, saved, info, grad_y, grad_h, grad_c):
+        dx, dh0, dc0, dw_ih, dw_hh, d_bias = kernels("sequence").lstm_sequence_backward(
+            grad_y, grad_h, grad_c, *saved)
+        has_b_ih, has_b_hh = info
+        return (dx, dh0, dc0, dw_ih, dw_hh, d_bias if has_b_ih else None, d_bias if has_b_hh else None)

@@ -1,0 +1,35 @@
+"""The triton backend's lstm_sequence against the float64 reference."""
+import pytest
+import torch
+
+from triton_support import assert_matches, gpu_only, needs_triton
+from wmkernels import testing
+
+pytestmark = needs_triton
+
+
+@pytest.mark.parametrize("sizes, with_lengths, with_bias", [
+    (dict(T=5, B=3, I=7, H=9), False, True),
+    (dict(T=6, B=4, I=5, H=11), True, False),
+    (dict(T=1, B=1, I=1, H=1), False, True),
+])
+def test_lstm_sequence_float32(sizes, with_lengths, with_bias):
+    assert_matches(testing.random_case("lstm_sequence", **sizes, with_lengths=with_lengths, with_bias=with_bias))
+
+
+def test_lstm_sequence_float16():
+    assert_matches(testing.random_case("lstm_sequence", T=4, B=3, I=5, H=9, with_lengths=True), torch.float16)
+
+
+@gpu_only
+def test_lstm_sequence_bfloat16():
+    assert_matches(testing.random_case("lstm_sequence", T=17, B=19, I=70, H=130, with_lengths=True),
+                   torch.bfloat16)
+
+
+def test_lstm_sequence_float32_tiled(monkeypatch):
+    """Several batch tiles and hidden/reduction chunks per program, as on a GPU at large sizes."""
+    from wmkernels.triton import sequence
+    monkeypatch.setattr(sequence, "launch_config", lambda B, H, like: dict(
+        BLOCK_B=16, BLOCK_N=16, BLOCK_K=16, PRECISION="ieee", num_warps=4))
+    assert_matches(testing.random_case("lstm_sequence", T=3, B=18, I=3, H=19, with_lengths=True))

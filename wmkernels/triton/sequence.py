@@ -1,0 +1,191 @@
+"""lstm_sequence (SPEC 1.2) in Triton, the time loop inside one launch.
+
+Forward: the input projection of all steps is one matrix product up front
+(``xp = x w_ihᵀ + b``, [T, B, 4H]); then one launch walks time, each program
+owning a block of batch rows. Per step it tiles the hidden units, adds
+``h_{t-1} w_hhᵀ`` through ``tl.dot`` and applies the cell. The states go to
+``hs, cs [T+1, B, H]`` (fp32; index 0 is h0/c0), which are both the carried
+state the next step reads (from L2, behind a CTA barrier) and what backward
+keeps, with the gate activations ``act [T, B, 4H]``.
+
+Backward walks time in reverse the same way and writes the pre-activation
+gradients ``dg [T, B, 4H]``; the gradients of x and of the weights are then
+matrix products over all steps at once.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from wmkernels.triton import math as wm
+from wmkernels.triton import tiles
+from wmkernels.triton.tiles import row_block_matmul
+
+
+@triton.jit
+def _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS: tl.constexpr):
+    if HAS_LENGTHS:
+        return tl.load(len_ptr + rows, mask=row_ok, other=0)
+    return tl.where(row_ok, T, 0)
+
+
+@triton.jit
+def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T, B, H,
+                    HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    lengths = _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    for t in range(0, T):
+        valid = (row_ok & (t < lengths))[:, None]
+        h_prev_ptr = hs_ptr + t * B * H
+        for n0 in range(0, H, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            col_ok = cols < H
+            tile = row_ok[:, None] & col_ok[None, :]
+            g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
+            s_off = rows[:, None] * H + cols[None, :]
+            pre_i = tl.load(xp_ptr + g_off, mask=tile, other=0.0).to(tl.float32)
+            pre_f = tl.load(xp_ptr + g_off + H, mask=tile, other=0.0).to(tl.float32)
+            pre_g = tl.load(xp_ptr + g_off + 2 * H, mask=tile, other=0.0).to(tl.float32)
+            pre_o = tl.load(xp_ptr + g_off + 3 * H, mask=tile, other=0.0).to(tl.float32)
+            pre_i = row_block_matmul(pre_i, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr, H, 1, cols, col_ok,
+                                     BLOCK_K, PRECISION)
+            pre_f = row_block_matmul(pre_f, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr + H * H, H, 1, cols,
+                                     col_ok, BLOCK_K, PRECISION)
+            pre_g = row_block_matmul(pre_g, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr + 2 * H * H, H, 1, cols,
+                                     col_ok, BLOCK_K, PRECISION)
+            pre_o = row_block_matmul(pre_o, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr + 3 * H * H, H, 1, cols,
+                                     col_ok, BLOCK_K, PRECISION)
+            h_prev = tl.load(h_prev_ptr + s_off, mask=tile, other=0.0)
+            c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile, other=0.0)
+            i, f, g, o, c, h = wm.lstm_cell_forward(pre_i, pre_f, pre_g, pre_o, c_prev)
+            tl.store(hs_ptr + (t + 1) * B * H + s_off, tl.where(valid, h, h_prev), mask=tile)
+            tl.store(cs_ptr + (t + 1) * B * H + s_off, tl.where(valid, c, c_prev), mask=tile)
+            tl.store(y_ptr + t * B * H + s_off, tl.where(valid, h, 0.0).to(y_ptr.dtype.element_ty), mask=tile)
+            tl.store(act_ptr + g_off, i, mask=tile)
+            tl.store(act_ptr + g_off + H, f, mask=tile)
+            tl.store(act_ptr + g_off + 2 * H, g, mask=tile)
+            tl.store(act_ptr + g_off + 3 * H, o, mask=tile)
+        tl.debug_barrier()  # h_t complete before step t+1 reads it
+
+
+@triton.jit
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr, dg_ptr, T, B, H,
+                     HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 on exit."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    lengths = _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    for step in range(0, T):
+        t = T - 1 - step
+        valid = (row_ok & (t < lengths))[:, None]
+        for n0 in range(0, H, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            tile = row_ok[:, None] & (cols < H)[None, :]
+            g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
+            s_off = rows[:, None] * H + cols[None, :]
+            grad_c = tl.load(dc_ptr + s_off, mask=tile, other=0.0)
+            grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
+            grad_h += tl.load(dy_ptr + t * B * H + s_off, mask=tile & valid, other=0.0).to(tl.float32)
+            i = tl.load(act_ptr + g_off, mask=tile & valid, other=0.0)
+            f = tl.load(act_ptr + g_off + H, mask=tile & valid, other=0.0)
+            g = tl.load(act_ptr + g_off + 2 * H, mask=tile & valid, other=0.0)
+            o = tl.load(act_ptr + g_off + 3 * H, mask=tile & valid, other=0.0)
+            c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile & valid, other=0.0)
+            c = tl.load(cs_ptr + (t + 1) * B * H + s_off, mask=tile & valid, other=0.0)
+            d_i, d_f, d_g, d_o, d_c_prev = wm.lstm_cell_backward(i, f, g, o, c_prev, c, grad_h, grad_c)
+            tl.store(dg_ptr + g_off, tl.where(valid, d_i, 0.0), mask=tile)
+            tl.store(dg_ptr + g_off + H, tl.where(valid, d_f, 0.0), mask=tile)
+            tl.store(dg_ptr + g_off + 2 * H, tl.where(valid, d_g, 0.0), mask=tile)
+            tl.store(dg_ptr + g_off + 3 * H, tl.where(valid, d_o, 0.0), mask=tile)
+            tl.store(dc_ptr + s_off, tl.where(valid, d_c_prev, grad_c), mask=tile)
+        tl.debug_barrier()  # dg_t complete before the product below reads it
+        for k0 in range(0, H, BLOCK_N):
+            cols = k0 + tl.arange(0, BLOCK_N)
+            col_ok = cols < H
+            tile = row_ok[:, None] & col_ok[None, :]
+            s_off = rows[:, None] * H + cols[None, :]
+            d_h_prev = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+            d_h_prev = row_block_matmul(d_h_prev, dg_ptr + t * B * 4 * H, 4 * H, rows, row_ok, 4 * H,
+                                        w_hh_ptr, 1, H, cols, col_ok, BLOCK_K, PRECISION)
+            carried = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
+            tl.store(dh_ptr + s_off, tl.where(valid, d_h_prev, carried), mask=tile)
+        tl.debug_barrier()
+
+
+def launch_config(B: int, H: int, like: Tensor) -> dict:
+    """Batch tile, hidden tile and reduction tile of the recurrent kernels."""
+    return dict(BLOCK_B=tiles.batch_tile(B, like),
+                BLOCK_N=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
+                BLOCK_K=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
+                PRECISION=tiles.precision(like.dtype), num_warps=4)
+
+
+def _grid(B: int, config: dict):
+    return (triton.cdiv(B, config["BLOCK_B"]),)
+
+
+@torch.library.custom_op("wmkernels_triton::lstm_sequence_forward", mutates_args=())
+def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                          bias: Optional[Tensor], lengths: Optional[Tensor]
+                          ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H], bias [4H] (b_ih + b_hh) or None,
+    lengths [B] int64 on x's device or None -> (y [T, B, H], h_n, c_n [B, H],
+    hs, cs [T+1, B, H] fp32, act [T, B, 4H] fp32)."""
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    xp = x.reshape(T * B, -1) @ w_ih.t()
+    if bias is not None:
+        xp = xp + bias
+    hs = torch.empty(T + 1, B, H, device=x.device, dtype=torch.float32)
+    cs = torch.empty_like(hs)
+    hs[0], cs[0] = h0, c0
+    act = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
+    y = x.new_empty(T, B, H)
+    if T and B:
+        config = launch_config(B, H, x)
+        _forward_kernel[_grid(B, config)](xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y, T, B, H,
+                                          HAS_LENGTHS=lengths is not None, **config)
+    return y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), hs, cs, act
+
+
+@lstm_sequence_forward.register_fake
+def _(x, h0, c0, w_ih, w_hh, bias, lengths):
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    f32 = dict(device=x.device, dtype=torch.float32)
+    return (x.new_empty(T, B, H), torch.empty_like(h0), torch.empty_like(c0), torch.empty(T + 1, B, H, **f32),
+            torch.empty(T + 1, B, H, **f32), torch.empty(T, B, 4 * H, **f32))
+
+
+@torch.library.custom_op("wmkernels_triton::lstm_sequence_backward", mutates_args=())
+def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Tensor, w_ih: Tensor,
+                           w_hh: Tensor, hs: Tensor, cs: Tensor, act: Tensor, lengths: Optional[Tensor]
+                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of y, h_n, c_n and what forward saved -> (dx, dh0, dc0, dw_ih, dw_hh, d_bias)."""
+    T, B, I = x.shape
+    H = hs.shape[2]
+    dh = grad_h.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # the kernel updates
+    dc = grad_c.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # these in place
+    dg = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
+    if T and B:
+        config = launch_config(B, H, x)
+        _backward_kernel[_grid(B, config)](grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths, dh, dc, dg,
+                                           T, B, H, HAS_LENGTHS=lengths is not None, **config)
+    dg2 = dg.reshape(T * B, 4 * H)
+    dx = (dg2 @ w_ih.float()).reshape(T, B, I)
+    dw_ih = dg2.t() @ x.reshape(T * B, I).float()
+    dw_hh = dg2.t() @ hs[:T].reshape(T * B, H)
+    dtype = x.dtype
+    return (dx.to(dtype), dh.to(dtype), dc.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype),
+            dg2.sum(0).to(dtype))
+
+
+@lstm_sequence_backward.register_fake
+def _(grad_y, grad_h, grad_c, x, w_ih, w_hh, hs, cs, act, lengths):
+    return (torch.empty_like(x), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(w_ih),
+            torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]))
