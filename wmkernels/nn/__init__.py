@@ -8,6 +8,8 @@
 """
 from wmkernels.nn.cell import LSTMCell
 from wmkernels.nn.lstm import LSTM
+from wmkernels.nn.memory import WorkingMemory
 from wmkernels.nn.patch import patch
+from wmkernels.nn.wm_lstm import WMLSTM, WMLSTMCell
 
-__all__ = ["LSTM", "LSTMCell", "patch"]
+__all__ = ["LSTM", "LSTMCell", "WMLSTM", "WMLSTMCell", "WorkingMemory", "patch"]

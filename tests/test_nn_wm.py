@@ -1,0 +1,175 @@
+"""wmkernels.nn.WMLSTM, WMLSTMCell and WorkingMemory (SPEC 2, 1.3, 1.4).
+
+WMLSTM is ops.wm_lstm_sequence on dict(layer.named_parameters()) (the same
+numbers, exactly) and matches the float64 reference; packed input equals
+running each row alone; WMLSTMCell stepped over a sequence equals WMLSTM
+(outputs, states and every gradient); WorkingMemory is the ops of 1.3.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import wmkernels
+from wmkernels import ops, reference
+from wmkernels.testing import rel_err
+
+T, B, I, H, S, D = 5, 3, 4, 6, 3, 5
+MODES = ("fifo", "gated")
+
+
+def random_state(batch=B, dtype=torch.float32, requires_grad=False):
+    return tuple(torch.randn(*shape, dtype=dtype, requires_grad=requires_grad)
+                 for shape in ((batch, H), (batch, H), (batch, S, D)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_parameters_are_the_spec_keys(mode):
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
+    params = dict(layer.named_parameters())
+    expected = set(reference.WM_PARAM_KEYS) - (set() if mode == "gated" else set(reference.WM_GATED_ONLY_KEYS))
+    assert set(params) == expected
+    for key, p in params.items():
+        labels = ops.WM_PARAM_SHAPES[key]
+        sizes = {"I": I, "H": H, "4H": 4 * H, "D": D}
+        assert p.shape == tuple(sizes[label] for label in labels), key
+        assert p.abs().max() <= 1 / H ** 0.5 and p.std() > 0, key  # uniform ±1/√H, not constant
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch_first", (False, True))
+@pytest.mark.parametrize("with_state", (False, True))
+def test_wmlstm_is_the_op_on_its_named_parameters(mode, batch_first, with_state):
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode, batch_first=batch_first)
+    x = torch.randn(T, B, I)
+    state = random_state() if with_state else None
+    y, (h, c, M) = layer(x.transpose(0, 1) if batch_first else x, state)
+    zeros = tuple(torch.zeros_like(t) for t in random_state())
+    y_op, (h_op, c_op, M_op) = ops.wm_lstm_sequence(x, state or zeros, dict(layer.named_parameters()), mode)
+    assert torch.equal(y.transpose(0, 1) if batch_first else y, y_op)
+    for a, b in ((h, h_op), (c, c_op), (M, M_op)):
+        assert torch.equal(a, b)
+    assert y.shape == ((B, T, H + D) if batch_first else (T, B, H + D))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wmlstm_matches_float64_reference(mode):
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
+    x, state = torch.randn(T, B, I), random_state()
+    y, state_n = layer(x, state)
+    params64 = {k: p.detach().double() for k, p in layer.named_parameters()}
+    y_ref, state_ref = reference.wm_lstm_sequence(x.double(), tuple(t.double() for t in state), params64, mode)
+    assert rel_err(y, y_ref) <= 1e-5
+    for a, b in zip(state_n, state_ref):
+        assert rel_err(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_packed_input_equals_each_row_alone(mode):
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode).double()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    state = random_state(dtype=torch.float64)
+    lengths = torch.tensor([2, T, 1])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    y, (h, c, M) = layer(packed, state)
+    assert torch.equal(y.batch_sizes, packed.batch_sizes)
+    assert torch.equal(y.sorted_indices, packed.sorted_indices)
+    padded, out_lengths = pad_packed_sequence(y)
+    assert torch.equal(out_lengths, lengths)
+    for b, L in enumerate(lengths.tolist()):
+        alone, (h_b, c_b, M_b) = layer(x[:L, b:b + 1], tuple(t[b:b + 1] for t in state))
+        assert rel_err(padded[:L, b:b + 1], alone) <= 1e-12
+        for a, e in ((h[b], h_b[0]), (c[b], c_b[0]), (M[b], M_b[0])):
+            assert rel_err(a, e) <= 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_cell_stepped_equals_the_sequence_layer(mode, dtype, tol):
+    seq = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode, dtype=dtype)
+    cell = wmkernels.nn.WMLSTMCell(I, H, S, D, write_mode=mode, dtype=dtype)
+    cell.load_state_dict(seq.state_dict())
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    state = random_state(dtype=dtype, requires_grad=True)
+    upstream = [torch.randn(T, B, H + D, dtype=dtype)] + [torch.randn_like(t) for t in state]
+
+    def grads(outputs, module):
+        loss = sum((o * u).sum() for o, u in zip(outputs, upstream))
+        leaves = [x, *state, *module.parameters()]
+        return torch.autograd.grad(loss, leaves)
+
+    y, state_n = seq(x, state)
+    expected = grads([y, *state_n], seq)
+    ys, s = [], state
+    for t in range(T):
+        y_t, s = cell(x[t], s)
+        ys.append(y_t)
+    got = grads([torch.stack(ys), *s], cell)
+    assert rel_err(torch.stack(ys), y) <= tol
+    for a, b in zip(s, state_n):
+        assert rel_err(a, b) <= tol
+    for k, (a, b) in enumerate(zip(got, expected)):
+        assert rel_err(a, b) <= 10 * tol, f"gradient {k}"
+
+
+def test_cell_zero_state_by_default():
+    cell = wmkernels.nn.WMLSTMCell(I, H, S, D)
+    x = torch.randn(B, I)
+    y, (h, c, M) = cell(x)
+    y0, _ = cell(x, tuple(torch.zeros_like(t) for t in random_state()))
+    assert torch.equal(y, y0) and y.shape == (B, H + D) and M.shape == (B, S, D)
+
+
+@pytest.mark.parametrize("layer_type", (wmkernels.nn.WMLSTM, wmkernels.nn.WMLSTMCell))
+def test_bad_arguments(layer_type):
+    with pytest.raises(ValueError, match="write_mode"):
+        layer_type(I, H, S, D, write_mode="lru")
+    with pytest.raises(ValueError, match="memory_slots"):
+        layer_type(I, H, 0, D)
+    with pytest.raises(TypeError, match="memory_dim"):
+        layer_type(I, H, S, 2.5)
+    layer = layer_type(I, H, S, D)
+    x = torch.randn(T, B, I) if layer_type is wmkernels.nn.WMLSTM else torch.randn(B, I)
+    with pytest.raises(ValueError, match="I=4"):
+        layer(x[..., :3])
+    bad_state = random_state()
+    bad_state = (bad_state[0], bad_state[1], torch.randn(B, S + 1, D))
+    with pytest.raises(ValueError, match=r"state\[2\] \(M\).*\[3, 3, 5\], got \[3, 4, 5\]"):
+        layer(x, bad_state)
+    with pytest.raises(ValueError, match="tuple"):
+        layer(x, random_state()[:2])
+    with pytest.raises(ValueError, match="dtype"):
+        layer(x.double())
+
+
+# ------------------------------------------------------------------------- WorkingMemory
+
+def test_working_memory_is_the_memory_ops():
+    memory = wmkernels.nn.WorkingMemory(S, D)
+    assert list(memory.parameters()) == []
+    M = memory.empty(B)
+    assert M.shape == (B, S, D) and torch.all(M == 0)
+    M = torch.randn(B, S, D)
+    q, v, e, a, w = (torch.randn(B, D), torch.randn(B, D), torch.rand(B, D), torch.randn(B, D),
+                     torch.rand(B, S))
+    mask = torch.rand(B, S) > 0.3
+    for got, expected in zip(memory.read(M, q, mask, 0.7), ops.wm_read(M, q, mask, 0.7)):
+        assert torch.equal(got, expected)
+    assert torch.equal(memory(M, q)[0], ops.wm_read(M, q)[0])
+    written = memory.write(M, v)
+    assert torch.equal(written[:, :S - 1], M[:, 1:]) and torch.equal(written[:, S - 1], v)
+    assert torch.equal(memory.update(M, w, e, a), ops.wm_write(M, w, e, a))
+    assert memory.empty(2, dtype=torch.float64).dtype == torch.float64
+
+
+def test_working_memory_bad_arguments():
+    memory = wmkernels.nn.WorkingMemory(S, D)
+    with pytest.raises(ValueError, match=r"\[B, S=3, D=5\], got \[3, 4, 5\]"):
+        memory.read(torch.randn(B, S + 1, D), torch.randn(B, D))
+    with pytest.raises(ValueError, match="3D"):
+        memory.write(torch.randn(S, D), torch.randn(B, D))
+    with pytest.raises(ValueError, match="slots"):
+        wmkernels.nn.WorkingMemory(0, D)
+    with pytest.raises(ValueError, match="batch"):
+        memory.empty(-1)
