@@ -6,18 +6,54 @@ torch.ops.wmkernels.*) with torch's cpp_extension and ninja.
 Project metadata lives in pyproject.toml. CUDA kernels are built by CMake
 (CMakeLists.txt) as a compile check for now; the CUDA extension comes with
 the cuda backend, as it needs a CUDA build of torch.
+
+The vectorized kernels (csrc/cpu/isa/*.cpp) are compiled once per instruction
+set, as ATen does: at the default x86-64 level, and on x86-64 also with AVX2
+and with AVX-512 flags; csrc/cpu/lstm_rows.cpp picks a copy at run time from
+what the CPU supports (see ISA_BUILDS and csrc/cpu/lstm_rows.h).
 """
 import glob
 import os
+import platform
 
 from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+
+# name -> (CPU_CAPABILITY, compiler flags); the flags are ATen's for the same
+# capability (cmake/Codegen.cmake of PyTorch). Default first: its objects come
+# first in the link, so any inline function the copies share keeps its
+# default-instruction-set body.
+ISA_BUILDS = {"default": ("DEFAULT", [])}
+if X86_64:
+    ISA_BUILDS["avx2"] = ("AVX2", ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c"])
+    ISA_BUILDS["avx512"] = ("AVX512", ["-mavx512f", "-mavx512bw", "-mavx512vl",
+                                       "-mavx512dq", "-mfma"])
 
 
 def _rel(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+class BuildWithIsaCopies(BuildExtension):
+    """BuildExtension that first compiles csrc/cpu/isa/*.cpp once per entry of
+    ISA_BUILDS (each into its own folder) and links those objects in."""
+
+    def build_extension(self, ext):
+        isa_objects = []
+        for name, (capability, flags) in ISA_BUILDS.items():
+            isa_objects += self.compiler.compile(
+                _rel("csrc/cpu/isa/*.cpp"),
+                output_dir=os.path.join(self.build_temp, "isa", name),
+                macros=[("CPU_CAPABILITY", capability), (f"CPU_CAPABILITY_{capability}", None)],
+                include_dirs=ext.include_dirs,
+                extra_postargs={"cxx": list(ext.extra_compile_args["cxx"]) + flags
+                                + ["-Wno-unknown-pragmas"]},  # ATen vec headers' #pragma unroll
+                depends=ext.depends)
+        ext.extra_objects = isa_objects + list(ext.extra_objects or [])
+        super().build_extension(ext)
 
 
 sources = ["csrc/bindings.cpp", "csrc/python_module.cpp"] + _rel("csrc/cpu/*.cpp")
@@ -27,11 +63,13 @@ ext_modules = [
         name="wmkernels._C",
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")],
+        define_macros=[(f"WMK_HAVE_{isa.upper()}", None) for isa in ISA_BUILDS if isa != "default"],
         extra_compile_args={"cxx": ["-O3"]},
+        depends=_rel("csrc/include/wmkernels/*.h") + _rel("csrc/cpu/*.h"),
     )
 ]
 
 setup(
     ext_modules=ext_modules,
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildWithIsaCopies.with_options(use_ninja=True)},
 )

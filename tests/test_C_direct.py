@@ -64,10 +64,13 @@ def test_forward_bad_dtypes(dtypes):
         fwd(gates.to(dtypes[0]), c_prev.to(dtypes[1]))
 
 
-def test_forward_meta_tensor_rejected():
+def test_forward_meta_tensors_give_meta_outputs():
+    """Meta tensors reach the fake kernel (registered for torch.compile by
+    wmkernels.backends.cpu), which allocates nothing and reads no data."""
     gates, c_prev = _good()
-    with pytest.raises((RuntimeError, NotImplementedError)):
-        fwd(gates.to("meta"), c_prev.to("meta"))
+    h, c, act = fwd(gates.to("meta"), c_prev.to("meta"))
+    assert all(t.device.type == "meta" for t in (h, c, act))
+    assert h.shape == c.shape == (3, 4) and act.shape == (3, 16)
 
 
 def _bwd_args(B=3, H=4, dtype=D):
@@ -183,3 +186,95 @@ def test_empty_batch(dtype):
     e = torch.empty(0, 3, dtype=dtype)
     gg, gcp = bwd(e, e, torch.empty(0, 12, dtype=dtype), e, e)
     assert gg.shape == (0, 12) and gcp.shape == (0, 3)
+
+
+# ---- lstm_sequence ----------------------------------------------------------------
+
+seq_fwd = torch.ops.wmkernels.lstm_sequence_forward
+seq_bwd = torch.ops.wmkernels.lstm_sequence_backward
+
+
+def _seq_args(T=3, B=2, I=4, H=5, dtype=D):
+    return dict(x=torch.randn(T, B, I, dtype=dtype), h0=torch.randn(B, H, dtype=dtype),
+                c0=torch.randn(B, H, dtype=dtype), w_ih=torch.randn(4 * H, I, dtype=dtype),
+                w_hh=torch.randn(4 * H, H, dtype=dtype), b_ih=torch.randn(4 * H, dtype=dtype),
+                b_hh=torch.randn(4 * H, dtype=dtype), lengths=torch.tensor([3, 1]))
+
+
+def test_sequence_good_arguments_run():
+    y, h_n, c_n, act, cs = seq_fwd(**_seq_args())
+    assert y.shape == (3, 2, 5) and act.shape == (3, 2, 20) and cs.shape == (3, 2, 5)
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("x", lambda a: a["x"][0]),                                   # rank 2
+    ("x", lambda a: a["x"].float()),                              # dtype differs
+    ("x", lambda a: a["x"].to(torch.int64)),
+    ("h0", lambda a: torch.randn(3, 5, dtype=D)),                 # B
+    ("h0", lambda a: torch.randn(2, 6, dtype=D)),                 # H
+    ("c0", lambda a: torch.randn(2, 4, dtype=D)),
+    ("c0", lambda a: a["c0"].half()),
+    ("w_ih", lambda a: torch.randn(20, 3, dtype=D)),              # I
+    ("w_ih", lambda a: torch.randn(19, 4, dtype=D)),              # 4H
+    ("w_hh", lambda a: torch.randn(20, 4, dtype=D)),
+    ("w_hh", lambda a: torch.randn(20, 5, 1, dtype=D)),
+    ("b_ih", lambda a: torch.randn(19, dtype=D)),
+    ("b_hh", lambda a: torch.randn(4, 5, dtype=D)),
+    ("b_hh", lambda a: a["b_hh"].float()),
+    ("lengths", lambda a: torch.tensor([4, 1])),                  # > T
+    ("lengths", lambda a: torch.tensor([-1, 1])),                 # < 0
+    ("lengths", lambda a: torch.tensor([1, 1, 1])),               # not [B]
+    ("lengths", lambda a: torch.tensor([[1, 1]])),
+    ("lengths", lambda a: torch.tensor([1, 1], dtype=torch.int32)),
+    ("lengths", lambda a: torch.tensor([1.0, 1.0])),
+])
+def test_sequence_forward_bad_arguments(name, bad):
+    args = _seq_args()
+    args[name] = bad(args)
+    with pytest.raises(RuntimeError):
+        seq_fwd(**args)
+
+
+def test_sequence_meta_tensors_give_meta_outputs():
+    args = {k: v.to("meta") for k, v in _seq_args().items()}
+    y, h_n, c_n, act, cs = seq_fwd(**args)
+    assert all(t.device.type == "meta" for t in (y, h_n, c_n, act, cs))
+    assert y.shape == cs.shape == (3, 2, 5) and act.shape == (3, 2, 20) and h_n.shape == (2, 5)
+    bargs = {k: v.to("meta") for k, v in _seq_bwd_args().items()}
+    shapes = [tuple(g.shape) for g in seq_bwd(**bargs)]
+    assert shapes == [(3, 2, 4), (2, 5), (2, 5), (20, 4), (20, 5), (20,)]
+
+
+def _seq_bwd_args():
+    a = _seq_args()
+    y, h_n, c_n, act, cs = seq_fwd(**a)
+    return dict(grad_y=torch.randn_like(y), grad_h_n=torch.randn_like(h_n),
+                grad_c_n=torch.randn_like(c_n), x=a["x"], h0=a["h0"], c0=a["c0"],
+                w_ih=a["w_ih"], w_hh=a["w_hh"], act=act, cs=cs, y=y, lengths=a["lengths"])
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("grad_y", lambda a: a["grad_y"][:2]),                        # T
+    ("grad_y", lambda a: a["grad_y"].float()),
+    ("grad_h_n", lambda a: torch.randn(2, 4, dtype=D)),
+    ("grad_c_n", lambda a: torch.randn(5, dtype=D)),
+    ("act", lambda a: a["act"][..., :19]),                        # not 4H
+    ("act", lambda a: a["act"][:, :1]),                           # B
+    ("cs", lambda a: a["cs"][1:]),
+    ("cs", lambda a: a["cs"].to(torch.int32)),
+    ("y", lambda a: a["y"][..., :4]),
+    ("x", lambda a: torch.randn(3, 2, 3, dtype=D)),               # I vs w_ih
+    ("w_hh", lambda a: torch.randn(20, 4, dtype=D)),
+    ("lengths", lambda a: torch.tensor([7, 0])),
+    ("lengths", lambda a: torch.tensor([1])),
+])
+def test_sequence_backward_bad_arguments(name, bad):
+    args = _seq_bwd_args()
+    args[name] = bad(args)
+    with pytest.raises(RuntimeError):
+        seq_bwd(**args)
+
+
+def test_sequence_backward_good_arguments_run():
+    grads = seq_bwd(**_seq_bwd_args())
+    assert [tuple(g.shape) for g in grads] == [(3, 2, 4), (2, 5), (2, 5), (20, 4), (20, 5), (20,)]

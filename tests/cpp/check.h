@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 namespace wmk_test {
@@ -15,6 +16,12 @@ inline int& failures() {
 inline int& checks() {
   static int n = 0;
   return n;
+}
+
+// max |a - b| over all elements (0 for empty tensors).
+inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() == 0) return 0.0;
+  return (a - b).abs().max().item<double>();
 }
 
 // Whether f() throws c10::Error (a TORCH_CHECK failing).
@@ -58,3 +65,4 @@ bool throws_c10_error(F&& f) {
 void run_lstm_math_tests();
 void run_lstm_cell_cpu_tests();
 void run_memory_ops_tests();
+void run_lstm_sequence_cpu_tests();

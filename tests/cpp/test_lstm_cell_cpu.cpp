@@ -12,13 +12,10 @@
 
 namespace {
 
+using wmk_test::max_abs_diff;
+using wmk_test::throws_c10_error;
 using wmkernels::cpu::lstm_cell_backward;
 using wmkernels::cpu::lstm_cell_forward;
-
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  if (a.numel() == 0) return 0.0;
-  return (a - b).abs().max().item<double>();
-}
 
 void check_forward_against_aten(int64_t B, int64_t H, at::ScalarType dtype,
                                 double tol) {
@@ -111,35 +108,25 @@ void check_dispatcher() {
   WMK_CHECK(bwd.has_value());
 }
 
-template <typename F>
-bool throws(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error&) {
-    return true;
-  }
-  return false;
-}
-
 void check_bad_arguments() {
   const auto d = at::kDouble;
   auto g = at::randn({2, 8}, d);
   auto cp = at::randn({2, 2}, d);
-  WMK_CHECK(throws([&] { lstm_cell_forward(at::randn({2, 7}, d), cp); }));       // 4H
-  WMK_CHECK(throws([&] { lstm_cell_forward(g, at::randn({3, 2}, d)); }));        // B
-  WMK_CHECK(throws([&] { lstm_cell_forward(g.view({2, 2, 4}), cp); }));          // rank
-  WMK_CHECK(throws([&] { lstm_cell_forward(g, at::randn({2}, d)); }));           // rank
-  WMK_CHECK(throws([&] { lstm_cell_forward(g, cp.to(at::kFloat)); }));           // mixed
-  WMK_CHECK(throws([&] { lstm_cell_forward(g.to(at::kInt), cp.to(at::kInt)); }));  // int
-  WMK_CHECK(throws([&] { lstm_cell_forward(g.to(at::kHalf), cp.to(at::kHalf)); }));
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(at::randn({2, 7}, d), cp); }));       // 4H
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(g, at::randn({3, 2}, d)); }));        // B
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(g.view({2, 2, 4}), cp); }));          // rank
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(g, at::randn({2}, d)); }));           // rank
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(g, cp.to(at::kFloat)); }));           // mixed
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(g.to(at::kInt), cp.to(at::kInt)); }));  // int
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_forward(g.to(at::kHalf), cp.to(at::kHalf)); }));
   auto c = at::randn({2, 2}, d);
   auto act = at::rand({2, 8}, d);
-  WMK_CHECK(!throws([&] { lstm_cell_backward(c, c, act, cp, c); }));
-  WMK_CHECK(throws([&] { lstm_cell_backward(c, c, at::rand({2, 6}, d), cp, c); }));
-  WMK_CHECK(throws([&] { lstm_cell_backward(at::randn({2, 3}, d), c, act, cp, c); }));
-  WMK_CHECK(throws([&] { lstm_cell_backward(c, at::randn({1, 2}, d), act, cp, c); }));
-  WMK_CHECK(throws([&] { lstm_cell_backward(c, c, act, cp, c.to(at::kFloat)); }));
-  WMK_CHECK(throws([&] { lstm_cell_backward(c, c, act, cp, at::Tensor()); }));
+  WMK_CHECK(!throws_c10_error([&] { lstm_cell_backward(c, c, act, cp, c); }));
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_backward(c, c, at::rand({2, 6}, d), cp, c); }));
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_backward(at::randn({2, 3}, d), c, act, cp, c); }));
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_backward(c, at::randn({1, 2}, d), act, cp, c); }));
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_backward(c, c, act, cp, c.to(at::kFloat)); }));
+  WMK_CHECK(throws_c10_error([&] { lstm_cell_backward(c, c, act, cp, at::Tensor()); }));
 }
 
 }  // namespace
