@@ -75,7 +75,10 @@ def lengths(op: str, value, batch: int, steps: int, device: torch.device) -> Opt
     if value.device.type == "meta" or value.layout != torch.strided:
         raise ValueError(f"{op}: argument 'lengths' must be a dense tensor holding values, "
                          f"got one on {value.device} with layout {value.layout}")
-    if value.numel() > 0:
+    if torch.compiler.is_compiling():  # reading the values back would break the graph
+        torch._assert_async(((value >= 0) & (value <= steps)).all(),
+                            f"{op}: argument 'lengths' must lie in [0, T={steps}]")
+    elif value.numel() > 0:
         low, high = int(value.min()), int(value.max())
         if low < 0 or high > steps:
             raise ValueError(f"{op}: argument 'lengths' must lie in [0, T={steps}], "

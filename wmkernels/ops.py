@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from wmkernels import _checks as check
-from wmkernels.backends import select_backend
+from wmkernels.backends import BACKENDS, select_backend
+from wmkernels.backends.reference import ReferenceBackend
 from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
 
 # The tensors each op differentiates, in the order backends receive them.
@@ -54,6 +55,34 @@ def _make_function(op: str):
 FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}
 
 
+# torch.compile: dynamo traces the op's Function, whose forward and backward
+# call the backend's registered torch ops (each with a fake implementation).
+# Two things it cannot trace are handled here: the backend choice reads a
+# ContextVar (it is resolved once, at trace time, and baked into the graph: a
+# different use_backend() around an already compiled call does not retrace), and
+# the reference backend runs autograd inside its Function (under compile it runs
+# as plain differentiable PyTorch, which traces and gives the same results).
+
+@torch.compiler.assume_constant_result
+def _traced_backend_name(op: str, argument: Optional[str], device: torch.device,
+                         dtype: torch.dtype) -> str:
+    return select_backend(op, argument, device, dtype).name
+
+
+def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype):
+    """The backend of one call (``select_backend``, traceable by torch.compile)."""
+    if torch.compiler.is_compiling():
+        return BACKENDS[_traced_backend_name(op, argument, device, dtype)]
+    return select_backend(op, argument, device, dtype)
+
+
+def _apply(op: str, backend, extras: dict, *inputs):
+    """Run ``op`` on ``backend``: through its Function, or traced plain when compiling the reference."""
+    if torch.compiler.is_compiling() and isinstance(backend, ReferenceBackend):
+        return backend.run_traceable(op, inputs, extras)
+    return FUNCTIONS[op].apply(backend, extras, *inputs)
+
+
 def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
     """LSTM cell update from pre-activations (SPEC 1.1).
 
@@ -69,8 +98,8 @@ def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -
     check.at_least_one(op, "gates", gates, "4H", four_h, [("B", B), ("4H", None)])
     check.shape(op, "c_prev", c_prev, [("B", B), ("H", four_h // 4)])
     check.same_kind(op, ("gates", gates), [("c_prev", c_prev)])
-    chosen = select_backend(op, backend, gates.device, gates.dtype)
-    return FUNCTIONS[op].apply(chosen, {}, gates, c_prev)
+    chosen = _select(op, backend, gates.device, gates.dtype)
+    return _apply(op, chosen, {}, gates, c_prev)
 
 
 def _check_lstm_weights(op: str, x: Tensor, h0: Tensor, c0: Tensor, named):
@@ -104,8 +133,8 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
         ("w_ih", w_ih, ("4H", "I")), ("w_hh", w_hh, ("4H", "H")),
         ("b_ih", b_ih, ("4H",)), ("b_hh", b_hh, ("4H",))])
     lengths = check.lengths(op, lengths, B, T, x.device)
-    chosen = select_backend(op, backend, x.device, x.dtype)
-    return FUNCTIONS[op].apply(chosen, {"lengths": lengths}, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    chosen = _select(op, backend, x.device, x.dtype)
+    return _apply(op, chosen, {"lengths": lengths}, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
 def _check_memory(op: str, name: str, M: Tensor) -> Tuple[int, int, int]:
@@ -131,8 +160,8 @@ def wm_read(M: Tensor, q: Tensor, mask: Optional[Tensor] = None, scale: Optional
     check.shape(op, "q", q, [("B", B), ("D", D)])
     check.same_kind(op, ("M", M), [("q", q)])
     extras = {"mask": check.mask(op, mask, B, S, M.device), "scale": check.scale(op, scale, D)}
-    chosen = select_backend(op, backend, M.device, M.dtype)
-    return FUNCTIONS[op].apply(chosen, extras, M, q)
+    chosen = _select(op, backend, M.device, M.dtype)
+    return _apply(op, chosen, extras, M, q)
 
 
 def wm_shift_write(M: Tensor, v: Tensor, *, backend: Optional[str] = None) -> Tensor:
@@ -142,8 +171,8 @@ def wm_shift_write(M: Tensor, v: Tensor, *, backend: Optional[str] = None) -> Te
     check.float_tensor(op, "v", v)
     check.shape(op, "v", v, [("B", B), ("D", D)])
     check.same_kind(op, ("M", M), [("v", v)])
-    chosen = select_backend(op, backend, M.device, M.dtype)
-    (M_new,) = FUNCTIONS[op].apply(chosen, {}, M, v)
+    chosen = _select(op, backend, M.device, M.dtype)
+    (M_new,) = _apply(op, chosen, {}, M, v)
     return M_new
 
 
@@ -159,8 +188,8 @@ def wm_write(M: Tensor, w: Tensor, e: Tensor, a: Tensor, *, backend: Optional[st
         check.float_tensor(op, name, tensor)
         check.shape(op, name, tensor, dims)
     check.same_kind(op, ("M", M), [("w", w), ("e", e), ("a", a)])
-    chosen = select_backend(op, backend, M.device, M.dtype)
-    (M_new,) = FUNCTIONS[op].apply(chosen, {}, M, w, e, a)
+    chosen = _select(op, backend, M.device, M.dtype)
+    (M_new,) = _apply(op, chosen, {}, M, w, e, a)
     return M_new
 
 
@@ -216,6 +245,6 @@ def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode:
     check.same_kind(op, ("x", x), [("state[0] (h0)", h0), ("state[1] (c0)", c0), ("state[2] (M0)", M0)]
                     + [(f"params['{k}']", w) for k, w in zip(WM_PARAM_KEYS, weights)])
     extras = {"write_mode": write_mode, "lengths": check.lengths(op, lengths, B, T, x.device)}
-    chosen = select_backend(op, backend, x.device, x.dtype)
-    y, h, c, M = FUNCTIONS[op].apply(chosen, extras, x, h0, c0, M0, *weights)
+    chosen = _select(op, backend, x.device, x.dtype)
+    y, h, c, M = _apply(op, chosen, extras, x, h0, c0, M0, *weights)
     return y, (h, c, M)

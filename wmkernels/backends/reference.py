@@ -3,7 +3,8 @@
 Forward builds the autograd graph of the reference on detached copies of the
 inputs (those that want a gradient); backward differentiates that graph. It
 plugs into the same protocol as the kernel backends, so an op's autograd
-Function does not know which one it runs.
+Function does not know which one it runs. Under torch.compile, which cannot
+trace that inner autograd call, ``run_traceable`` runs the reference directly.
 """
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ class ReferenceBackend(Backend):
         from wmkernels.ops import OP_INPUTS
 
         return frozenset(OP_INPUTS)
+
+    def run_traceable(self, op, inputs, extras):
+        """The reference as plain differentiable PyTorch (no Function, no inner
+        autograd call), for torch.compile to trace: ``wmkernels.ops`` calls it
+        instead of the op's Function while compiling. Same outputs as forward."""
+        return tuple(_run_reference(op, inputs, extras))
 
     def forward(self, op, inputs, extras, needs_grad):
         leaves = tuple(
