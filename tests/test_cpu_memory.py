@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from wmkernels import ops, testing
+from wmkernels.backends.cpu_memory import checkpoint_interval
 
 if os.environ.get("WMKERNELS_ALLOW_NO_EXTENSION") == "1":
     pytest.importorskip("wmkernels._C", reason="wmkernels._C not built")
@@ -154,3 +155,248 @@ def test_memory_entry_points_reject_bad_arguments(index):
     name, call = _bad_memory_calls()[index]
     with pytest.raises(RuntimeError):
         call()
+
+
+# --------------------------------------------------------------------------- wm_lstm_sequence
+
+SEQ_GRADCHECK = [
+    ("fifo", dict(T=4, B=3, I=2, H=3, S=3, D=2)),
+    ("fifo-len", dict(T=4, B=3, I=2, H=3, S=3, D=2, with_lengths=True)),
+    ("gated", dict(T=4, B=3, I=2, H=3, S=3, D=2)),
+    ("gated-len", dict(T=5, B=3, I=2, H=2, S=2, D=3, with_lengths=True)),
+]
+
+
+@pytest.mark.parametrize("name, kw", SEQ_GRADCHECK, ids=[n for n, _ in SEQ_GRADCHECK])
+def test_gradcheck_wm_lstm_sequence(name, kw):
+    gradcheck_case(testing.random_case("wm_lstm_sequence", write_mode=name.split("-")[0], **kw))
+
+
+# Awkward sizes against the float64 reference (every output and gradient).
+SEQ_SIZES = [
+    ("S1D1H1", dict(T=3, B=2, I=2, H=1, S=1, D=1)),
+    ("T1B1", dict(T=1, B=1, I=3, H=5, S=3, D=7)),
+    ("T<S-len", dict(T=3, B=4, I=3, H=5, S=7, D=3, with_lengths=True)),
+    ("T>S-len", dict(T=11, B=4, I=3, H=6, S=3, D=5, with_lengths=True)),
+    ("T=S", dict(T=5, B=2, I=4, H=3, S=5, D=9)),
+    ("odd-H17D33", dict(T=6, B=3, I=5, H=17, S=6, D=33, with_lengths=True)),
+    ("T18-len", dict(T=18, B=5, I=3, H=4, S=4, D=3, with_lengths=True)),
+]
+
+
+@pytest.mark.parametrize("mode", ["fifo", "gated"])
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name, kw", SEQ_SIZES, ids=[n for n, _ in SEQ_SIZES])
+def test_wm_lstm_sequence_awkward_sizes(mode, dtype, name, kw):
+    case = testing.random_case("wm_lstm_sequence", write_mode=mode, **kw)
+    rows = testing.compare(case, "cpu", dtype)
+    bad = [f"{r.name}: {r.error:.3g}" for r in rows if not r.passed]
+    assert not bad, f"{mode} {case.describe()}: " + "; ".join(bad)
+
+
+def _direct_vs_reference(case: testing.Case, K: int) -> None:
+    """The C++ forward and backward with checkpoint interval K against the
+    reference's outputs and gradients (float64, 1e-9)."""
+    t = {k: v.clone() for k, v in case.tensors.items()}
+    mode, lengths = case.extras["write_mode"], case.extras["lengths"]
+    gated = mode == "gated"
+    w_e, b_e = (t["w_e"], t["b_e"]) if gated else (None, None)
+    weights = [t[k] for k in ("w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v")]
+    out = W.wm_lstm_sequence_forward(t["x"], t["h0"], t["c0"], t["M0"], *weights, w_e, b_e,
+                                     lengths, mode, K)
+    ref_in = [v.clone().requires_grad_() for v in case.tensors.values()]
+    ref_out = case.run(ref_in, "reference")
+    grads_out = [torch.randn_like(o) for o in ref_out]
+    ref_grads = torch.autograd.grad(ref_out, ref_in, grads_out)
+    for k, (a, b) in enumerate(zip(out[:4], ref_out)):
+        assert testing.rel_err(a, b) <= 1e-9, f"output {k} (K={K})"
+    grads = W.wm_lstm_sequence_backward(
+        *grads_out, t["x"], t["M0"], t["w_ih"], t["w_hh"], t["w_rh"], t["w_q"], t["w_v"], w_e,
+        lengths, *out[4:], mode, K)
+    for name, g, ref in zip(case.tensors, grads, ref_grads):
+        assert testing.rel_err(g, ref) <= 1e-9, f"grad[{name}] (K={K})"
+
+
+@pytest.mark.parametrize("T, K", [(7, 3), (4, 10), (6, 1), (6, 6), (9, 3), (1, 2)])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "len"])
+def test_gated_checkpoint_intervals(T, K, with_lengths):
+    """Gated recompute from checkpoints: T not a multiple of K, T < K, K = 1, K = T."""
+    case = testing.random_case("wm_lstm_sequence", T=T, B=4, I=3, H=4, S=3, D=5,
+                               write_mode="gated", with_lengths=with_lengths)
+    _direct_vs_reference(case, K)
+    n_ckpt = W.wm_lstm_sequence_forward(
+        *[case.tensors[k] for k in ("x", "h0", "c0", "M0", "w_ih", "w_hh", "w_rh", "b", "w_q",
+                                    "b_q", "w_v", "b_v", "w_e", "b_e")],
+        None, "gated", K)[12].shape[0]
+    assert n_ckpt == -(-T // K) - 1
+
+
+def test_fifo_with_direct_call_ignores_K():
+    case = testing.random_case("wm_lstm_sequence", T=6, B=3, I=2, H=3, S=4, D=2,
+                               write_mode="fifo", with_lengths=True)
+    _direct_vs_reference(case, 1)
+    _direct_vs_reference(case, 5)
+
+
+@pytest.mark.parametrize("mode", ["fifo", "gated"])
+@pytest.mark.parametrize("T, B", [(0, 3), (4, 0), (0, 0)])
+def test_wm_lstm_sequence_empty(mode, T, B):
+    case = testing.random_case("wm_lstm_sequence", T=max(T, 1), B=max(B, 1), I=3, H=4, S=3, D=2,
+                               write_mode=mode)
+    tensors = {k: v[:T] if k == "x" else v for k, v in case.tensors.items()}
+    tensors = {k: (v[:, :B] if k == "x" else v[:B] if k in ("h0", "c0", "M0") else v)
+               for k, v in tensors.items()}
+    inputs = [v.clone().requires_grad_() for v in tensors.values()]
+    empty = testing.Case("wm_lstm_sequence", dict(zip(tensors, inputs)), case.extras)
+    y, h, c, M = empty.run(inputs, "cpu")
+    assert y.shape == (T, B, 4 + 2) and h.shape == (B, 4) and M.shape == (B, 3, 2)
+    if T == 0:
+        assert torch.equal(h, inputs[1]) and torch.equal(M, inputs[3])
+    (y.sum() + h.sum() + 2 * c.sum() + 3 * M.sum()).backward()
+    for t in inputs:
+        assert t.grad is not None and t.grad.shape == t.shape and torch.isfinite(t.grad).all()
+    if T == 0:
+        assert torch.equal(inputs[2].grad, torch.full_like(inputs[2], 2.0))
+        assert torch.equal(inputs[3].grad, torch.full_like(inputs[3], 3.0))
+        assert torch.count_nonzero(inputs[4].grad) == 0  # w_ih
+
+
+def _saved_bytes(mode: str, T: int, B: int, H: int, S: int, D: int, backend: str = "cpu") -> int:
+    from wmkernels.bench import saved_bytes
+
+    case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=mode)
+    inputs = [v.float().requires_grad_() for v in case.tensors.values()]
+    return saved_bytes(lambda: case.run(inputs, backend), inputs)
+
+
+def test_fifo_saves_no_memory_per_step():
+    """fifo keeps the written vectors, never M_t per step: at S = 32 the saved
+    bytes stay below a quarter of one memory per step (T·B·S·D floats)."""
+    T, B, H, S, D = 24, 2, 4, 32, 32
+    one_memory_per_step = T * B * S * D * 4
+    saved = _saved_bytes("fifo", T, B, H, S, D)
+    assert 0 < saved < one_memory_per_step / 4, (saved, one_memory_per_step)
+    assert _saved_bytes("fifo", T, B, H, S, D, "reference") > one_memory_per_step
+
+
+@pytest.mark.parametrize("mode", ["fifo", "gated"])
+def test_saved_bytes_scale_with_attention_not_memory(mode):
+    """Doubling S adds about T·B·S floats (the read weights) to what is saved,
+    nowhere near T·B·S·D; in gated mode plus the extra checkpoint width."""
+    T, B, H, D = 16, 2, 4, 16
+    small, large = _saved_bytes(mode, T, B, H, 8, D), _saved_bytes(mode, T, B, H, 16, D)
+    grown = large - small
+    K = -(-int(T ** 0.5) // 1)
+    checkpoints = (-(-T // K) - 1) * B * 8 * D * 4 if mode == "gated" else 0
+    assert grown == T * B * 8 * 4 + checkpoints, (small, large)
+    assert grown < T * B * 8 * D * 4 / 2
+
+
+def test_wm_lstm_sequence_fake_kernels():
+    for mode in ("fifo", "gated"):
+        case = testing.random_case("wm_lstm_sequence", T=5, B=2, I=3, H=2, S=3, D=2,
+                                   write_mode=mode, with_lengths=True)
+        t = case.tensors
+        e = (t["w_e"], t["b_e"]) if mode == "gated" else (None, None)
+        weights = [t[k] for k in ("w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v")]
+        args = (t["x"], t["h0"], t["c0"], t["M0"], *weights, *e, case.extras["lengths"], mode, 2)
+        checks = ("test_schema", "test_faketensor")
+        torch.library.opcheck(W.wm_lstm_sequence_forward, args, test_utils=checks)
+        out = W.wm_lstm_sequence_forward(*args)
+        grads = [torch.randn_like(o) for o in out[:4]]
+        bargs = (*grads, t["x"], t["M0"], t["w_ih"], t["w_hh"], t["w_rh"], t["w_q"], t["w_v"],
+                 e[0], case.extras["lengths"], *out[4:], mode, 2)
+        torch.library.opcheck(W.wm_lstm_sequence_backward, bargs, test_utils=checks)
+
+
+def _seq_args(mode="gated", T=4, B=3, dtype=F64):
+    case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=3, H=2, S=3, D=2, write_mode=mode)
+    t = {k: v.to(dtype) for k, v in case.tensors.items()}
+    if mode == "fifo":
+        t.update(w_e=None, b_e=None)
+    return dict(t, lengths=None, write_mode=mode, K=2)
+
+
+_SEQ_ORDER = ("x", "h0", "c0", "M0", "w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v",
+              "w_e", "b_e", "lengths", "write_mode", "K")
+
+
+def _seq_call(**changes):
+    args = _seq_args(changes.pop("_mode", "gated"))
+    for k, fn in changes.items():
+        args[k] = fn(args) if callable(fn) else fn
+    return W.wm_lstm_sequence_forward(*[args[k] for k in _SEQ_ORDER])
+
+
+BAD_SEQ = [
+    ("x-rank", dict(x=lambda a: a["x"][0])),
+    ("h0-B", dict(h0=lambda a: a["h0"][:2])),
+    ("c0-H", dict(c0=lambda a: a["c0"][:, :1])),
+    ("M0-B", dict(M0=lambda a: a["M0"][:2])),
+    ("M0-S0", dict(M0=lambda a: a["M0"][:, :0])),
+    ("w_ih-I", dict(w_ih=lambda a: a["w_ih"][:, :2])),
+    ("w_hh-4H", dict(w_hh=lambda a: a["w_hh"][:7])),
+    ("w_rh-D", dict(w_rh=lambda a: a["w_rh"][:, :1])),
+    ("b-shape", dict(b=lambda a: a["b"][:3])),
+    ("w_q-D", dict(w_q=lambda a: a["w_q"][:1])),
+    ("b_v-D", dict(b_v=lambda a: a["b_v"][:1])),
+    ("w_e-H", dict(w_e=lambda a: a["w_e"][:, :1])),
+    ("gated-no-w_e", dict(w_e=None)),
+    ("fifo-with-w_e", dict(_mode="fifo", w_e=lambda a: torch.randn(2, 2, dtype=F64),
+                           b_e=lambda a: torch.randn(2, dtype=F64))),
+    ("x-float32", dict(x=lambda a: a["x"].float())),
+    ("w_hh-float32", dict(w_hh=lambda a: a["w_hh"].float())),
+    ("x-int", dict(x=lambda a: a["x"].long())),
+    ("half", dict(x=lambda a: a["x"].half())),
+    ("mode", dict(write_mode="lifo")),
+    ("K0", dict(K=0)),
+    ("lengths>T", dict(lengths=torch.tensor([1, 5, 2]))),
+    ("lengths<0", dict(lengths=torch.tensor([1, -1, 2]))),
+    ("lengths-B", dict(lengths=torch.tensor([1, 2]))),
+    ("lengths-int32", dict(lengths=torch.tensor([1, 2, 3], dtype=torch.int32))),
+    ("lengths-2d", dict(lengths=torch.tensor([[1, 2, 3]]))),
+]
+
+
+@pytest.mark.parametrize("name, changes", BAD_SEQ, ids=[n for n, _ in BAD_SEQ])
+def test_wm_lstm_sequence_forward_rejects_bad_arguments(name, changes):
+    with pytest.raises(RuntimeError):
+        _seq_call(**changes)
+
+
+def _bwd_args(mode="gated"):
+    a = _seq_args(mode)
+    out = W.wm_lstm_sequence_forward(*[a[k] for k in _SEQ_ORDER])
+    grads = [torch.randn_like(o) for o in out[:4]]
+    named = dict(zip(("grad_y", "grad_h", "grad_c", "grad_M"), grads))
+    named.update(x=a["x"], M0=a["M0"], w_ih=a["w_ih"], w_hh=a["w_hh"], w_rh=a["w_rh"],
+                 w_q=a["w_q"], w_v=a["w_v"], w_e=a["w_e"], lengths=None)
+    named.update(zip(("h_all", "c_all", "act", "r_all", "attn", "q_all", "v_all", "e_all", "ckpt"),
+                     out[4:]))
+    named.update(write_mode=mode, K=2)
+    return named
+
+
+BAD_SEQ_BWD = [
+    ("grad_y-shape", "grad_y", lambda a: a["grad_y"][:, :, :3]),
+    ("grad_M-S", "grad_M", lambda a: a["grad_M"][:, :2]),
+    ("h_all-T", "h_all", lambda a: a["h_all"][:3]),
+    ("act-4H", "act", lambda a: a["act"][:, :, :7]),
+    ("attn-S", "attn", lambda a: a["attn"][:, :, :2]),
+    ("v_all-T", "v_all", lambda a: a["v_all"][:2]),
+    ("e_all-empty", "e_all", lambda a: a["e_all"][:0]),
+    ("ckpt-count", "ckpt", lambda a: torch.cat([a["ckpt"], a["ckpt"]])),
+    ("ckpt-K", "K", lambda a: 1),
+    ("c_all-dtype", "c_all", lambda a: a["c_all"].float()),
+    ("w_e-missing", "w_e", lambda a: None),
+    ("mode", "write_mode", lambda a: "fifo"),
+    ("lengths", "lengths", lambda a: torch.tensor([9, 0, 0])),
+]
+
+
+@pytest.mark.parametrize("name, key, bad", BAD_SEQ_BWD, ids=[n for n, _, _ in BAD_SEQ_BWD])
+def test_wm_lstm_sequence_backward_rejects_bad_arguments(name, key, bad):
+    args = _bwd_args()
+    args[key] = bad(args)
+    with pytest.raises(RuntimeError):
+        W.wm_lstm_sequence_backward(*args.values())

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "memory_ops.h"
+#include "wm_lstm_sequence.h"
 
 TORCH_LIBRARY_FRAGMENT(wmkernels, m) {
   m.def("wm_read_forward(Tensor M, Tensor q, Tensor? mask, float scale) -> (Tensor, Tensor)");
@@ -17,6 +18,18 @@ TORCH_LIBRARY_FRAGMENT(wmkernels, m) {
   m.def(
       "wm_write_backward(Tensor grad_new, Tensor M, Tensor w, Tensor e, Tensor a) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "wm_lstm_sequence_forward(Tensor x, Tensor h0, Tensor c0, Tensor M0, Tensor w_ih, "
+      "Tensor w_hh, Tensor w_rh, Tensor b, Tensor w_q, Tensor b_q, Tensor w_v, Tensor b_v, "
+      "Tensor? w_e, Tensor? b_e, Tensor? lengths, str write_mode, int K) -> (Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "wm_lstm_sequence_backward(Tensor grad_y, Tensor grad_h, Tensor grad_c, Tensor grad_M, "
+      "Tensor x, Tensor M0, Tensor w_ih, Tensor w_hh, Tensor w_rh, Tensor w_q, Tensor w_v, "
+      "Tensor? w_e, Tensor? lengths, Tensor h_all, Tensor c_all, Tensor act, Tensor r_all, "
+      "Tensor attn, Tensor q_all, Tensor v_all, Tensor e_all, Tensor ckpt, str write_mode, "
+      "int K) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
@@ -26,4 +39,6 @@ TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
   m.impl("wm_shift_write_backward", &wmkernels::cpu::wm_shift_write_backward);
   m.impl("wm_write_forward", &wmkernels::cpu::wm_write_forward);
   m.impl("wm_write_backward", &wmkernels::cpu::wm_write_backward);
+  m.impl("wm_lstm_sequence_forward", &wmkernels::cpu::wm_lstm_sequence_forward);
+  m.impl("wm_lstm_sequence_backward", &wmkernels::cpu::wm_lstm_sequence_backward);
 }

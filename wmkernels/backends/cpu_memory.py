@@ -9,6 +9,7 @@ Shapes: ``B`` batch, ``S`` slots, ``D`` slot width.
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
 
@@ -47,6 +48,44 @@ def _register_fakes() -> None:
     def _(grad_new, M, w, e, a):
         return torch.empty_like(M), torch.empty_like(w), torch.empty_like(e), torch.empty_like(a)
 
+    @fake("wmkernels::wm_lstm_sequence_forward")
+    def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
+          write_mode, K):
+        T, B, _ = x.shape
+        H, (S, D) = h0.shape[1], M0.shape[1:]
+        gated = write_mode == "gated"
+        n_ckpt = (T + K - 1) // K - 1 if gated and T > 0 else 0
+        new = x.new_empty
+        return (new(T, B, H + D), new(B, H), new(B, H), new(B, S, D), new(T + 1, B, H),
+                new(T + 1, B, H), new(T, B, 4 * H), new(T, B, D), new(T, B, S), new(T, B, D),
+                new(T, B, D), new(T if gated else 0, B, D), new(n_ckpt, B, S, D))
+
+    @fake("wmkernels::wm_lstm_sequence_backward")
+    def _(grad_y, grad_h, grad_c, grad_M, x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths,
+          h_all, c_all, act, r_all, attn, q_all, v_all, e_all, ckpt, write_mode, K):
+        H, D = h_all.shape[2], M0.shape[2]
+        like = torch.empty_like
+        gated = write_mode == "gated"
+        e_grads = (like(w_e), x.new_empty(D)) if gated else (x.new_empty(0), x.new_empty(0))
+        return (like(x), like(grad_h), like(grad_c), like(M0), like(w_ih), like(w_hh),
+                like(w_rh), x.new_empty(4 * H), like(w_q), x.new_empty(D), like(w_v),
+                x.new_empty(D), *e_grads)
+
+
+def checkpoint_interval(T: int, S: int, D: int) -> int:
+    """K, the steps between two memory checkpoints of gated wm_lstm_sequence.
+
+    Forward saves the memory [B, S, D] after K, 2K, ... steps: ceil(T/K) - 1
+    copies held until backward; backward recomputes the K states of one segment
+    at a time (pointwise erase/add from the saved read weights, erase and add
+    vectors, no matrix product): K copies, transient. Both terms are multiples
+    of B·S·D, so S and D cancel out of the choice and K = ceil(sqrt(T))
+    minimises their sum (about 2·sqrt(T)·B·S·D at any time), against T·B·S·D
+    for saving every step.
+    """
+    del S, D  # both memory terms scale with B·S·D alike
+    return max(1, math.ceil(math.sqrt(T)))
+
 
 _register_fakes()
 
@@ -78,3 +117,28 @@ class CpuMemoryOps:
 
     def wm_write_backward(self, saved, info, grad_new):
         return torch.ops.wmkernels.wm_write_backward(grad_new, *saved)
+
+    def wm_lstm_sequence_forward(self, x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
+                                 w_e, b_e, write_mode="fifo", lengths=None):
+        """x [T, B, I], h0/c0 [B, H], M0 [B, S, D], SPEC 1.4 weights (w_e/b_e None
+        in fifo) -> ((y [T, B, H+D], h_n, c_n, M_n), saved, (write_mode, K)).
+
+        Saved for backward: x, M0 and the weights (the caller's), lengths, and
+        the kernel's per-step tensors O(T·B·(H + S + D)), plus in gated mode
+        ceil(T/K) - 1 memory checkpoints; never a memory per step."""
+        T, _, _ = x.shape
+        S, D = M0.shape[1:]
+        K = checkpoint_interval(T, S, D)
+        y, h, c, M, *kept = torch.ops.wmkernels.wm_lstm_sequence_forward(
+            x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
+            write_mode, K)
+        saved = (x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths, *kept)
+        return (y, h, c, M), saved, (write_mode, K)
+
+    def wm_lstm_sequence_backward(self, saved, info, grad_y, grad_h, grad_c, grad_M):
+        write_mode, K = info
+        grads = torch.ops.wmkernels.wm_lstm_sequence_backward(
+            grad_y, grad_h, grad_c, grad_M, *saved, write_mode, K)
+        if write_mode != "gated":  # no w_e, b_e
+            grads = grads[:-2] + (None, None)
+        return grads
