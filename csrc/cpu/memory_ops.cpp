@@ -12,6 +12,7 @@
 
 #include <wmkernels/memory_math.h>
 
+#include "lstm_rows.h"  // row_grain
 #include "tensor_checks.h"
 #include "vec_row_ops.h"
 

@@ -1,77 +1,59 @@
 // The row-ops policy of wmkernels/memory_math.h for the CPU: the loops over
-// the slot width D (dot products, axpy) on at::vec::Vectorized<T>, with a
-// scalar tail. Vectorized<T> is whatever this translation unit is compiled
-// for (the generic fixed-width version without ISA flags, which the compiler
-// lowers to the baseline SIMD of the target: never an illegal instruction).
+// the slot width D (dot products, axpy) written so that the compiler
+// vectorizes them at the baseline instruction set of the build (eight
+// independent partial sums: no float reassociation needed, and never an
+// illegal instruction on an older CPU).
+//
+// Measured (2-core Xeon, read_row at S = 32, D = 64, float32): these loops
+// 0.54 us per row, plain scalar loops 1.04 us, at::vec::Vectorized 4.6 us: at
+// the default instruction set Vectorized<T> is a generic array type whose
+// fmadd/reduce the compiler does not turn into SIMD code.
 #pragma once
 
 #include <cstdint>
-
-#include <ATen/cpu/vec/vec.h>
 
 namespace wmkernels {
 namespace cpu {
 
 struct VecRowOps {
   template <typename T>
-  static inline T dot(const T* x, const T* y, int64_t n) {
-    using V = at::vec::Vectorized<T>;
-    constexpr int64_t W = V::size();
+  static inline T dot(const T* __restrict x, const T* __restrict y, int64_t n) {
+    T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
     int64_t d = 0;
-    T acc = T(0);
-    if (n >= W) {
-      V v0(T(0)), v1(T(0));
-      for (; d + 2 * W <= n; d += 2 * W) {
-        v0 = at::vec::fmadd(V::loadu(x + d), V::loadu(y + d), v0);
-        v1 = at::vec::fmadd(V::loadu(x + d + W), V::loadu(y + d + W), v1);
-      }
-      for (; d + W <= n; d += W) {
-        v0 = at::vec::fmadd(V::loadu(x + d), V::loadu(y + d), v0);
-      }
-      acc = at::vec::vec_reduce_all<T>([](V a, V b) { return a + b; }, v0 + v1);
+    for (; d + 8 <= n; d += 8) {
+      for (int k = 0; k < 8; ++k) acc[k] += x[d + k] * y[d + k];
     }
-    for (; d < n; ++d) acc += x[d] * y[d];
-    return acc;
+    T s = sum8(acc);
+    for (; d < n; ++d) s += x[d] * y[d];
+    return s;
   }
 
+  // Σ x y z
   template <typename T>
-  static inline T dot3(const T* x, const T* y, const T* z, int64_t n) {
-    using V = at::vec::Vectorized<T>;
-    constexpr int64_t W = V::size();
+  static inline T dot3(const T* __restrict x, const T* __restrict y, const T* __restrict z,
+                       int64_t n) {
+    T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
     int64_t d = 0;
-    T acc = T(0);
-    if (n >= W) {
-      V v0(T(0));
-      for (; d + W <= n; d += W) {
-        v0 = at::vec::fmadd(V::loadu(x + d) * V::loadu(y + d), V::loadu(z + d), v0);
-      }
-      acc = at::vec::vec_reduce_all<T>([](V a, V b) { return a + b; }, v0);
+    for (; d + 8 <= n; d += 8) {
+      for (int k = 0; k < 8; ++k) acc[k] += x[d + k] * y[d + k] * z[d + k];
     }
-    for (; d < n; ++d) acc += x[d] * y[d] * z[d];
-    return acc;
+    T s = sum8(acc);
+    for (; d < n; ++d) s += x[d] * y[d] * z[d];
+    return s;
   }
 
+  // y += a x (x and y never overlap in the memory kernels)
   template <typename T>
-  static inline void axpy(T a, const T* x, T* y, int64_t n) {
-    using V = at::vec::Vectorized<T>;
-    constexpr int64_t W = V::size();
-    const V va(a);
-    int64_t d = 0;
-    for (; d + W <= n; d += W) {
-      at::vec::fmadd(va, V::loadu(x + d), V::loadu(y + d)).store(y + d);
-    }
-    for (; d < n; ++d) y[d] += a * x[d];
+  static inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
+    for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
+  }
+
+ private:
+  template <typename T>
+  static inline T sum8(const T* acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
   }
 };
-
-// Rows per at::parallel_for task so that one task holds about 32768
-// elements of work (at::internal::GRAIN_SIZE): small problems stay on one
-// thread, where a second one was measured not to pay.
-inline int64_t row_grain(int64_t work_per_row) {
-  constexpr int64_t kGrainElems = 32768;
-  const int64_t w = work_per_row > 0 ? work_per_row : 1;
-  return kGrainElems / w > 1 ? kGrainElems / w : 1;
-}
 
 }  // namespace cpu
 }  // namespace wmkernels

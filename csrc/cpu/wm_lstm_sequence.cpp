@@ -1,7 +1,8 @@
 // CPU forward and backward of wm_lstm_sequence (SPEC 1.4), the time loop in
 // C++. Per step, the matrix products go to torch's BLAS on buffers allocated
 // once per call, and the per-row work (read, cell, write) runs over batch
-// rows with at::parallel_for, on the math of wmkernels/lstm_math.h and
+// rows with at::parallel_for: the vectorized LSTM rows of lstm_rows.h (the
+// math of wmkernels/lstm_math.h) and the memory math of
 // wmkernels/memory_math.h.
 //
 // One weight matrix Wcat = [w_hh; w_q; w_v; w_e] [N, H] (N = 4H + D + E) serves
@@ -28,11 +29,13 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/tanh.h>
 #include <ATen/ops/zeros.h>
 
-#include <wmkernels/lstm_math.h>
 #include <wmkernels/memory_math.h>
 
+#include "lstm_rows.h"
 #include "tensor_checks.h"
 #include "vec_row_ops.h"
 
@@ -101,31 +104,6 @@ struct RingSlots {
   T* operator()(int64_t s) const { return row + ((t + s) % S) * D; }
 };
 
-// ---- per-row cell math (scalar MathOps<T> of lstm_math.h) ------------------
-
-// gates = xp + ph + pr (the three gate terms) -> act, c, h.
-template <typename T>
-void cell_forward_row(const T* xp, const T* ph, const T* pr, const T* c_prev, T* act, T* c,
-                      T* h, int64_t H) {
-  for (int64_t j = 0; j < H; ++j) {
-    lstm_cell_forward_point<T>(xp[j] + ph[j] + pr[j], xp[H + j] + ph[H + j] + pr[H + j],
-                               xp[2 * H + j] + ph[2 * H + j] + pr[2 * H + j],
-                               xp[3 * H + j] + ph[3 * H + j] + pr[3 * H + j], c_prev[j],
-                               act[j], act[H + j], act[2 * H + j], act[3 * H + j], c[j], h[j]);
-  }
-}
-
-// dc: in grad of c, out grad of c_prev.
-template <typename T>
-void cell_backward_row(const T* act, const T* c_prev, const T* c, const T* dh, T* dc, T* dg,
-                       int64_t H) {
-  for (int64_t j = 0; j < H; ++j) {
-    lstm_cell_backward_point<T>(act[j], act[H + j], act[2 * H + j], act[3 * H + j], c_prev[j],
-                                c[j], dh[j], dc[j], dg[j], dg[H + j], dg[2 * H + j],
-                                dg[3 * H + j], dc[j]);
-  }
-}
-
 template <typename T>
 void copy_row(const T* src, T* dst, int64_t n) {
   for (int64_t k = 0; k < n; ++k) dst[k] = src[k];
@@ -138,27 +116,37 @@ void zero_row(T* dst, int64_t n) {
 
 // ---- checks ---------------------------------------------------------------
 
+// The sizes, from x [T, B, I], M0 [B, S, D] and a tensor whose last
+// dimension is H (h0 [B, H] or h_all [T+1, B, H]), with the checks both entry
+// points share.
+Sizes checked_sizes(const char* op, const at::Tensor& x, const at::Tensor& M0,
+                    const at::Tensor& h, const char* h_name, int64_t h_dim, bool gated,
+                    int64_t K) {
+  check_float_cpu(x, op, "x", 3);
+  check_float_cpu(M0, op, "M0", 3);
+  check_float_cpu(h, op, h_name, h_dim);
+  Sizes z{};
+  z.T = x.size(0), z.B = x.size(1), z.I = x.size(2), z.H = h.size(h_dim - 1);
+  z.S = M0.size(1), z.D = M0.size(2), z.gated = gated;
+  z.E = gated ? 2 * z.D : z.D;
+  z.N = 4 * z.H + z.D + z.E;
+  check_slots(op, z.S, z.D);
+  TORCH_CHECK(z.H >= 1, "wmkernels::", op, ": hidden size H must be >= 1, got ", z.H);
+  TORCH_CHECK(K >= 1, "wmkernels::", op, ": checkpoint interval K must be >= 1, got ", K);
+  check_like(M0, x, op, "M0", {z.B, z.S, z.D});
+  return z;
+}
+
 Sizes check_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                     const at::Tensor& M0, const at::Tensor& w_ih, const at::Tensor& w_hh,
                     const at::Tensor& w_rh, const at::Tensor& b, const at::Tensor& w_q,
                     const at::Tensor& b_q, const at::Tensor& w_v, const at::Tensor& b_v,
                     const std::optional<at::Tensor>& w_e, const std::optional<at::Tensor>& b_e,
                     bool gated, int64_t K) {
-  check_float_cpu(x, kFwd, "x", 3);
-  check_float_cpu(M0, kFwd, "M0", 3);
-  check_float_cpu(h0, kFwd, "h0", 2);
-  Sizes z{};
-  z.T = x.size(0), z.B = x.size(1), z.I = x.size(2), z.H = h0.size(1);
-  z.S = M0.size(1), z.D = M0.size(2), z.gated = gated;
-  z.E = gated ? 2 * z.D : z.D;
-  z.N = 4 * z.H + z.D + z.E;
-  check_slots(kFwd, z.S, z.D);
-  TORCH_CHECK(z.H >= 1, "wmkernels::", kFwd, ": hidden size H must be >= 1, got ", z.H);
-  TORCH_CHECK(K >= 1, "wmkernels::", kFwd, ": checkpoint interval K must be >= 1, got ", K);
+  const Sizes z = checked_sizes(kFwd, x, M0, h0, "h0", 2, gated, K);
   const int64_t B = z.B, H = z.H, D = z.D, I = z.I;
   check_like(h0, x, kFwd, "h0", {B, H});
   check_like(c0, x, kFwd, "c0", {B, H});
-  check_like(M0, x, kFwd, "M0", {B, z.S, D});
   check_like(w_ih, x, kFwd, "w_ih", {4 * H, I});
   check_like(w_hh, x, kFwd, "w_hh", {4 * H, H});
   check_like(w_rh, x, kFwd, "w_rh", {4 * H, D});
@@ -207,6 +195,7 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
   T* Mw = z.gated ? Mwork.mutable_data_ptr<T>() : nullptr;
   const int64_t BD = B * D, BH = B * H;
   const int64_t row_work = S * D + 8 * H;
+  const LstmRowKernels<T>& cell = lstm_row_kernels<T>();
 
   // Step t's read for row b (valid at t): q from P, attention over M_{t-1}.
   auto read = [&](int64_t t, int64_t b) {
@@ -245,8 +234,12 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
         T* c = cp + (t + 1) * BH + b * H;
         T* yrow = yp + i * (H + D);
         if (t < lens[b]) {
-          cell_forward_row<T>(xp + i * 4 * H, Pp + b * N, Rp + b * 4 * H, c_prev,
-                              ap + i * 4 * H, c, h, H);
+          T* a = ap + i * 4 * H;  // the gate pre-activations, activated in place
+          const T* x_term = xp + i * 4 * H;
+          const T* h_term = Pp + b * N;
+          const T* r_term = Rp + b * 4 * H;
+          for (int64_t k = 0; k < 4 * H; ++k) a[k] = x_term[k] + h_term[k] + r_term[k];
+          cell.forward(a, c_prev, a, c, h, H);
           copy_row(h, yrow, H);
           copy_row(rp + i * D, yrow + H, D);
         } else {
@@ -258,24 +251,21 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
       }
     });
     at::addmm_out(P, bias_cat, h_all[t + 1], WcatT);
+    // v_t and e_t of every row (ATen's vectorized kernels; rows past their
+    // length get values nobody reads).
+    at::Tensor v_t = v_all[t];
+    at::tanh_out(v_t, P.narrow(1, 4 * H + D, D));
+    if (z.gated) {
+      at::Tensor e_t = e_all[t];
+      at::sigmoid_out(e_t, P.narrow(1, 4 * H + 2 * D, D));
+    }
     // Write of step t, then the read of step t+1 (no product in between).
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
-      using MO = MathOps<T>;
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t i = t * B + b;
-        T* v = vp + i * D;
-        if (t < lens[b]) {
-          const T* pv = Pp + b * N + 4 * H + D;
-          for (int64_t d = 0; d < D; ++d) v[d] = MO::tanh(pv[d]);
-          if (z.gated) {
-            T* e = ep + i * D;
-            for (int64_t d = 0; d < D; ++d) e[d] = MO::sigmoid(pv[D + d]);
-            const DenseSlots<T> M{Mw + b * S * D, D};
-            write_row<T>(M, alp + i * S, e, v, S, D, M);
-          }
-        } else {
-          zero_row(v, D);
-          if (z.gated) zero_row(ep + i * D, D);
+        if (z.gated && t < lens[b]) {
+          const DenseSlots<T> M{Mw + b * S * D, D};
+          write_row<T>(M, alp + i * S, ep + i * D, vp + i * D, S, D, M);
         }
         if (t + 1 < T_) (t + 1 < lens[b]) ? read(t + 1, b) : skip_read(t + 1, b);
       }
@@ -341,6 +331,7 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
   T* dMp = dM.mutable_data_ptr<T>();
   const int64_t BD = B * D, BH = B * H, SD = S * D, BSD = B * S * D;
   const int64_t row_work = 2 * S * D + 8 * H;
+  const LstmRowKernels<T>& cell = lstm_row_kernels<T>();
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const int64_t start = z.gated ? (t / K) * K : 0;
@@ -403,8 +394,8 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
           dh[j] += carried[j] + gyh[j];
           carried[j] = T(0);
         }
-        cell_backward_row<T>(ap + i * 4 * H, cp + t * BH + b * H, cp + (t + 1) * BH + b * H,
-                             dh, dcp + b * H, Dp + i * N, H);
+        cell.backward(ap + i * 4 * H, cp + t * BH + b * H, cp + (t + 1) * BH + b * H, dh,
+                      dcp + b * H, Dp + i * N, dcp + b * H, H);
       }
     });
     at::mm_out(dR, Dall[t].narrow(1, 0, 4 * H), w_rh);
@@ -439,19 +430,8 @@ Sizes check_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
                      const at::Tensor& c_all, const at::Tensor& act, const at::Tensor& r_all,
                      const at::Tensor& attn, const at::Tensor& q_all, const at::Tensor& v_all,
                      const at::Tensor& e_all, const at::Tensor& ckpt, bool gated, int64_t K) {
-  check_float_cpu(x, kBwd, "x", 3);
-  check_float_cpu(M0, kBwd, "M0", 3);
-  check_float_cpu(h_all, kBwd, "h_all", 3);
-  Sizes z{};
-  z.T = x.size(0), z.B = x.size(1), z.I = x.size(2), z.H = h_all.size(2);
-  z.S = M0.size(1), z.D = M0.size(2), z.gated = gated;
-  z.E = gated ? 2 * z.D : z.D;
-  z.N = 4 * z.H + z.D + z.E;
-  check_slots(kBwd, z.S, z.D);
-  TORCH_CHECK(z.H >= 1, "wmkernels::", kBwd, ": hidden size H must be >= 1, got ", z.H);
-  TORCH_CHECK(K >= 1, "wmkernels::", kBwd, ": checkpoint interval K must be >= 1, got ", K);
+  const Sizes z = checked_sizes(kBwd, x, M0, h_all, "h_all", 3, gated, K);
   const int64_t T_ = z.T, B = z.B, H = z.H, S = z.S, D = z.D;
-  check_like(M0, x, kBwd, "M0", {B, S, D});
   check_like(grad_y, x, kBwd, "grad_y", {T_, B, H + D});
   check_like(grad_h, x, kBwd, "grad_h", {B, H});
   check_like(grad_c, x, kBwd, "grad_c", {B, H});
