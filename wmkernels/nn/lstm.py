@@ -41,6 +41,10 @@ class LSTM(nn.Module):
     element. ``dropout`` applies to the outputs of every layer but the last, in
     training mode only (its random mask is not torch's).
 
+    ``torch.compile(fullgraph=True)`` traces it with tensor input; a
+    ``PackedSequence`` is not traceable (torch's packing functions are not, as
+    for ``torch.nn.LSTM``).
+
     ``proj_size > 0`` has no fused sequence kernel: it runs a Python loop over
     time of ``wmkernels.ops.lstm_cell`` plus the projection matmul — correct,
     differentiable and traceable, but not fused over time.

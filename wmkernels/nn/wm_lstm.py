@@ -98,7 +98,13 @@ class WMLSTM(_WMParameters):
     with ``batch_first``) or a ``PackedSequence``; ``state = (h0 [B, H], c0 [B, H],
     M0 [B, S, D])``, zeros if None; ``y [T, B, H + D]`` (``concat(h_t, r_t)``,
     laid out like ``x``, packed if ``x`` was), ``h, c [B, H]``, ``M [B, S, D]``
-    (of each row's last valid step when packed).
+    (of each row's last valid step when packed). Compiles with
+    ``torch.compile(fullgraph=True)`` on tensor input (not on a PackedSequence).
+
+    Note: in ``gated`` mode a memory that starts with all slots equal (the zero
+    state) stays so — the write weights are the read's attention, uniform over
+    equal slots — so the read is uniform and ``w_q``, ``b_q`` get no gradient;
+    pass a non-uniform ``M0`` (or use ``fifo``) when that matters.
     """
 
     def __init__(self, input_size: int, hidden_size: int, memory_slots: int, memory_dim: int,
