@@ -4,7 +4,9 @@
 
 Same workloads as ``python -m wmkernels bench`` (``wmkernels.bench``): float32,
 T=256, B=16, I=H=256, S=32, D=64 on the local device, forward+backward. The
-saved-for-backward bytes of each workload are stored in ``extra_info``.
+saved-for-backward bytes of each workload, and for lstm_sequence the
+matrix-product FLOPs of one forward+backward (GFLOP/s = flops / time), are
+stored in ``extra_info``.
 """
 import pytest
 import torch
@@ -30,6 +32,6 @@ def test_forward_backward(benchmark, key):
     benchmark.group = load.op
     benchmark.extra_info.update(impl=load.impl, baseline=load.baseline, device=DEVICE,
                                 saved_bytes=bench.saved_bytes(load.forward, load.inputs),
-                                **bench.DEFAULT_SIZES)
+                                flops=load.flops, **bench.DEFAULT_SIZES)
     sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
     benchmark.pedantic(lambda: (load.run(), sync()), rounds=3, warmup_rounds=1)

@@ -72,14 +72,21 @@ def cmd_bench(args) -> int:
     machine = bench.machine_description(args.device)
     print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
           f"torch {machine['torch']}, {args.dtype}, sizes {({**bench.DEFAULT_SIZES, **sizes})}")
+    peak = None
+    if "lstm_sequence" in args.op:
+        peak = bench.peak_gflops(args.device, dtype)
+        print(f"peak: {peak:.1f} GFLOP/s = one 2048x2048x2048 torch.mm in {args.dtype}, "
+              f"{machine['threads']} threads, measured in this process")
     results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op),
-                                   compiled=args.compile)
+                                   compiled=args.compile, peak=peak)
     print(bench.format_table(results))
-    print("forward+backward, median of", args.repeat, "runs; 'vs baseline' = time / baseline time "
-          "(below 1 is faster); saved MiB = bytes autograd keeps between forward and backward")
+    print(f"forward+backward, median of {args.repeat} interleaved rounds; 'vs baseline' = time / "
+          "baseline time (below 1 is faster); GFLOP/s counts the matrix products "
+          "(2*B*4H*(I+H) per step forward, twice that backward), 'of peak' divides by the peak "
+          "above; saved bytes = what autograd keeps between forward and backward")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(bench.results_json(results, args.device, dtype, sizes), f, indent=2)
+            json.dump(bench.results_json(results, args.device, dtype, sizes, peak), f, indent=2)
         print("wrote", args.json)
     return 1 if any(r.error for r in results) else 0
 
@@ -108,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true",
                      help="add torch.compile of the reference as a baseline (slow to compile at large T)")
     for key, value in bench.DEFAULT_SIZES.items():
-        run.add_argument(f"--{key}", type=int, default=None, help=f"(default {value})")
+        run.add_argument(f"--{key}", type=int, default=None,
+                         help=f"(default {value}; e.g. --S 128 for the memory comparison)"
+                         if key == "S" else f"(default {value})")
     run.set_defaults(func=cmd_bench)
     return parser
 

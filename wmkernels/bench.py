@@ -2,10 +2,16 @@
 
 Each *workload* is a forward+backward closure over fixed random inputs:
 ``torch.nn.LSTM`` (cuDNN on a GPU), the reference backend, and every other
-available backend that implements the op. Time is the median of repeated
-runs; memory is the bytes autograd keeps between forward and backward beyond
-the inputs and outputs themselves (saved tensors, measured with
-``torch.autograd.graph.saved_tensors_hooks``).
+available backend that implements the op. The workloads run interleaved
+(one run of each per round, so load on a shared machine hits them alike) and
+time is the median over the rounds; memory is the bytes autograd keeps
+between forward and backward beyond the inputs and outputs themselves (saved
+tensors, measured with ``torch.autograd.graph.saved_tensors_hooks``).
+
+lstm_sequence rows also give the achieved GFLOP/s, counting the matrix
+products only (2·B·4H·(I+H) per step forward, twice that backward), and its
+fraction of the machine's peak, measured in the same process as the GFLOP/s
+of one large matrix product (``peak_gflops``).
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ class Workload:
     run: Callable[[], None]
     forward: Callable[[], object]
     inputs: List[torch.Tensor] = field(default_factory=list)
+    flops: Optional[float] = None  # floating-point operations of one run(), when counted
 
 
 @dataclass
@@ -49,6 +56,8 @@ class Result:
     ratio: Optional[float]  # ms / baseline ms (< 1 is faster)
     saved_bytes: int
     error: Optional[str] = None
+    gflops: Optional[float] = None  # achieved GFLOP/s of the matrix products (lstm_sequence)
+    peak_fraction: Optional[float] = None  # gflops / the machine's measured peak
 
 
 def _storage_key(t: torch.Tensor):
@@ -89,6 +98,12 @@ def _loss_backward(out, inputs):
         t.grad = None
 
 
+def lstm_flops(T, B, I, H) -> float:
+    """Matrix-product FLOPs of one LSTM layer forward+backward: 2·B·4H·(I+H)
+    per step forward and twice that backward."""
+    return 3 * T * 2 * B * 4 * H * (I + H)
+
+
 def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> List[Workload]:
     """lstm_sequence on each backend beside torch.nn.LSTM with the same weights
     (and, with ``compiled``, ``torch.compile`` of the reference function)."""
@@ -103,20 +118,21 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
     def nn_forward():
         return lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
 
+    flops = lstm_flops(T, B, I, H)
     loads = [Workload("lstm_sequence", baseline, baseline,
-                      lambda: _loss_backward(nn_forward(), inputs), nn_forward, inputs)]
+                      lambda: _loss_backward(nn_forward(), inputs), nn_forward, inputs, flops)]
     for name in _backends_for("lstm_sequence", device, dtype):
         def forward(name=name):
             return ops.lstm_sequence(x, h0, c0, *weights, backend=name)
         loads.append(Workload("lstm_sequence", name, baseline,
-                              lambda f=forward: _loss_backward(f(), inputs), forward, inputs))
+                              lambda f=forward: _loss_backward(f(), inputs), forward, inputs, flops))
     if compiled:
         compiled_fn = torch.compile(reference.lstm_sequence)
 
         def forward():
             return compiled_fn(x, h0, c0, *weights)
         loads.append(Workload("lstm_sequence", "reference+compile", baseline,
-                              lambda: _loss_backward(forward(), inputs), forward, inputs))
+                              lambda: _loss_backward(forward(), inputs), forward, inputs, flops))
     return loads
 
 
@@ -163,48 +179,79 @@ def _backends_for(op: str, device, dtype) -> List[str]:
     return names
 
 
+def _sync(device) -> Callable[[], None]:
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+
 def time_ms(run: Callable[[], None], device, repeat: int, warmup: int = 1) -> float:
     """Median wall time of ``run()`` in milliseconds."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        run()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return time_interleaved([run], device, repeat, warmup)[0]
+
+
+def time_interleaved(runs: List[Callable[[], None]], device, repeat: int,
+                     warmup: int = 1) -> List[float]:
+    """Median wall time in milliseconds of each of ``runs``, timed in
+    ``repeat`` rounds that run each once in turn. A run that raises gets NaN
+    and leaves the rounds."""
+    sync = _sync(device)
+    times: List[List[float]] = [[] for _ in runs]
+    alive = [True] * len(runs)
+    for round_ in range(warmup + repeat):
+        for k, run in enumerate(runs):
+            if not alive[k]:
+                continue
+            try:
+                sync()
+                start = time.perf_counter()
+                run()
+                sync()
+            except Exception:  # reported by the caller, which reruns it for the message
+                alive[k] = False
+                continue
+            if round_ >= warmup:
+                times[k].append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) if alive[k] and t else math.nan for k, t in enumerate(times)]
+
+
+def peak_gflops(device, dtype=torch.float32, n: int = 2048, repeat: int = 5) -> float:
+    """The machine's peak FLOP rate as measured here: GFLOP/s of one n×n×n
+    matrix product in ``dtype`` with the current thread setting."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = min(time_ms(lambda: torch.mm(a, b), device, 1) for _ in range(repeat))
+    return 2 * n ** 3 / (ms * 1e6)
 
 
 def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
                    ops_wanted=("lstm_sequence", "wm_lstm_sequence"),
-                   compiled: bool = False) -> List[Result]:
-    """Time every workload; ratios are against each op's baseline. With
-    ``compiled``, ``torch.compile`` of the reference joins as a baseline (its
-    compile time, minutes at large T, falls in the untimed warm-up)."""
+                   compiled: bool = False, peak: Optional[float] = None) -> List[Result]:
+    """Time every workload (interleaved per op); ratios are against each op's
+    baseline. With ``compiled``, ``torch.compile`` of the reference joins as a
+    baseline (its compile time, minutes at large T, falls in the untimed
+    warm-up). ``peak`` (GFLOP/s) gives the fraction of peak of counted rows."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    loads: List[Workload] = []
+    groups: List[List[Workload]] = []
     if "lstm_sequence" in ops_wanted:
-        loads += lstm_workloads(device, dtype, compiled=compiled, **sizes)
+        groups.append(lstm_workloads(device, dtype, compiled=compiled, **sizes))
     if "wm_lstm_sequence" in ops_wanted:
         for mode in ("fifo", "gated"):
-            loads += wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled, **sizes)
+            groups.append(wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled,
+                                            **sizes))
     results: List[Result] = []
-    baseline_ms: Dict[str, float] = {}
-    for load in loads:
-        try:
-            ms = time_ms(load.run, device, repeat)
-            memory = saved_bytes(load.forward, load.inputs)
-            error = None
-        except Exception as exc:  # one failing workload must not hide the others
-            ms, memory, error = math.nan, 0, f"{type(exc).__name__}: {exc}"
-        if load.impl == load.baseline:
-            baseline_ms[load.op] = ms
-        base = baseline_ms.get(load.op)
-        results.append(Result(load.op, load.impl, load.baseline, ms,
-                              ms / base if base else None, memory, error))
+    for loads in groups:
+        times = time_interleaved([load.run for load in loads], device, repeat)
+        base = next((ms for load, ms in zip(loads, times) if load.impl == load.baseline), None)
+        for load, ms in zip(loads, times):
+            try:
+                if math.isnan(ms):
+                    load.run()  # raises again, for the message
+                memory, error = saved_bytes(load.forward, load.inputs), None
+            except Exception as exc:  # one failing workload must not hide the others
+                ms, memory, error = math.nan, 0, f"{type(exc).__name__}: {exc}"
+            gflops = load.flops / (ms * 1e6) if load.flops and not error else None
+            results.append(Result(load.op, load.impl, load.baseline, ms,
+                                  ms / base if base and not error else None, memory, error,
+                                  gflops, gflops / peak if gflops and peak else None))
     return results
 
 
@@ -233,17 +280,30 @@ def _cpu_name() -> str:
 
 
 def format_table(results: List[Result]) -> str:
-    lines = [f"{'op':<26} {'impl':<16} {'ms':>10} {'vs baseline':>12} {'saved MiB':>10}"]
+    lines = [f"{'op':<26} {'impl':<18} {'ms':>9} {'vs baseline':>11} {'GFLOP/s':>8} "
+             f"{'of peak':>7} {'saved bytes':>12} {'saved vs base':>13}"]
+    base_bytes = {r.op: r.saved_bytes for r in results if r.impl == r.baseline}
     for r in results:
         ratio = "baseline" if r.impl == r.baseline else (f"{r.ratio:.2f}x" if r.ratio else "-")
         ms = "failed" if r.error else f"{r.ms:.2f}"
-        lines.append(f"{r.op:<26} {r.impl:<16} {ms:>10} {ratio:>12} {r.saved_bytes / 2**20:>10.2f}")
+        gflops = f"{r.gflops:.1f}" if r.gflops else "-"
+        peak = f"{100 * r.peak_fraction:.0f}%" if r.peak_fraction else "-"
+        base = base_bytes.get(r.op)
+        memory = ("-" if r.impl == r.baseline or not base or r.error
+                  else f"{base / r.saved_bytes:.1f}x less" if r.saved_bytes else "none saved")
+        lines.append(f"{r.op:<26} {r.impl:<18} {ms:>9} {ratio:>11} {gflops:>8} {peak:>7} "
+                     f"{r.saved_bytes:>12} {memory:>13}")
         if r.error:
             lines.append(f"    {r.error}")
     return "\n".join(lines)
 
 
-def results_json(results: List[Result], device, dtype, sizes) -> Dict[str, object]:
+def results_json(results: List[Result], device, dtype, sizes,
+                 peak: Optional[float] = None) -> Dict[str, object]:
     return {"machine": machine_description(device), "dtype": str(dtype).replace("torch.", ""),
             "sizes": {**DEFAULT_SIZES, **(sizes or {})}, "results": [asdict(r) for r in results],
+            "peak_gflops": peak,
+            "peak_meaning": "GFLOP/s of one 2048x2048x2048 torch.mm in this process and dtype",
+            "gflops_meaning": "matrix-product FLOPs (2*B*4H*(I+H) per step forward, twice that "
+                              "backward) / time",
             "ratio_meaning": "ms / baseline ms; below 1 is faster than the baseline"}

@@ -1,0 +1,46 @@
+"""The benchmark harness (wmkernels.bench, ``python -m wmkernels bench``) at
+tiny sizes: every row runs, lstm_sequence rows carry GFLOP/s and a fraction of
+the measured peak, saved bytes are reported. Timings are not checked."""
+import math
+
+import torch
+
+from wmkernels import bench
+from wmkernels.__main__ import main
+
+TINY = dict(T=3, B=2, I=4, H=5, S=3, D=4)
+
+
+def test_lstm_flops_count():
+    # forward 2·B·4H·(I+H) per step, backward twice that
+    assert bench.lstm_flops(T=2, B=3, I=4, H=5) == 3 * 2 * (2 * 3 * 20 * 9)
+
+
+def test_time_interleaved_marks_failures_nan():
+    def boom():
+        raise RuntimeError("no")
+    ok, bad = bench.time_interleaved([lambda: None, boom], "cpu", repeat=2)
+    assert ok >= 0 and math.isnan(bad)
+
+
+def test_run_benchmarks_lstm_rows():
+    results = bench.run_benchmarks("cpu", torch.float32, repeat=1, sizes=TINY,
+                                   ops_wanted=("lstm_sequence",), peak=100.0)
+    impls = {r.impl for r in results}
+    assert {"torch.nn.LSTM", "reference"} <= impls
+    for r in results:
+        assert r.error is None, r.error
+        assert r.ms > 0 and r.gflops > 0
+        assert r.peak_fraction == r.gflops / 100.0
+        assert r.saved_bytes > 0
+    assert next(r for r in results if r.impl == "torch.nn.LSTM").ratio == 1.0
+
+
+def test_cli_bench_prints_peak_and_table(capsys):
+    args = ["bench", "--device", "cpu", "--repeat", "1", "--op", "lstm_sequence"]
+    for key, value in TINY.items():
+        args += [f"--{key}", str(value)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "peak:" in out and "GFLOP/s" in out and "saved bytes" in out
+    assert "torch.nn.LSTM" in out
