@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
@@ -164,17 +165,21 @@ lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
     const LstmRowKernels<scalar_t>& k = lstm_row_kernels<scalar_t>();
     const int64_t* len_p = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     scalar_t* h_state_p = h_state.defined() ? h_state.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* act_p = act.mutable_data_ptr<scalar_t>();
+    scalar_t* cs_p = cs.mutable_data_ptr<scalar_t>();
+    scalar_t* y_p = y.mutable_data_ptr<scalar_t>();
+    const scalar_t* c0_p = c0.const_data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
       at::Tensor act_t = act[t];
-      const at::Tensor& h_prev = h_state.defined() ? h_state : (t == 0 ? h0 : y[t - 1]);
-      act_t.addmm_(h_prev, w_hh_t);
-      scalar_t* act_p = act_t.mutable_data_ptr<scalar_t>();
-      const scalar_t* c_prev_p =
-          t == 0 ? c0.const_data_ptr<scalar_t>() : cs[t - 1].const_data_ptr<scalar_t>();
-      scalar_t* c_p = cs[t].mutable_data_ptr<scalar_t>();
-      scalar_t* y_p = y[t].mutable_data_ptr<scalar_t>();
+      // at::cpu:: skips the dispatcher: these are CPU tensors by the checks.
+      at::cpu::addmm_(act_t, h_state.defined() ? h_state : (t == 0 ? h0 : y[t - 1]), w_hh_t);
+      scalar_t* act_tp = act_p + t * B * 4 * H;
+      const scalar_t* c_prev_p = t == 0 ? c0_p : cs_p + (t - 1) * B * H;
+      scalar_t* c_p = cs_p + t * B * H;
+      scalar_t* y_tp = y_p + t * B * H;
       at::parallel_for(0, B, row_grain(4 * H), [&](int64_t begin, int64_t end) {
-        forward_rows<scalar_t>(k, act_p, c_prev_p, c_p, y_p, h_state_p, len_p, t, H, begin, end);
+        forward_rows<scalar_t>(k, act_tp, c_prev_p, c_p, y_tp, h_state_p, len_p, t, H, begin,
+                               end);
       });
     }
   });
@@ -222,19 +227,22 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
     const int64_t* len_p = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     scalar_t* gh_p = grad_h.mutable_data_ptr<scalar_t>();
     scalar_t* gc_p = grad_c.mutable_data_ptr<scalar_t>();
+    const scalar_t* act_p = act.const_data_ptr<scalar_t>();
+    const scalar_t* cs_p = cs.const_data_ptr<scalar_t>();
+    const scalar_t* gy_p = grad_y.const_data_ptr<scalar_t>();
+    const scalar_t* c0_p = c0.const_data_ptr<scalar_t>();
+    scalar_t* dg_p = d_gates.mutable_data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
-      at::Tensor d_gates_t = d_gates[t];
-      const scalar_t* act_p = act[t].const_data_ptr<scalar_t>();
-      const scalar_t* c_prev_p =
-          t == 0 ? c0.const_data_ptr<scalar_t>() : cs[t - 1].const_data_ptr<scalar_t>();
-      const scalar_t* c_p = cs[t].const_data_ptr<scalar_t>();
-      const scalar_t* gy_p = grad_y[t].const_data_ptr<scalar_t>();
-      scalar_t* dg_p = d_gates_t.mutable_data_ptr<scalar_t>();
+      const scalar_t* act_tp = act_p + t * B * 4 * H;
+      const scalar_t* c_prev_p = t == 0 ? c0_p : cs_p + (t - 1) * B * H;
+      const scalar_t* c_p = cs_p + t * B * H;
+      const scalar_t* gy_tp = gy_p + t * B * H;
+      scalar_t* dg_tp = dg_p + t * B * 4 * H;
       at::parallel_for(0, B, row_grain(8 * H), [&](int64_t begin, int64_t end) {
-        backward_rows<scalar_t>(k, act_p, c_prev_p, c_p, gy_p, gh_p, gc_p, dg_p, len_p, t, H,
+        backward_rows<scalar_t>(k, act_tp, c_prev_p, c_p, gy_tp, gh_p, gc_p, dg_tp, len_p, t, H,
                                 begin, end);
       });
-      grad_h.addmm_(d_gates_t, w_hh);
+      at::cpu::addmm_(grad_h, d_gates[t], w_hh);
     }
   });
 

@@ -13,14 +13,33 @@
 
 namespace wmkernels {
 
-template <typename T>
-struct MathOps<at::vec::Vectorized<T>> {
-  using V = at::vec::Vectorized<T>;
-  static inline V one() { return V(T(1)); }
+// float64: SLEEF's exp and tanh (1 ULP).
+template <>
+struct MathOps<at::vec::Vectorized<double>> {
+  using V = at::vec::Vectorized<double>;
+  static inline V one() { return V(1.0); }
   // Same formula as the scalar one: exp(-x) overflows to +inf for very
   // negative x and the reciprocal is then exactly 0, never NaN.
   static inline V sigmoid(const V& x) { return (one() + x.neg().exp()).reciprocal(); }
   static inline V tanh(const V& x) { return x.tanh(); }
+};
+
+// float32: ATen's exp_u20 (a degree-5 polynomial, at most 20 ULP, what
+// ATen's own softmax uses) for the sigmoid, and tanh(x) = 1 - 2 / (1 + e^2x)
+// on it. Measured (AVX-512, 1 thread, B = 16, H = 256): the forward step
+// ~2x faster than with SLEEF's exp/tanh, which made the LSTM step
+// transcendental-bound. The price is tanh's relative accuracy near 0
+// (absolute error ~1e-7 there); errors against the float64 reference stay
+// at ~3e-7 of the norm (SPEC's float32 tolerance is 1e-5), as with SLEEF.
+// Overflow: e^2x = +inf gives 1 - 0 = 1, e^2x = 0 gives -1; never NaN.
+template <>
+struct MathOps<at::vec::Vectorized<float>> {
+  using V = at::vec::Vectorized<float>;
+  static inline V one() { return V(1.0f); }
+  static inline V sigmoid(const V& x) { return (one() + x.neg().exp_u20()).reciprocal(); }
+  static inline V tanh(const V& x) {
+    return one() - V(2.0f) * (one() + (x + x).exp_u20()).reciprocal();
+  }
 };
 
 }  // namespace wmkernels
