@@ -33,3 +33,8 @@ def test_lstm_sequence_float32_tiled(monkeypatch):
     monkeypatch.setattr(sequence, "launch_config", lambda B, H, like: dict(
         BLOCK_B=16, BLOCK_N=16, BLOCK_K=16, PRECISION="ieee", num_warps=4))
     assert_matches(testing.random_case("lstm_sequence", T=3, B=18, I=3, H=19, with_lengths=True))
+
+
+@pytest.mark.parametrize("T, B", [(0, 2), (3, 0)])
+def test_lstm_sequence_empty(T, B):
+    assert_matches(testing.random_case("lstm_sequence", T=T, B=B, I=3, H=5))

@@ -80,3 +80,14 @@ class TritonBackend(Backend):
             grad_y, grad_h, grad_c, *saved)
         has_b_ih, has_b_hh = info
         return (dx, dh0, dc0, dw_ih, dw_hh, d_bias if has_b_ih else None, d_bias if has_b_hh else None)
+
+    def wm_lstm_sequence_forward(self, x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e=None,
+                                 b_e=None, write_mode="fifo", lengths=None):
+        gated = write_mode == "gated"
+        y, h, c, M, *kept = kernels("wm_sequence").wm_lstm_sequence_forward(
+            x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, gated)
+        return (y, h, c, M), (x, w_ih, w_hh, w_rh, w_q, w_v, w_e, *kept, lengths), gated
+
+    def wm_lstm_sequence_backward(self, saved, info, grad_y, grad_h, grad_c, grad_M):
+        grads = kernels("wm_sequence").wm_lstm_sequence_backward(grad_y, grad_h, grad_c, grad_M, *saved, info)
+        return tuple(grads) if info else (*grads[:-2], None, None)

@@ -59,3 +59,19 @@ def batch_tile(B: int, t: torch.Tensor) -> int:
 def warps(tile_elements: int) -> int:
     """num_warps for a program whose largest fp32 tile has this many elements."""
     return 8 if tile_elements >= 8192 else 4
+
+
+@triton.jit
+def matmul_wt(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, cols, col_mask,
+              BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """acc += A Wᵀ for a row-major W [*, K] (a linear layer)."""
+    return row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, K, 1, cols, col_mask,
+                            BLOCK_K, PRECISION)
+
+
+@triton.jit
+def matmul_w(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, N, cols, col_mask,
+             BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """acc += A W for a row-major W [K, N] (the backward of a linear layer)."""
+    return row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, 1, N, cols, col_mask,
+                            BLOCK_K, PRECISION)
