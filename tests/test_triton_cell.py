@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from triton_support import DEVICE, assert_matches, gpu_only, needs_triton
+from triton_support import DEVICE, assert_matches, gpu_only, needs_triton, quiet_interpreter
 from wmkernels import ops, testing
 
-pytestmark = needs_triton
+pytestmark = [needs_triton, quiet_interpreter]
 
 
 @pytest.mark.parametrize("sizes", [dict(B=3, H=9), dict(B=1, H=1), dict(B=5, H=37)])

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from triton_support import assert_matches, gpu_only, needs_triton
+from triton_support import assert_matches, gpu_only, needs_triton, quiet_interpreter
 from wmkernels import testing
 
-pytestmark = needs_triton
+pytestmark = [needs_triton, quiet_interpreter]
 SIZES = [dict(B=3, S=5, D=6), dict(B=1, S=1, D=1), dict(B=2, S=7, D=19)]
 
 

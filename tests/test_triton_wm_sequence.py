@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from triton_support import assert_matches, gpu_only, needs_triton
+from triton_support import assert_matches, gpu_only, needs_triton, quiet_interpreter
 from wmkernels import testing
 
-pytestmark = needs_triton
+pytestmark = [needs_triton, quiet_interpreter]
 
 
 @pytest.mark.parametrize("write_mode", ["fifo", "gated"])

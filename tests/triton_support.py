@@ -13,6 +13,8 @@ from wmkernels.backends import BACKENDS
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 REASON = BACKENDS["triton"].device_reason(torch.device(DEVICE))
 needs_triton = pytest.mark.skipif(REASON is not None, reason=f"triton backend unavailable: {REASON}")
+# triton 3.6's interpreter converts 1-element arrays to ints (numpy < 2.4 only warns)
+quiet_interpreter = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 gpu_only = pytest.mark.skipif(not torch.cuda.is_available(),
                               reason="GPU-only: the Triton interpreter has no bfloat16 arithmetic")
 

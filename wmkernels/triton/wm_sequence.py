@@ -427,7 +427,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         grads += [dpe2.t() @ h_next, dpe2.sum(0)]
     else:
         grads += [x.new_empty(0, dtype=torch.float32), x.new_empty(0, dtype=torch.float32)]
-    return [g.to(dtype, copy=True) for g in grads]
+    return [g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grads]
 
 
 @wm_lstm_sequence_backward.register_fake
