@@ -4,6 +4,8 @@ import torch
 
 from triton_support import DEVICE, assert_matches, gpu_only, needs_triton, quiet_interpreter
 from wmkernels import ops, testing
+from wmkernels.backends import BACKENDS, BackendUnavailableError
+from wmkernels.ops import OP_INPUTS
 
 pytestmark = [needs_triton, quiet_interpreter]
 
@@ -25,3 +27,21 @@ def test_lstm_cell_bfloat16():
 def test_lstm_cell_empty_batch():
     h, c = ops.lstm_cell(torch.zeros(0, 8, device=DEVICE), torch.zeros(0, 2, device=DEVICE), backend="triton")
     assert h.shape == (0, 2) and c.shape == (0, 2)
+
+
+CPU_ONLY = pytest.mark.skipif(DEVICE != "cpu", reason="about the interpreter (CPU tensors) only")
+
+
+@CPU_ONLY
+@pytest.mark.parametrize("op", sorted(OP_INPUTS))
+def test_bfloat16_on_cpu_tensors_is_refused(op):
+    """The interpreter gets bfloat16 matrix products wrong: refused with a reason, never run."""
+    reason = BACKENDS["triton"].case_reason(op, torch.device("cpu"), torch.bfloat16)
+    assert reason and "bfloat16" in reason
+
+
+@CPU_ONLY
+def test_bfloat16_on_cpu_tensors_raises():
+    with pytest.raises(BackendUnavailableError, match="bfloat16 on CUDA tensors only"):
+        ops.lstm_cell(torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(2, 2, dtype=torch.bfloat16),
+                      backend="triton")

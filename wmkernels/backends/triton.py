@@ -43,6 +43,12 @@ class TritonBackend(Backend):
             return "backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1"
         return f"backend 'triton' does not run on {device}"
 
+    def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+        if dtype == torch.bfloat16 and device.type == "cpu" and self.device_reason(device) is None:
+            return ("backend 'triton' runs bfloat16 on CUDA tensors only: the Triton interpreter "
+                    "computes bfloat16 matrix products wrongly")
+        return super().case_reason(op, device, dtype)
+
     def lstm_cell_forward(self, gates, c_prev):
         h, c, act = kernels("cell").lstm_cell_forward(gates, c_prev)
         return (h, c), (act, c_prev, c), None

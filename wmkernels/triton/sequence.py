@@ -19,16 +19,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from wmkernels.triton import math as wm
 from wmkernels.triton import tiles
-from wmkernels.triton.tiles import row_block_matmul
-
-
-@triton.jit
-def _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS: tl.constexpr):
-    if HAS_LENGTHS:
-        return tl.load(len_ptr + rows, mask=row_ok, other=0)
-    return tl.where(row_ok, T, 0)
+from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, hidden_grad_through_gates,
+                                    load_preacts, row_lengths)
 
 
 @triton.jit
@@ -37,38 +30,18 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T
                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     for t in range(0, T):
         valid = (row_ok & (t < lengths))[:, None]
-        h_prev_ptr = hs_ptr + t * B * H
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
-            g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
-            s_off = rows[:, None] * H + cols[None, :]
-            pre_i = tl.load(xp_ptr + g_off, mask=tile, other=0.0).to(tl.float32)
-            pre_f = tl.load(xp_ptr + g_off + H, mask=tile, other=0.0).to(tl.float32)
-            pre_g = tl.load(xp_ptr + g_off + 2 * H, mask=tile, other=0.0).to(tl.float32)
-            pre_o = tl.load(xp_ptr + g_off + 3 * H, mask=tile, other=0.0).to(tl.float32)
-            pre_i = row_block_matmul(pre_i, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr, H, 1, cols, col_ok,
-                                     BLOCK_K, PRECISION)
-            pre_f = row_block_matmul(pre_f, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr + H * H, H, 1, cols,
-                                     col_ok, BLOCK_K, PRECISION)
-            pre_g = row_block_matmul(pre_g, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr + 2 * H * H, H, 1, cols,
-                                     col_ok, BLOCK_K, PRECISION)
-            pre_o = row_block_matmul(pre_o, h_prev_ptr, H, rows, row_ok, H, w_hh_ptr + 3 * H * H, H, 1, cols,
-                                     col_ok, BLOCK_K, PRECISION)
-            h_prev = tl.load(h_prev_ptr + s_off, mask=tile, other=0.0)
-            c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile, other=0.0)
-            i, f, g, o, c, h = wm.lstm_cell_forward(pre_i, pre_f, pre_g, pre_o, c_prev)
-            tl.store(hs_ptr + (t + 1) * B * H + s_off, tl.where(valid, h, h_prev), mask=tile)
-            tl.store(cs_ptr + (t + 1) * B * H + s_off, tl.where(valid, c, c_prev), mask=tile)
-            tl.store(y_ptr + t * B * H + s_off, tl.where(valid, h, 0.0).to(y_ptr.dtype.element_ty), mask=tile)
-            tl.store(act_ptr + g_off, i, mask=tile)
-            tl.store(act_ptr + g_off + H, f, mask=tile)
-            tl.store(act_ptr + g_off + 2 * H, g, mask=tile)
-            tl.store(act_ptr + g_off + 3 * H, o, mask=tile)
+            pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
+            pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H, rows,
+                                                           row_ok, H, w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+            cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H,
+                      B, H)
         tl.debug_barrier()  # h_t complete before step t+1 reads it
 
 
@@ -79,39 +52,26 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
     """dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 on exit."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     for step in range(0, T):
         t = T - 1 - step
-        valid = (row_ok & (t < lengths))[:, None]
+        running = row_ok & (t < lengths)
+        valid = running[:, None]
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             tile = row_ok[:, None] & (cols < H)[None, :]
-            g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
             s_off = rows[:, None] * H + cols[None, :]
-            grad_c = tl.load(dc_ptr + s_off, mask=tile, other=0.0)
             grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
             grad_h += tl.load(dy_ptr + t * B * H + s_off, mask=tile & valid, other=0.0).to(tl.float32)
-            i = tl.load(act_ptr + g_off, mask=tile & valid, other=0.0)
-            f = tl.load(act_ptr + g_off + H, mask=tile & valid, other=0.0)
-            g = tl.load(act_ptr + g_off + 2 * H, mask=tile & valid, other=0.0)
-            o = tl.load(act_ptr + g_off + 3 * H, mask=tile & valid, other=0.0)
-            c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile & valid, other=0.0)
-            c = tl.load(cs_ptr + (t + 1) * B * H + s_off, mask=tile & valid, other=0.0)
-            d_i, d_f, d_g, d_o, d_c_prev = wm.lstm_cell_backward(i, f, g, o, c_prev, c, grad_h, grad_c)
-            tl.store(dg_ptr + g_off, tl.where(valid, d_i, 0.0), mask=tile)
-            tl.store(dg_ptr + g_off + H, tl.where(valid, d_f, 0.0), mask=tile)
-            tl.store(dg_ptr + g_off + 2 * H, tl.where(valid, d_g, 0.0), mask=tile)
-            tl.store(dg_ptr + g_off + 3 * H, tl.where(valid, d_o, 0.0), mask=tile)
-            tl.store(dc_ptr + s_off, tl.where(valid, d_c_prev, grad_c), mask=tile)
+            cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_ptr, dg_ptr, B, H)
         tl.debug_barrier()  # dg_t complete before the product below reads it
         for k0 in range(0, H, BLOCK_N):
             cols = k0 + tl.arange(0, BLOCK_N)
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
             s_off = rows[:, None] * H + cols[None, :]
-            d_h_prev = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-            d_h_prev = row_block_matmul(d_h_prev, dg_ptr + t * B * 4 * H, 4 * H, rows, row_ok, 4 * H,
-                                        w_hh_ptr, 1, H, cols, col_ok, BLOCK_K, PRECISION)
+            d_h_prev = hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
+                                                 BLOCK_B, BLOCK_N, BLOCK_K, PRECISION)
             carried = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
             tl.store(dh_ptr + s_off, tl.where(valid, d_h_prev, carried), mask=tile)
         tl.debug_barrier()

@@ -34,7 +34,8 @@ from torch import Tensor
 from wmkernels.triton import math as wm
 from wmkernels.triton import tiles
 from wmkernels.triton.memory import read_backward, read_forward, view, write_backward, write_forward
-from wmkernels.triton.sequence import _row_lengths
+from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, hidden_grad_through_gates,
+                                    load_preacts, row_lengths)
 from wmkernels.triton.tiles import matmul_w, matmul_wt
 
 
@@ -60,7 +61,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
     is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     for t in range(0, T):
@@ -98,38 +99,13 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             cols = n0 + tl.arange(0, BLOCK_N)
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
-            g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
-            s_off = rows[:, None] * H + cols[None, :]
-            pre_i = tl.load(xp_ptr + g_off, mask=tile, other=0.0).to(tl.float32)
-            pre_f = tl.load(xp_ptr + g_off + H, mask=tile, other=0.0).to(tl.float32)
-            pre_g = tl.load(xp_ptr + g_off + 2 * H, mask=tile, other=0.0).to(tl.float32)
-            pre_o = tl.load(xp_ptr + g_off + 3 * H, mask=tile, other=0.0).to(tl.float32)
-            pre_i = matmul_wt(pre_i, h_prev, H, rows, running, H, w_hh_ptr, cols, col_ok, BLOCK_K, PRECISION)
-            pre_f = matmul_wt(pre_f, h_prev, H, rows, running, H, w_hh_ptr + H * H, cols, col_ok, BLOCK_K,
-                              PRECISION)
-            pre_g = matmul_wt(pre_g, h_prev, H, rows, running, H, w_hh_ptr + 2 * H * H, cols, col_ok, BLOCK_K,
-                              PRECISION)
-            pre_o = matmul_wt(pre_o, h_prev, H, rows, running, H, w_hh_ptr + 3 * H * H, cols, col_ok, BLOCK_K,
-                              PRECISION)
-            r_t = r_ptr + t * BD
-            pre_i = matmul_wt(pre_i, r_t, D, rows, running, D, w_rh_ptr, cols, col_ok, BLOCK_K, PRECISION)
-            pre_f = matmul_wt(pre_f, r_t, D, rows, running, D, w_rh_ptr + H * D, cols, col_ok, BLOCK_K,
-                              PRECISION)
-            pre_g = matmul_wt(pre_g, r_t, D, rows, running, D, w_rh_ptr + 2 * H * D, cols, col_ok, BLOCK_K,
-                              PRECISION)
-            pre_o = matmul_wt(pre_o, r_t, D, rows, running, D, w_rh_ptr + 3 * H * D, cols, col_ok, BLOCK_K,
-                              PRECISION)
-            h_old = tl.load(h_prev + s_off, mask=tile, other=0.0)
-            c_old = tl.load(cs_ptr + t * B * H + s_off, mask=tile, other=0.0)
-            i, f, g, o, c, h = wm.lstm_cell_forward(pre_i, pre_f, pre_g, pre_o, c_old)
-            tl.store(hs_ptr + (t + 1) * B * H + s_off, tl.where(valid, h, h_old), mask=tile)
-            tl.store(cs_ptr + (t + 1) * B * H + s_off, tl.where(valid, c, c_old), mask=tile)
-            tl.store(y_ptr + t * B * (H + D) + rows[:, None] * (H + D) + cols[None, :],
-                     tl.where(valid, h, 0.0).to(y_ptr.dtype.element_ty), mask=tile)
-            tl.store(act_ptr + g_off, i, mask=tile)
-            tl.store(act_ptr + g_off + H, f, mask=tile)
-            tl.store(act_ptr + g_off + 2 * H, g, mask=tile)
-            tl.store(act_ptr + g_off + 3 * H, o, mask=tile)
+            pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
+            pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, h_prev, rows, running, H,
+                                                           w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+            pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, r_ptr + t * BD, rows,
+                                                           running, D, w_rh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+            cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H + D,
+                      B, H)
         tl.debug_barrier()
         # the written vector v_t = tanh(w_v h_t + b_v) (gated: and e_t = σ(w_e h_t + b_e))
         h_new = hs_ptr + (t + 1) * B * H
@@ -201,9 +177,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < H
         tile = row_ok[:, None] & col_ok[None, :]
-        g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
         s_off = rows[:, None] * H + cols[None, :]
-        grad_c = tl.load(dc_ptr + s_off, mask=tile, other=0.0)
         grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
         grad_h += tl.load(dy_ptr + t * B * (H + D) + rows[:, None] * (H + D) + cols[None, :],
                           mask=tile & valid, other=0.0).to(tl.float32)
@@ -212,18 +186,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
         if GATED:
             grad_h = matmul_w(grad_h, dpe_ptr + t * BD, D, rows, running, D, w_e_ptr, H, cols, col_ok, BLOCK_K,
                               PRECISION)
-        i = tl.load(act_ptr + g_off, mask=tile & valid, other=0.0)
-        f = tl.load(act_ptr + g_off + H, mask=tile & valid, other=0.0)
-        g = tl.load(act_ptr + g_off + 2 * H, mask=tile & valid, other=0.0)
-        o = tl.load(act_ptr + g_off + 3 * H, mask=tile & valid, other=0.0)
-        c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile & valid, other=0.0)
-        c = tl.load(cs_ptr + (t + 1) * B * H + s_off, mask=tile & valid, other=0.0)
-        d_i, d_f, d_g, d_o, d_c_prev = wm.lstm_cell_backward(i, f, g, o, c_prev, c, grad_h, grad_c)
-        tl.store(dg_ptr + g_off, tl.where(valid, d_i, 0.0), mask=tile)
-        tl.store(dg_ptr + g_off + H, tl.where(valid, d_f, 0.0), mask=tile)
-        tl.store(dg_ptr + g_off + 2 * H, tl.where(valid, d_g, 0.0), mask=tile)
-        tl.store(dg_ptr + g_off + 3 * H, tl.where(valid, d_o, 0.0), mask=tile)
-        tl.store(dc_ptr + s_off, tl.where(valid, d_c_prev, grad_c), mask=tile)
+        cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_ptr, dg_ptr, B, H)
     tl.debug_barrier()
     # 3. the gradient of r_t: from y and from the gates
     for d0 in range(0, D, BLOCK_D):
@@ -245,9 +208,8 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
         col_ok = cols < H
         tile = row_ok[:, None] & col_ok[None, :]
         s_off = rows[:, None] * H + cols[None, :]
-        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-        acc = matmul_w(acc, dg_ptr + t * B * 4 * H, 4 * H, rows, running, 4 * H, w_hh_ptr, H, cols, col_ok,
-                       BLOCK_K, PRECISION)
+        acc = hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
+                                        BLOCK_B, BLOCK_N, BLOCK_K, PRECISION)
         acc = matmul_w(acc, dq_ptr + t * BD, D, rows, running, D, w_q_ptr, H, cols, col_ok, BLOCK_K, PRECISION)
         carried = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
         tl.store(dh_ptr + s_off, tl.where(valid, acc, carried), mask=tile)
@@ -265,7 +227,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     is the gradient of the memory, seg [K, B, S, D] the recomputed memories of a segment."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = _row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     BD = B * D
     BSD = B * S * D
     if GATED:

@@ -1,0 +1,94 @@
+"""Gate-tile helpers shared by the recurrent kernels (sequence.py, wm_sequence.py).
+
+A program owns a block of batch ``rows``; at step t it walks the hidden units
+in tiles of columns ``cols``. Layouts (fp32 where kept for backward):
+``xp, act, dg [T, B, 4H]`` (gate order i, f, g, o), ``hs, cs [T+1, B, H]``
+(index 0 the initial state), ``dh, dc [B, H]``.
+"""
+import triton
+import triton.language as tl
+
+from wmkernels.triton import math as wm
+from wmkernels.triton.tiles import matmul_w, matmul_wt
+
+
+@triton.jit
+def row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS: tl.constexpr):
+    """Each row's length (T without lengths; 0 outside the batch)."""
+    if HAS_LENGTHS:
+        return tl.load(len_ptr + rows, mask=row_ok, other=0)
+    return tl.where(row_ok, T, 0)
+
+
+@triton.jit
+def load_preacts(xp_ptr, t, rows, cols, tile, B, H):
+    """The input projections of step t for this tile: four [BLOCK_B, BLOCK_N] fp32 tiles."""
+    g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
+    pre_i = tl.load(xp_ptr + g_off, mask=tile, other=0.0).to(tl.float32)
+    pre_f = tl.load(xp_ptr + g_off + H, mask=tile, other=0.0).to(tl.float32)
+    pre_g = tl.load(xp_ptr + g_off + 2 * H, mask=tile, other=0.0).to(tl.float32)
+    pre_o = tl.load(xp_ptr + g_off + 3 * H, mask=tile, other=0.0).to(tl.float32)
+    return pre_i, pre_f, pre_g, pre_o
+
+
+@triton.jit
+def add_gate_products(pre_i, pre_f, pre_g, pre_o, a_ptr, rows, row_mask, K, w_ptr, cols, col_ok, H,
+                      BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """pre_* += A W_*ᵀ for the four gate blocks of a row-major W [4H, K]; A is [B, K]."""
+    pre_i = matmul_wt(pre_i, a_ptr, K, rows, row_mask, K, w_ptr, cols, col_ok, BLOCK_K, PRECISION)
+    pre_f = matmul_wt(pre_f, a_ptr, K, rows, row_mask, K, w_ptr + H * K, cols, col_ok, BLOCK_K, PRECISION)
+    pre_g = matmul_wt(pre_g, a_ptr, K, rows, row_mask, K, w_ptr + 2 * H * K, cols, col_ok, BLOCK_K, PRECISION)
+    pre_o = matmul_wt(pre_o, a_ptr, K, rows, row_mask, K, w_ptr + 3 * H * K, cols, col_ok, BLOCK_K, PRECISION)
+    return pre_i, pre_f, pre_g, pre_o
+
+
+@triton.jit
+def cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, y_stride,
+              B, H):
+    """The cell on this tile: stores h_t, c_t (carried where the row is not
+    ``valid``), the gate activations and y rows (zero where not valid; row
+    stride ``y_stride``)."""
+    s_off = rows[:, None] * H + cols[None, :]
+    h_old = tl.load(hs_ptr + t * B * H + s_off, mask=tile, other=0.0)
+    c_old = tl.load(cs_ptr + t * B * H + s_off, mask=tile, other=0.0)
+    i, f, g, o, c, h = wm.lstm_cell_forward(pre_i, pre_f, pre_g, pre_o, c_old)
+    tl.store(hs_ptr + (t + 1) * B * H + s_off, tl.where(valid, h, h_old), mask=tile)
+    tl.store(cs_ptr + (t + 1) * B * H + s_off, tl.where(valid, c, c_old), mask=tile)
+    tl.store(y_ptr + t * B * y_stride + rows[:, None] * y_stride + cols[None, :],
+             tl.where(valid, h, 0.0).to(y_ptr.dtype.element_ty), mask=tile)
+    g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
+    tl.store(act_ptr + g_off, i, mask=tile)
+    tl.store(act_ptr + g_off + H, f, mask=tile)
+    tl.store(act_ptr + g_off + 2 * H, g, mask=tile)
+    tl.store(act_ptr + g_off + 3 * H, o, mask=tile)
+
+
+@triton.jit
+def cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_ptr, dg_ptr, B, H):
+    """Backward of ``cell_step`` on this tile, given the total gradient of h_t:
+    stores dg_t (zero where not valid) and updates dc in place to the gradient of c_{t-1}."""
+    g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
+    s_off = rows[:, None] * H + cols[None, :]
+    grad_c = tl.load(dc_ptr + s_off, mask=tile, other=0.0)
+    i = tl.load(act_ptr + g_off, mask=tile & valid, other=0.0)
+    f = tl.load(act_ptr + g_off + H, mask=tile & valid, other=0.0)
+    g = tl.load(act_ptr + g_off + 2 * H, mask=tile & valid, other=0.0)
+    o = tl.load(act_ptr + g_off + 3 * H, mask=tile & valid, other=0.0)
+    c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile & valid, other=0.0)
+    c = tl.load(cs_ptr + (t + 1) * B * H + s_off, mask=tile & valid, other=0.0)
+    d_i, d_f, d_g, d_o, d_c_prev = wm.lstm_cell_backward(i, f, g, o, c_prev, c, grad_h, grad_c)
+    tl.store(dg_ptr + g_off, tl.where(valid, d_i, 0.0), mask=tile)
+    tl.store(dg_ptr + g_off + H, tl.where(valid, d_f, 0.0), mask=tile)
+    tl.store(dg_ptr + g_off + 2 * H, tl.where(valid, d_g, 0.0), mask=tile)
+    tl.store(dg_ptr + g_off + 3 * H, tl.where(valid, d_o, 0.0), mask=tile)
+    tl.store(dc_ptr + s_off, tl.where(valid, d_c_prev, grad_c), mask=tile)
+
+
+@triton.jit
+def hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
+                              BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                              PRECISION: tl.constexpr):
+    """dg_t w_hh on this tile ([BLOCK_B, BLOCK_N] fp32): the gradient h_{t-1} gets through the gates."""
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    return matmul_w(acc, dg_ptr + t * B * 4 * H, 4 * H, rows, running, 4 * H, w_hh_ptr, H, cols, col_ok,
+                    BLOCK_K, PRECISION)
