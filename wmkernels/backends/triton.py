@@ -78,6 +78,7 @@ class TritonBackend(Backend):
     def lstm_sequence_forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
         biases = [b for b in (b_ih, b_hh) if b is not None]
         bias = sum(biases[1:], biases[0]) if biases else None
+        lengths = lengths.contiguous() if lengths is not None else None
         y, h_n, c_n, hs, cs, act = kernels("sequence").lstm_sequence_forward(x, h0, c0, w_ih, w_hh, bias, lengths)
         return (y, h_n, c_n), (x, w_ih, w_hh, hs, cs, act, lengths), (b_ih is not None, b_hh is not None)
 
@@ -90,6 +91,7 @@ class TritonBackend(Backend):
     def wm_lstm_sequence_forward(self, x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e=None,
                                  b_e=None, write_mode="fifo", lengths=None):
         gated = write_mode == "gated"
+        lengths = lengths.contiguous() if lengths is not None else None
         y, h, c, M, *kept = kernels("wm_sequence").wm_lstm_sequence_forward(
             x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, gated)
         return (y, h, c, M), (x, w_ih, w_hh, w_rh, w_q, w_v, w_e, *kept, lengths), gated

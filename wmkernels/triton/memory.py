@@ -258,7 +258,7 @@ def wm_read_forward(M: Tensor, q: Tensor, mask: Optional[Tensor], scale: float) 
     M, q = M.contiguous(), q.contiguous()
     r, attn = torch.empty_like(q), M.new_empty(M.shape[:2])
     if M.shape[0]:
-        flags = mask.contiguous() if mask is not None else M  # a pointer the kernel never reads
+        flags = mask.contiguous() if mask is not None else None
         _launch(_read_forward_kernel, M, M, q, flags, r, attn, scale, HAS_MASK=mask is not None)
     return r, attn
 

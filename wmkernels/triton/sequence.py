@@ -98,6 +98,7 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
     hs, cs [T+1, B, H] fp32, act [T, B, 4H] fp32)."""
     T, B, _ = x.shape
     H = h0.shape[1]
+    tiles.check_int32_indexing("lstm_sequence", gates=(T + 1) * B * 4 * H)
     xp = x.reshape(T * B, x.shape[2]) @ w_ih.t()
     if bias is not None:
         xp = xp + bias

@@ -75,3 +75,14 @@ def matmul_w(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, N, cols, col_mask,
     """acc += A W for a row-major W [K, N] (the backward of a linear layer)."""
     return row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, 1, N, cols, col_mask,
                             BLOCK_K, PRECISION)
+
+
+INT32_LIMIT = 2 ** 31
+
+
+def check_int32_indexing(op: str, **numels: int) -> None:
+    """The kernels compute offsets in int32: refuse (clearly) buffers too large for that."""
+    for name, numel in numels.items():
+        if numel >= INT32_LIMIT:
+            raise ValueError(f"{op}: backend 'triton' indexes in int32, but its buffer {name} would hold "
+                             f"{numel} elements (≥ 2^31); split the batch or the sequence")

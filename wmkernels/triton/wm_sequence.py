@@ -299,6 +299,8 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
     Q, R, A, mem, V, E, ck). fifo: mem is the tape [S+T, B, D], V, E, ck are empty."""
     T, B, _ = x.shape
     H, (S, D) = h0.shape[1], M0.shape[1:]
+    tiles.check_int32_indexing("wm_lstm_sequence", gates=(T + 1) * B * 4 * H, y=T * B * (H + D),
+                               memory=(S + T) * B * D, checkpoints=(T + 1) * B * S * D)
     f32 = dict(device=x.device, dtype=torch.float32)
     xp = torch.addmm(b, x.reshape(T * B, x.shape[2]), w_ih.t())
     hs, cs = torch.empty(T + 1, B, H, **f32), torch.empty(T + 1, B, H, **f32)
