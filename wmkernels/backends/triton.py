@@ -2,14 +2,13 @@
 
 It runs CUDA tensors, and CPU tensors under ``TRITON_INTERPRET=1`` (which
 must be set before ``wmkernels`` is imported: ``@triton.jit`` reads it).
-Without Triton installed the backend is unavailable and says so. The kernel
-modules are imported on first use, so ``import wmkernels`` never pays for
-Triton; each launch is a ``torch.ops.wmkernels_triton`` op with a fake
-implementation for ``torch.compile``.
+bfloat16 runs on CUDA tensors only. Without Triton installed (or if its import
+fails) the backend is unavailable and says why. The kernel modules are imported
+with this one, so their ops (``torch.ops.wmkernels_triton``, each with a fake
+implementation) exist before torch.compile traces a call.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import os
@@ -24,10 +23,23 @@ def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
+def _load_kernels():
+    """The kernel modules by name, and None; or None and why they cannot load."""
+    if importlib.util.find_spec("triton") is None:
+        return None, "Triton is not installed (pip install triton)"
+    try:
+        return {name: importlib.import_module(f"wmkernels.triton.{name}")
+                for name in ("cell", "memory", "sequence", "wm_sequence")}, None
+    except Exception as error:  # a broken Triton install must not break `import wmkernels`
+        return None, f"Triton does not load ({type(error).__name__}: {error})"
+
+
+KERNELS, LOAD_ERROR = _load_kernels()
+
+
 def kernels(module: str):
-    """The kernel module ``wmkernels.triton.<module>`` (imported once, registering its ops)."""
-    return importlib.import_module(f"wmkernels.triton.{module}")
+    """The kernel module ``wmkernels.triton.<module>``."""
+    return KERNELS[module]
 
 
 class TritonBackend(Backend):
@@ -35,8 +47,8 @@ class TritonBackend(Backend):
     dtypes = (torch.float16, torch.bfloat16, torch.float32)
 
     def device_reason(self, device: torch.device) -> Optional[str]:
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed (pip install triton)"
+        if LOAD_ERROR is not None:
+            return LOAD_ERROR
         if device.type == "cuda" or (device.type == "cpu" and triton_interpreter_on()):
             return None
         if device.type == "cpu":
