@@ -171,6 +171,9 @@ def test_state_dict_both_ways_and_same_init():
     for (_, a), (_, b) in zip(back.named_parameters(), ours.named_parameters()):
         assert torch.equal(a, b)
     assert repr(ours).replace("wmkernels.nn.", "") == repr(theirs)
+    before = [p.clone() for p in ours.parameters()]
+    ours.flatten_parameters()  # torch.nn.LSTM API, a no-op here
+    assert all(torch.equal(a, b) for a, b in zip(before, ours.parameters()))
     assert [[p.shape for p in ws] for ws in ours.all_weights] == \
            [[p.shape for p in ws] for ws in theirs.all_weights]
 

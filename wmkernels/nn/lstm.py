@@ -110,6 +110,10 @@ class LSTM(nn.Module):
         """The parameters per layer and direction, as ``torch.nn.LSTM.all_weights``."""
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
+    def flatten_parameters(self) -> None:
+        """A no-op, kept so code written for ``torch.nn.LSTM`` (which packs its
+        weights for cuDNN here) runs unchanged: the kernels take the weights as they are."""
+
     def reset_parameters(self) -> None:
         """Uniform ±1/√H for every parameter, in registration order (as torch.nn.LSTM)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
