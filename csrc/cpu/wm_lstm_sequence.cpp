@@ -99,9 +99,13 @@ struct FifoSlots {
 // absolute position t + s (a shift-write moves no gradient data).
 template <typename T>
 struct RingSlots {
+  RingSlots(T* row, int64_t t, int64_t S, int64_t D) : row(row), head(t % S), S(S), D(D) {}
   T* row;  // [S, D]
-  int64_t t, S, D;
-  T* operator()(int64_t s) const { return row + ((t + s) % S) * D; }
+  int64_t head, S, D;
+  T* operator()(int64_t s) const {
+    const int64_t k = head + s;  // < 2S: no division per slot
+    return row + (k < S ? k : k - S) * D;
+  }
 };
 
 template <typename T>

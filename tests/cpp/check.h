@@ -65,4 +65,5 @@ bool throws_c10_error(F&& f) {
 void run_lstm_math_tests();
 void run_lstm_cell_cpu_tests();
 void run_memory_ops_tests();
+void run_memory_wm_lstm_tests();
 void run_lstm_sequence_cpu_tests();
