@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from triton_support import assert_matches, gpu_only, needs_triton, quiet_interpreter
-from wmkernels import testing
+from triton_support import DEVICE, assert_matches, gpu_only, needs_triton, quiet_interpreter
+from wmkernels import bench, testing
 
 pytestmark = [needs_triton, quiet_interpreter]
 
@@ -46,3 +46,32 @@ def test_wm_lstm_sequence_empty(write_mode, T, B):
 def test_wm_lstm_sequence_bfloat16(write_mode):
     assert_matches(testing.random_case("wm_lstm_sequence", T=20, B=19, I=33, H=130, S=13, D=70,
                                        write_mode=write_mode, with_lengths=True), torch.bfloat16)
+
+
+def saved_bytes(mode, T, B, H, S, D, backend="triton"):
+    case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=mode)
+    inputs = [v.float().to(DEVICE).requires_grad_() for v in case.tensors.values()]
+    return bench.saved_bytes(lambda: case.run(inputs, backend), inputs)
+
+
+def test_fifo_saves_no_memory_per_step():
+    """fifo keeps the written vectors (a tape of S+T rows), never M_t per step."""
+    T, B, H, S, D = 24, 2, 4, 32, 32
+    one_memory_per_step = T * B * S * D * 4
+    saved = saved_bytes("fifo", T, B, H, S, D)
+    assert 0 < saved < one_memory_per_step / 4, (saved, one_memory_per_step)
+    assert saved_bytes("fifo", T, B, H, S, D, "reference") > one_memory_per_step
+
+
+@pytest.mark.parametrize("mode", ["fifo", "gated"])
+def test_saved_bytes_grow_with_attention_and_checkpoints_only(mode):
+    """Doubling S adds exactly the read weights (T·B·S floats) and, in gated mode,
+    the wider checkpoints (⌈T/K⌉ of them, K = ⌈√T⌉) to what is saved."""
+    T, B, H, D = 16, 2, 4, 16
+    grown = saved_bytes(mode, T, B, H, 16, D) - saved_bytes(mode, T, B, H, 8, D)
+    from wmkernels.triton.wm_sequence import checkpoint_interval  # needs Triton
+    K = checkpoint_interval(T)
+    checkpoints = -(-T // K) * B * 8 * D * 4 if mode == "gated" else 0
+    fifo_tape = 8 * B * D * 4 if mode == "fifo" else 0  # the tape starts with M0's S rows
+    assert grown == T * B * 8 * 4 + checkpoints + fifo_tape
+    assert grown < T * B * 8 * D * 4 / 2

@@ -76,7 +76,7 @@ def _launch(kernel, like: Tensor, B: int, H: int, *args):
 def lstm_cell_forward(gates: Tensor, c_prev: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """gates [B, 4H], c_prev [B, H] -> (h [B, H], c [B, H], act [B, 4H])."""
     gates, c_prev = gates.contiguous(), c_prev.contiguous()
-    h, c, act = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(gates)
+    h, c, act = c_prev.new_empty(c_prev.shape), c_prev.new_empty(c_prev.shape), gates.new_empty(gates.shape)
     if h.numel():
         _launch(_forward_kernel, gates, *c_prev.shape, gates, c_prev, h, c, act)
     return h, c, act
@@ -84,7 +84,7 @@ def lstm_cell_forward(gates: Tensor, c_prev: Tensor) -> Tuple[Tensor, Tensor, Te
 
 @lstm_cell_forward.register_fake
 def _(gates, c_prev):
-    return torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(gates)
+    return c_prev.new_empty(c_prev.shape), c_prev.new_empty(c_prev.shape), gates.new_empty(gates.shape)
 
 
 @torch.library.custom_op("wmkernels_triton::lstm_cell_backward", mutates_args=())
@@ -93,7 +93,7 @@ def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, act: Tensor, c_prev: Tens
     """Gradients of h, c [B, H] and the saved act [B, 4H], c_prev, c [B, H]
     -> (grad of gates [B, 4H], grad of c_prev [B, H])."""
     grad_h, grad_c, c_prev = grad_h.contiguous(), grad_c.contiguous(), c_prev.contiguous()
-    d_gates, d_c_prev = torch.empty_like(act), torch.empty_like(c_prev)
+    d_gates, d_c_prev = act.new_empty(act.shape), c_prev.new_empty(c_prev.shape)
     if d_c_prev.numel():
         _launch(_backward_kernel, act, *c_prev.shape, grad_h, grad_c, act, c_prev, c.contiguous(),
                 d_gates, d_c_prev)
@@ -102,4 +102,4 @@ def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, act: Tensor, c_prev: Tens
 
 @lstm_cell_backward.register_fake
 def _(grad_h, grad_c, act, c_prev, c):
-    return torch.empty_like(act), torch.empty_like(c_prev)
+    return act.new_empty(act.shape), c_prev.new_empty(c_prev.shape)

@@ -256,7 +256,7 @@ def _launch(kernel, M: Tensor, *args, **constexprs):
 def wm_read_forward(M: Tensor, q: Tensor, mask: Optional[Tensor], scale: float) -> Tuple[Tensor, Tensor]:
     """M [B, S, D], q [B, D], mask bool [B, S] or None -> (r [B, D], attn [B, S])."""
     M, q = M.contiguous(), q.contiguous()
-    r, attn = torch.empty_like(q), M.new_empty(M.shape[:2])
+    r, attn = q.new_empty(q.shape), M.new_empty(M.shape[:2])
     if M.shape[0]:
         flags = mask.contiguous() if mask is not None else None
         _launch(_read_forward_kernel, M, M, q, flags, r, attn, scale, HAS_MASK=mask is not None)
@@ -265,7 +265,7 @@ def wm_read_forward(M: Tensor, q: Tensor, mask: Optional[Tensor], scale: float) 
 
 @wm_read_forward.register_fake
 def _(M, q, mask, scale):
-    return torch.empty_like(q), M.new_empty(M.shape[:2])
+    return q.new_empty(q.shape), M.new_empty(M.shape[:2])
 
 
 @torch.library.custom_op("wmkernels_triton::wm_read_backward", mutates_args=())
@@ -273,7 +273,7 @@ def wm_read_backward(M: Tensor, q: Tensor, attn: Tensor, grad_r: Tensor, grad_at
                      scale: float) -> Tuple[Tensor, Tensor]:
     """Saved M, q, attn and the gradients of r [B, D], attn [B, S] -> (dM, dq)."""
     M, q = M.contiguous(), q.contiguous()
-    dM, dq = torch.empty_like(M), torch.empty_like(q)
+    dM, dq = M.new_empty(M.shape), q.new_empty(q.shape)
     if M.shape[0]:
         _launch(_read_backward_kernel, M, M, q, attn.contiguous(), grad_r.contiguous(),
                 grad_attn.contiguous(), dM, dq, scale)
@@ -282,12 +282,12 @@ def wm_read_backward(M: Tensor, q: Tensor, attn: Tensor, grad_r: Tensor, grad_at
 
 @wm_read_backward.register_fake
 def _(M, q, attn, grad_r, grad_attn, scale):
-    return torch.empty_like(M), torch.empty_like(q)
+    return M.new_empty(M.shape), q.new_empty(q.shape)
 
 
 def _shift(src: Tensor, v: Tensor, backward: bool) -> Tuple[Tensor, Tensor]:
     B, S, D = src.shape
-    out, dv = torch.empty_like(src), torch.empty_like(v)
+    out, dv = src.new_empty(src.shape), v.new_empty(v.shape)
     if src.numel():
         block_j = tiles.block(S * D, 1024, src, interp_cap=1 << 30)
         block_b = tiles.block(B, max(1, 4096 // block_j), src, interp_cap=64)
@@ -305,7 +305,7 @@ def wm_shift_write_forward(M: Tensor, v: Tensor) -> Tensor:
 
 @wm_shift_write_forward.register_fake
 def _(M, v):
-    return torch.empty_like(M)
+    return M.new_empty(M.shape)
 
 
 @torch.library.custom_op("wmkernels_triton::wm_shift_write_backward", mutates_args=())
@@ -316,14 +316,14 @@ def wm_shift_write_backward(grad: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
 
 @wm_shift_write_backward.register_fake
 def _(grad, v):
-    return torch.empty_like(grad), torch.empty_like(v)
+    return grad.new_empty(grad.shape), v.new_empty(v.shape)
 
 
 @torch.library.custom_op("wmkernels_triton::wm_write_forward", mutates_args=())
 def wm_write_forward(M: Tensor, w: Tensor, e: Tensor, a: Tensor) -> Tensor:
     """M [B, S, D], w [B, S], e, a [B, D] -> M ⊙ (1 − w eᵀ) + w aᵀ."""
     M = M.contiguous()
-    out = torch.empty_like(M)
+    out = M.new_empty(M.shape)
     if M.shape[0]:
         _launch(_write_forward_kernel, M, M, w.contiguous(), e.contiguous(), a.contiguous(), out)
     return out
@@ -331,7 +331,7 @@ def wm_write_forward(M: Tensor, w: Tensor, e: Tensor, a: Tensor) -> Tensor:
 
 @wm_write_forward.register_fake
 def _(M, w, e, a):
-    return torch.empty_like(M)
+    return M.new_empty(M.shape)
 
 
 @torch.library.custom_op("wmkernels_triton::wm_write_backward", mutates_args=())
@@ -339,7 +339,7 @@ def wm_write_backward(grad: Tensor, M: Tensor, w: Tensor, e: Tensor,
                       a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradient of M_new and the inputs -> (dM, dw, de, da)."""
     M = M.contiguous()
-    dM, dw, de, da = torch.empty_like(M), torch.empty_like(w), torch.empty_like(e), torch.empty_like(a)
+    dM, dw, de, da = M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)
     if M.shape[0]:
         _launch(_write_backward_kernel, M, grad.contiguous(), M, w.contiguous(), e.contiguous(),
                 a.contiguous(), dM, dw, de, da)
@@ -348,4 +348,4 @@ def wm_write_backward(grad: Tensor, M: Tensor, w: Tensor, e: Tensor,
 
 @wm_write_backward.register_fake
 def _(grad, M, w, e, a):
-    return torch.empty_like(M), torch.empty_like(w), torch.empty_like(e), torch.empty_like(a)
+    return M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)

@@ -103,7 +103,7 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
     if bias is not None:
         xp = xp + bias
     hs = torch.empty(T + 1, B, H, device=x.device, dtype=torch.float32)
-    cs = torch.empty_like(hs)
+    cs = hs.new_empty(hs.shape)
     hs[0], cs[0] = h0, c0
     act = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
     y = x.new_empty(T, B, H)
@@ -119,7 +119,7 @@ def _(x, h0, c0, w_ih, w_hh, bias, lengths):
     T, B, _ = x.shape
     H = h0.shape[1]
     f32 = dict(device=x.device, dtype=torch.float32)
-    return (x.new_empty(T, B, H), torch.empty_like(h0), torch.empty_like(c0), torch.empty(T + 1, B, H, **f32),
+    return (x.new_empty(T, B, H), h0.new_empty(h0.shape), c0.new_empty(c0.shape), torch.empty(T + 1, B, H, **f32),
             torch.empty(T + 1, B, H, **f32), torch.empty(T, B, 4 * H, **f32))
 
 
@@ -148,5 +148,5 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
 
 @lstm_sequence_backward.register_fake
 def _(grad_y, grad_h, grad_c, x, w_ih, w_hh, hs, cs, act, lengths):
-    return (torch.empty_like(x), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(w_ih),
-            torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]))
+    return (x.new_empty(x.shape), grad_h.new_empty(grad_h.shape), grad_c.new_empty(grad_c.shape), w_ih.new_empty(w_ih.shape),
+            w_hh.new_empty(w_hh.shape), w_ih.new_empty(w_ih.shape[0]))

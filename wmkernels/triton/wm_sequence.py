@@ -296,7 +296,8 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
                              w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
                              gated: bool) -> List[Tensor]:
     """Shapes of SPEC 1.4 -> (y, h_T, c_T, M_T, then what backward keeps: hs, cs, act,
-    Q, R, A, mem, V, E, ck). fifo: mem is the tape [S+T, B, D], V, E, ck are empty."""
+    Q, R, A, mem, V, E, ck). fifo: mem is the tape [S+T, B, D], V, E, ck are empty;
+    gated: mem is empty."""
     T, B, _ = x.shape
     H, (S, D) = h0.shape[1], M0.shape[1:]
     tiles.check_int32_indexing("wm_lstm_sequence", gates=(T + 1) * B * 4 * H, y=T * B * (H + D),
@@ -326,6 +327,7 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
             T, B, H, S, D, k, _scale(D), GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     if gated:
         M_T = mem.to(x.dtype, copy=True)
+        mem = torch.empty(0, **f32)  # backward starts from the checkpoints, not from M_T
     else:
         M_T = mem[_window_index(lengths, T, B, S, x.device)].to(x.dtype)
     return [y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), M_T,
@@ -338,11 +340,11 @@ def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
     H, (S, D) = h0.shape[1], M0.shape[1:]
     f32 = dict(device=x.device, dtype=torch.float32)
     if gated:
-        mem, V, E = M0.new_empty(B, S, D, dtype=torch.float32), x.new_empty(T, B, D, **f32), x.new_empty(T, B, D, **f32)
+        mem, V, E = x.new_empty(0, **f32), x.new_empty(T, B, D, **f32), x.new_empty(T, B, D, **f32)
         ck = x.new_empty(triton.cdiv(T, checkpoint_interval(T)), B, S, D, **f32)
     else:
         mem, V, E, ck = x.new_empty(S + T, B, D, **f32), x.new_empty(0, **f32), x.new_empty(0, **f32), x.new_empty(0, **f32)
-    return [x.new_empty(T, B, H + D), torch.empty_like(h0), torch.empty_like(c0), torch.empty_like(M0),
+    return [x.new_empty(T, B, H + D), h0.new_empty(h0.shape), c0.new_empty(c0.shape), M0.new_empty(M0.shape),
             x.new_empty(T + 1, B, H, **f32), x.new_empty(T + 1, B, H, **f32), x.new_empty(T, B, 4 * H, **f32),
             x.new_empty(T, B, D, **f32), x.new_empty(T, B, D, **f32), x.new_empty(T, B, S, **f32), mem, V, E, ck]
 
@@ -375,7 +377,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         config = launch_config(B, H, S, D, x)
         _backward_kernel[(triton.cdiv(B, config["BLOCK_B"]),)](
             grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, Q, A, mem,
+            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, Q, A, None if gated else mem,
             V if gated else None, E if gated else None, ck if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
             GATED=gated, HAS_LENGTHS=lengths is not None, **config)
@@ -398,7 +400,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
 def _(grad_y, grad_h, grad_c, grad_M, x, w_ih, w_hh, w_rh, w_q, w_v, w_e, hs, cs, act, Q, R, A, mem, V, E, ck,
       lengths, gated):
     D = grad_M.shape[2]
-    extra = [torch.empty_like(w_e), w_e.new_empty(D)] if gated else [x.new_empty(0), x.new_empty(0)]
-    return [torch.empty_like(x), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(grad_M),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), torch.empty_like(w_rh), w_ih.new_empty(w_ih.shape[0]),
-            torch.empty_like(w_q), w_q.new_empty(D), torch.empty_like(w_v), w_v.new_empty(D), *extra]
+    extra = [w_e.new_empty(w_e.shape), w_e.new_empty(D)] if gated else [x.new_empty(0), x.new_empty(0)]
+    return [x.new_empty(x.shape), grad_h.new_empty(grad_h.shape), grad_c.new_empty(grad_c.shape), grad_M.new_empty(grad_M.shape),
+            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_rh.new_empty(w_rh.shape), w_ih.new_empty(w_ih.shape[0]),
+            w_q.new_empty(w_q.shape), w_q.new_empty(D), w_v.new_empty(w_v.shape), w_v.new_empty(D), *extra]
