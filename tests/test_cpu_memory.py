@@ -212,7 +212,7 @@ def _direct_vs_reference(case: testing.Case, K: int) -> None:
         assert testing.rel_err(a, b) <= 1e-9, f"output {k} (K={K})"
     grads = W.wm_lstm_sequence_backward(
         *grads_out, t["x"], t["M0"], t["w_ih"], t["w_hh"], t["w_rh"], t["w_q"], t["w_v"], w_e,
-        lengths, *out[4:], mode, K)
+        lengths, t["h0"], out[0], *out[4:], mode, K)
     for name, g, ref in zip(case.tensors, grads, ref_grads):
         assert testing.rel_err(g, ref) <= 1e-9, f"grad[{name}] (K={K})"
 
@@ -227,7 +227,7 @@ def test_gated_checkpoint_intervals(T, K, with_lengths):
     n_ckpt = W.wm_lstm_sequence_forward(
         *[case.tensors[k] for k in ("x", "h0", "c0", "M0", "w_ih", "w_hh", "w_rh", "b", "w_q",
                                     "b_q", "w_v", "b_v", "w_e", "b_e")],
-        None, "gated", K)[12].shape[0]
+        None, "gated", K)[10].shape[0]
     assert n_ckpt == -(-T // K) - 1
 
 
@@ -305,7 +305,7 @@ def test_wm_lstm_sequence_fake_kernels():
         out = W.wm_lstm_sequence_forward(*args)
         grads = [torch.randn_like(o) for o in out[:4]]
         bargs = (*grads, t["x"], t["M0"], t["w_ih"], t["w_hh"], t["w_rh"], t["w_q"], t["w_v"],
-                 e[0], case.extras["lengths"], *out[4:], mode, 2)
+                 e[0], case.extras["lengths"], t["h0"], out[0], *out[4:], mode, 2)
         torch.library.opcheck(W.wm_lstm_sequence_backward, bargs, test_utils=checks)
 
 
@@ -370,9 +370,8 @@ def _bwd_args(mode="gated"):
     grads = [torch.randn_like(o) for o in out[:4]]
     named = dict(zip(("grad_y", "grad_h", "grad_c", "grad_M"), grads))
     named.update(x=a["x"], M0=a["M0"], w_ih=a["w_ih"], w_hh=a["w_hh"], w_rh=a["w_rh"],
-                 w_q=a["w_q"], w_v=a["w_v"], w_e=a["w_e"], lengths=None)
-    named.update(zip(("h_all", "c_all", "act", "r_all", "attn", "q_all", "v_all", "e_all", "ckpt"),
-                     out[4:]))
+                 w_q=a["w_q"], w_v=a["w_v"], w_e=a["w_e"], lengths=None, h0=a["h0"], y=out[0])
+    named.update(zip(("c_all", "act", "attn", "q_all", "v_all", "e_all", "ckpt"), out[4:]))
     named.update(write_mode=mode, K=2)
     return named
 
@@ -380,7 +379,9 @@ def _bwd_args(mode="gated"):
 BAD_SEQ_BWD = [
     ("grad_y-shape", "grad_y", lambda a: a["grad_y"][:, :, :3]),
     ("grad_M-S", "grad_M", lambda a: a["grad_M"][:, :2]),
-    ("h_all-T", "h_all", lambda a: a["h_all"][:3]),
+    ("c_all-T", "c_all", lambda a: a["c_all"][:3]),
+    ("y-H+D", "y", lambda a: a["y"][:, :, :3]),
+    ("h0-B", "h0", lambda a: a["h0"][:2]),
     ("act-4H", "act", lambda a: a["act"][:, :, :7]),
     ("attn-S", "attn", lambda a: a["attn"][:, :, :2]),
     ("v_all-T", "v_all", lambda a: a["v_all"][:2]),

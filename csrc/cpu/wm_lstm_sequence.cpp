@@ -10,7 +10,8 @@
 // step t+1 AND the value (and erase) pre-activations of step t, in one product
 // per step; backward, the gradient of h_t is [dG_{t+1}, dq_{t+1}, dve_t] Wcat in
 // one product, and all weight gradients of Wcat come from one product at the
-// end, Dallᵀ h_all, where Dall [T+1, B, N] stacks those per-step rows.
+// end, Dallᵀ [h0; h_1..h_T], where Dall [T+1, B, N] stacks those per-step rows
+// (h_t and r_t are read back from the output y).
 //
 // Memory (see wm_lstm_sequence.h): fifo keeps no memory at all besides M0
 // and the written vectors v_t: slot s of the memory before step t (t writes
@@ -121,7 +122,7 @@ void zero_row(T* dst, int64_t n) {
 // ---- checks ---------------------------------------------------------------
 
 // The sizes, from x [T, B, I], M0 [B, S, D] and a tensor whose last
-// dimension is H (h0 [B, H] or h_all [T+1, B, H]), with the checks both entry
+// dimension is H (h0 [B, H]), with the checks both entry
 // points share.
 Sizes checked_sizes(const char* op, const at::Tensor& x, const at::Tensor& M0,
                     const at::Tensor& h, const char* h_name, int64_t h_dim, bool gated,
@@ -175,7 +176,7 @@ template <typename T>
 void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
                   const at::Tensor& xproj, const at::Tensor& M0, const at::Tensor& w_rh,
                   const at::Tensor& Wcat, const at::Tensor& bias_cat, at::Tensor& y,
-                  at::Tensor& h_all, at::Tensor& c_all, at::Tensor& act, at::Tensor& r_all,
+                  at::Tensor& h_state, at::Tensor& c_all, at::Tensor& act,
                   at::Tensor& attn, at::Tensor& q_all, at::Tensor& v_all, at::Tensor& e_all,
                   at::Tensor& ckpt, at::Tensor& Mwork) {
   const int64_t T_ = z.T, B = z.B, H = z.H, S = z.S, D = z.D, N = z.N;
@@ -188,16 +189,16 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
   const T* Pp = P.const_data_ptr<T>();
   const T* Rp = Rg.const_data_ptr<T>();
   T* yp = y.mutable_data_ptr<T>();
-  T* hp = h_all.mutable_data_ptr<T>();
+  T* hp = h_state.mutable_data_ptr<T>();  // h of every row, updated in place
   T* cp = c_all.mutable_data_ptr<T>();
   T* ap = act.mutable_data_ptr<T>();
-  T* rp = r_all.mutable_data_ptr<T>();
   T* alp = attn.mutable_data_ptr<T>();
   T* qp = q_all.mutable_data_ptr<T>();
   T* vp = v_all.mutable_data_ptr<T>();
   T* ep = z.gated ? e_all.mutable_data_ptr<T>() : nullptr;
   T* Mw = z.gated ? Mwork.mutable_data_ptr<T>() : nullptr;
-  const int64_t BD = B * D, BH = B * H;
+  const int64_t BD = B * D, BH = B * H, HD = H + D;
+  const at::Tensor r_of_y = y.narrow(2, H, D);  // r_t is written straight into y_t
   const int64_t row_work = S * D + 8 * H;
   const LstmRowKernels<T>& cell = lstm_row_kernels<T>();
 
@@ -208,35 +209,34 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
     copy_row(Pp + b * N + 4 * H, q, D);
     if (z.gated) {
       read_row<T, VecRowOps>(DenseSlots<T>{Mw + b * S * D, D}, q, nullptr, scale, S, D,
-                             alp + i * S, rp + i * D);
+                             alp + i * S, yp + i * HD + H);
     } else {
       read_row<T, VecRowOps>(FifoSlots<T>{M0p + b * S * D, vp, t, S, D, BD, b}, q, nullptr,
-                             scale, S, D, alp + i * S, rp + i * D);
+                             scale, S, D, alp + i * S, yp + i * HD + H);
     }
   };
   auto skip_read = [&](int64_t t, int64_t b) {
     const int64_t i = t * B + b;
     zero_row(qp + i * D, D);
-    zero_row(rp + i * D, D);
+    zero_row(yp + i * HD, HD);
     zero_row(alp + i * S, S);
   };
 
   if (T_ > 0) {
-    at::addmm_out(P, bias_cat, h_all[0], WcatT);
+    at::addmm_out(P, bias_cat, h_state, WcatT);
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) (0 < lens[b]) ? read(0, b) : skip_read(0, b);
     });
   }
   for (int64_t t = 0; t < T_; ++t) {
-    at::mm_out(Rg, r_all[t], w_rhT);
+    at::mm_out(Rg, r_of_y[t], w_rhT);
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t i = t * B + b;
-        const T* h_prev = hp + t * BH + b * H;
         const T* c_prev = cp + t * BH + b * H;
-        T* h = hp + (t + 1) * BH + b * H;
+        T* h = hp + b * H;
         T* c = cp + (t + 1) * BH + b * H;
-        T* yrow = yp + i * (H + D);
+        T* yrow = yp + i * HD;
         if (t < lens[b]) {
           T* a = ap + i * 4 * H;  // the gate pre-activations, activated in place
           const T* x_term = xp + i * 4 * H;
@@ -245,16 +245,13 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
           for (int64_t k = 0; k < 4 * H; ++k) a[k] = x_term[k] + h_term[k] + r_term[k];
           cell.forward(a, c_prev, a, c, h, H);
           copy_row(h, yrow, H);
-          copy_row(rp + i * D, yrow + H, D);
-        } else {
-          copy_row(h_prev, h, H);
+        } else {  // h stays; y_t is already zero (skip_read)
           copy_row(c_prev, c, H);
           zero_row(ap + i * 4 * H, 4 * H);
-          zero_row(yrow, H + D);
         }
       }
     });
-    at::addmm_out(P, bias_cat, h_all[t + 1], WcatT);
+    at::addmm_out(P, bias_cat, h_state, WcatT);
     // v_t and e_t of every row (ATen's vectorized kernels; rows past their
     // length get values nobody reads).
     at::Tensor v_t = v_all[t];
@@ -430,11 +427,11 @@ Sizes check_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
                      const at::Tensor& grad_c, const at::Tensor& grad_M, const at::Tensor& x,
                      const at::Tensor& M0, const at::Tensor& w_ih, const at::Tensor& w_hh,
                      const at::Tensor& w_rh, const at::Tensor& w_q, const at::Tensor& w_v,
-                     const std::optional<at::Tensor>& w_e, const at::Tensor& h_all,
-                     const at::Tensor& c_all, const at::Tensor& act, const at::Tensor& r_all,
+                     const std::optional<at::Tensor>& w_e, const at::Tensor& h0,
+                     const at::Tensor& y, const at::Tensor& c_all, const at::Tensor& act,
                      const at::Tensor& attn, const at::Tensor& q_all, const at::Tensor& v_all,
                      const at::Tensor& e_all, const at::Tensor& ckpt, bool gated, int64_t K) {
-  const Sizes z = checked_sizes(kBwd, x, M0, h_all, "h_all", 3, gated, K);
+  const Sizes z = checked_sizes(kBwd, x, M0, h0, "h0", 2, gated, K);
   const int64_t T_ = z.T, B = z.B, H = z.H, S = z.S, D = z.D;
   check_like(grad_y, x, kBwd, "grad_y", {T_, B, H + D});
   check_like(grad_h, x, kBwd, "grad_h", {B, H});
@@ -448,10 +445,10 @@ Sizes check_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
   TORCH_CHECK((w_e.has_value() && w_e->defined()) == gated, "wmkernels::", kBwd,
               ": w_e must be given exactly in gated mode");
   if (gated) check_like(*w_e, x, kBwd, "w_e", {D, H});
-  check_like(h_all, x, kBwd, "h_all", {T_ + 1, B, H});
+  check_like(h0, x, kBwd, "h0", {B, H});
+  check_like(y, x, kBwd, "y", {T_, B, H + D});
   check_like(c_all, x, kBwd, "c_all", {T_ + 1, B, H});
   check_like(act, x, kBwd, "act", {T_, B, 4 * H});
-  check_like(r_all, x, kBwd, "r_all", {T_, B, D});
   check_like(attn, x, kBwd, "attn", {T_, B, S});
   check_like(q_all, x, kBwd, "q_all", {T_, B, D});
   check_like(v_all, x, kBwd, "v_all", {T_, B, D});
@@ -464,7 +461,7 @@ Sizes check_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+           at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
                          const at::Tensor& M0_in, const at::Tensor& w_ih, const at::Tensor& w_hh,
                          const at::Tensor& w_rh, const at::Tensor& b, const at::Tensor& w_q,
@@ -488,12 +485,10 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
   const at::Tensor xproj = at::addmm(b, x.view({T_ * B, z.I}), w_ih.t());
 
   at::Tensor y = at::empty({T_, B, H + D}, opt);
-  at::Tensor h_all = at::empty({T_ + 1, B, H}, opt);
+  at::Tensor h_state = h0.contiguous().clone();
   at::Tensor c_all = at::empty({T_ + 1, B, H}, opt);
-  h_all[0].copy_(h0);
   c_all[0].copy_(c0);
   at::Tensor act = at::empty({T_, B, 4 * H}, opt);
-  at::Tensor r_all = at::empty({T_, B, D}, opt);
   at::Tensor attn = at::empty({T_, B, S}, opt);
   at::Tensor q_all = at::empty({T_, B, D}, opt);
   at::Tensor v_all = at::empty({T_, B, D}, opt);
@@ -503,12 +498,11 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
   at::Tensor M_n = gated ? M0.clone() : at::empty({B, S, D}, opt);  // gated: the working memory
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wmkernels_wm_lstm_sequence_forward", [&] {
-    forward_loop<scalar_t>(z, lens, K, xproj, M0, w_rh, Wcat, bias_cat, y, h_all, c_all, act,
-                           r_all, attn, q_all, v_all, e_all, ckpt, M_n);
+    forward_loop<scalar_t>(z, lens, K, xproj, M0, w_rh, Wcat, bias_cat, y, h_state, c_all, act,
+                           attn, q_all, v_all, e_all, ckpt, M_n);
     if (!gated) fifo_final_memory<scalar_t>(z, lens, M0, v_all, M_n);
   });
-  return {y,     h_all[T_].clone(), c_all[T_].clone(), M_n,    h_all, c_all, act,
-          r_all, attn,              q_all,             v_all, e_all, ckpt};
+  return {y, h_state, c_all[T_].clone(), M_n, c_all, act, attn, q_all, v_all, e_all, ckpt};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -519,23 +513,24 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
                           const at::Tensor& w_ih, const at::Tensor& w_hh,
                           const at::Tensor& w_rh, const at::Tensor& w_q, const at::Tensor& w_v,
                           const std::optional<at::Tensor>& w_e,
-                          const std::optional<at::Tensor>& lengths, const at::Tensor& h_all_in,
+                          const std::optional<at::Tensor>& lengths, const at::Tensor& h0_in,
+                          const at::Tensor& y_in,
                           const at::Tensor& c_all_in, const at::Tensor& act_in,
-                          const at::Tensor& r_all_in, const at::Tensor& attn_in,
+                          const at::Tensor& attn_in,
                           const at::Tensor& q_all_in, const at::Tensor& v_all_in,
                           const at::Tensor& e_all_in, const at::Tensor& ckpt_in,
                           const std::string& write_mode, int64_t K) {
   const bool gated = parse_mode(write_mode, kBwd);
   const Sizes z = check_backward(grad_y_in, grad_h, grad_c, grad_M_in, x_in, M0_in, w_ih, w_hh,
-                                 w_rh, w_q, w_v, w_e, h_all_in, c_all_in, act_in, r_all_in,
+                                 w_rh, w_q, w_v, w_e, h0_in, y_in, c_all_in, act_in,
                                  attn_in, q_all_in, v_all_in, e_all_in, ckpt_in, gated, K);
   const std::vector<int64_t> lens = row_lengths(lengths, z.B, z.T, kBwd);
   const int64_t T_ = z.T, B = z.B, H = z.H, S = z.S, D = z.D, N = z.N;
   const auto opt = x_in.options();
   const at::Tensor grad_y = grad_y_in.contiguous(), x = x_in.contiguous();
-  const at::Tensor M0 = M0_in.contiguous(), h_all = h_all_in.contiguous();
+  const at::Tensor M0 = M0_in.contiguous(), h0 = h0_in.contiguous(), y = y_in.contiguous();
   const at::Tensor c_all = c_all_in.contiguous(), act = act_in.contiguous();
-  const at::Tensor r_all = r_all_in.contiguous(), attn = attn_in.contiguous();
+  const at::Tensor attn = attn_in.contiguous();
   const at::Tensor q_all = q_all_in.contiguous(), v_all = v_all_in.contiguous();
   const at::Tensor e_all = e_all_in.contiguous(), ckpt = ckpt_in.contiguous();
   const at::Tensor Wcat = cat_weights(w_hh, w_q, w_v, w_e, gated);
@@ -560,12 +555,16 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
   const at::Tensor dh0 = at::addmm(dhc, Dall[0], Wcat);
   // Every weight gradient from the stacked per-step rows, in a few products.
   const at::Tensor Dflat = Dall.view({(T_ + 1) * B, N});
-  const at::Tensor dWcat = at::mm(Dflat.t(), h_all.view({(T_ + 1) * B, H}));
+  // h_t and r_t of valid rows are in y; a row's y is zero past its length,
+  // where its rows of Dall are zero too.
+  const at::Tensor h_of_y = y.narrow(2, 0, H).reshape({T_ * B, H});
+  const at::Tensor dWcat =
+      at::addmm(at::mm(Dall[0].t(), h0), Dall.narrow(0, 1, T_).view({T_ * B, N}).t(), h_of_y);
   const at::Tensor dbias = Dflat.sum(0);
   const at::Tensor dG = Dall.narrow(0, 0, T_).narrow(2, 0, 4 * H).reshape({T_ * B, 4 * H});
   const at::Tensor dx = at::mm(dG, w_ih).view({T_, B, z.I});
   const at::Tensor dw_ih = at::mm(dG.t(), x.view({T_ * B, z.I}));
-  const at::Tensor dw_rh = at::mm(dG.t(), r_all.view({T_ * B, D}));
+  const at::Tensor dw_rh = at::mm(dG.t(), y.narrow(2, H, D).reshape({T_ * B, D}));
   auto rows = [&](const at::Tensor& t, int64_t from, int64_t n) {
     return t.narrow(0, from, n).clone();  // own storage: outputs must not alias
   };

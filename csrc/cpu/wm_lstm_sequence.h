@@ -1,11 +1,12 @@
 // CPU kernels of wm_lstm_sequence (SPEC 1.4): the whole time loop in C++.
 //
 // Sizes: T steps, B batch, I input, H hidden, S slots, D slot width;
-// E = D (fifo) or 2D (gated). Memory kept between forward and backward:
-//   h_all, c_all [T+1, B, H]   states (index 0 = h0, c0; frozen rows carried)
+// E = D (fifo) or 2D (gated). Kept between forward and backward, besides
+// the inputs and the output y (whose h_t and r_t the backward reads back):
+//   c_all [T+1, B, H]          cell states (index 0 = c0; frozen rows carried)
 //   act [T, B, 4H]             activated gates i, f, g, o
-//   r_all, q_all [T, B, D]     read vectors and queries
 //   attn [T, B, S]             read weights
+//   q_all [T, B, D]            queries
 //   v_all [T, B, D]            written vectors (fifo: the memory itself, as a
 //                              ring over M0 and v; never an M_t per step)
 //   e_all [T, B, D]            gated: erase vectors; fifo: empty
@@ -22,11 +23,11 @@ namespace wmkernels {
 namespace cpu {
 
 // -> (y [T, B, H+D], h_n, c_n [B, H], M_n [B, S, D],
-//     h_all, c_all, act, r_all, attn, q_all, v_all, e_all, ckpt) as above.
+//     c_all, act, attn, q_all, v_all, e_all, ckpt) as above.
 // K: gated checkpoint interval (>= 1; ignored by fifo). lengths: int64 [B]
 // in [0, T] or none.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+           at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 wm_lstm_sequence_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                          const at::Tensor& M0, const at::Tensor& w_ih, const at::Tensor& w_hh,
                          const at::Tensor& w_rh, const at::Tensor& b, const at::Tensor& w_q,
@@ -36,7 +37,8 @@ wm_lstm_sequence_forward(const at::Tensor& x, const at::Tensor& h0, const at::Te
                          const std::optional<at::Tensor>& lengths,
                          const std::string& write_mode, int64_t K);
 
-// Gradients of (y, h_n, c_n, M_n) and the forward's saved tensors ->
+// Gradients of (y, h_n, c_n, M_n), the inputs it needs, the forward's y and
+// saved tensors ->
 // (dx, dh0, dc0, dM0, dw_ih, dw_hh, dw_rh, db, dw_q, db_q, dw_v, db_v, dw_e, db_e);
 // dw_e and db_e are empty in fifo mode.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -46,9 +48,9 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
                           const at::Tensor& x, const at::Tensor& M0, const at::Tensor& w_ih,
                           const at::Tensor& w_hh, const at::Tensor& w_rh, const at::Tensor& w_q,
                           const at::Tensor& w_v, const std::optional<at::Tensor>& w_e,
-                          const std::optional<at::Tensor>& lengths, const at::Tensor& h_all,
-                          const at::Tensor& c_all, const at::Tensor& act,
-                          const at::Tensor& r_all, const at::Tensor& attn,
+                          const std::optional<at::Tensor>& lengths, const at::Tensor& h0,
+                          const at::Tensor& y, const at::Tensor& c_all, const at::Tensor& act,
+                          const at::Tensor& attn,
                           const at::Tensor& q_all, const at::Tensor& v_all,
                           const at::Tensor& e_all, const at::Tensor& ckpt,
                           const std::string& write_mode, int64_t K);

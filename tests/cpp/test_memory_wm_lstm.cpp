@@ -85,11 +85,11 @@ void check_gated_backward_independent_of_K() {
     }
     auto g = wm_lstm_sequence_backward(
         gy, gh, gc, gM, in.x, in.M0, in.w_ih, in.w_hh, in.w_rh, in.w_q, in.w_v, in.w_e, lengths,
-        std::get<4>(out), std::get<5>(out), std::get<6>(out), std::get<7>(out), std::get<8>(out),
-        std::get<9>(out), std::get<10>(out), std::get<11>(out), std::get<12>(out), "gated", K);
+        in.h0, std::get<0>(out), std::get<4>(out), std::get<5>(out), std::get<6>(out),
+        std::get<7>(out), std::get<8>(out), std::get<9>(out), std::get<10>(out), "gated", K);
     std::vector<at::Tensor> grads = {std::get<0>(g), std::get<3>(g), std::get<5>(g),
                                      std::get<12>(g)};
-    WMK_CHECK(std::get<12>(out).size(0) == (T + K - 1) / K - 1);
+    WMK_CHECK(std::get<10>(out).size(0) == (T + K - 1) / K - 1);
     if (reference.empty()) {
       reference = grads;
       continue;

@@ -57,13 +57,13 @@ def _register_fakes() -> None:
         n_ckpt = (T + K - 1) // K - 1 if gated and T > 0 else 0
         new = x.new_empty
         return (new(T, B, H + D), new(B, H), new(B, H), new(B, S, D), new(T + 1, B, H),
-                new(T + 1, B, H), new(T, B, 4 * H), new(T, B, D), new(T, B, S), new(T, B, D),
-                new(T, B, D), new(T if gated else 0, B, D), new(n_ckpt, B, S, D))
+                new(T, B, 4 * H), new(T, B, S), new(T, B, D), new(T, B, D),
+                new(T if gated else 0, B, D), new(n_ckpt, B, S, D))
 
     @fake("wmkernels::wm_lstm_sequence_backward")
     def _(grad_y, grad_h, grad_c, grad_M, x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths,
-          h_all, c_all, act, r_all, attn, q_all, v_all, e_all, ckpt, write_mode, K):
-        H, D = h_all.shape[2], M0.shape[2]
+          h0, y, c_all, act, attn, q_all, v_all, e_all, ckpt, write_mode, K):
+        H, D = h0.shape[1], M0.shape[2]
         like = torch.empty_like
         gated = write_mode == "gated"
         e_grads = (like(w_e), x.new_empty(D)) if gated else (x.new_empty(0), x.new_empty(0))
@@ -123,16 +123,17 @@ class CpuMemoryOps:
         """x [T, B, I], h0/c0 [B, H], M0 [B, S, D], SPEC 1.4 weights (w_e/b_e None
         in fifo) -> ((y [T, B, H+D], h_n, c_n, M_n), saved, (write_mode, K)).
 
-        Saved for backward: x, M0 and the weights (the caller's), lengths, and
-        the kernel's per-step tensors O(T·B·(H + S + D)), plus in gated mode
-        ceil(T/K) - 1 memory checkpoints; never a memory per step."""
+        Saved for backward: x, h0, M0 and the weights (the caller's), lengths,
+        the output y (h_t and r_t are read back from it), and the kernel's
+        per-step tensors O(T·B·(5H + S + 2D)), plus in gated mode T·B·D erase
+        vectors and ceil(T/K) - 1 memory checkpoints; never a memory per step."""
         T, _, _ = x.shape
         S, D = M0.shape[1:]
         K = checkpoint_interval(T, S, D)
         y, h, c, M, *kept = torch.ops.wmkernels.wm_lstm_sequence_forward(
             x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
             write_mode, K)
-        saved = (x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths, *kept)
+        saved = (x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths, h0, y, *kept)
         return (y, h, c, M), saved, (write_mode, K)
 
     def wm_lstm_sequence_backward(self, saved, info, grad_y, grad_h, grad_c, grad_M):
