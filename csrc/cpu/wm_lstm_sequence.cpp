@@ -1,9 +1,10 @@
 // CPU forward and backward of wm_lstm_sequence (SPEC 1.4), the time loop in
 // C++. Per step, the matrix products go to torch's BLAS on buffers allocated
-// once per call, and the per-row work (read, cell, write) runs over batch
-// rows with at::parallel_for: the vectorized LSTM rows of lstm_rows.h (the
-// math of wmkernels/lstm_math.h) and the memory math of
-// wmkernels/memory_math.h.
+// once per call (through at::cpu::, skipping the dispatcher: the entry points
+// checked that every tensor is a CPU tensor), and the per-row work (read,
+// cell, write) runs over batch rows with at::parallel_for: the vectorized
+// LSTM rows of lstm_rows.h (the math of wmkernels/lstm_math.h) and the memory
+// math of wmkernels/memory_math.h.
 //
 // One weight matrix Wcat = [w_hh; w_q; w_v; w_e] [N, H] (N = 4H + D + E) serves
 // both directions: h_t Wcatᵀ gives the recurrent gate term and the query of
@@ -27,11 +28,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/sigmoid.h>
-#include <ATen/ops/tanh.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <ATen/ops/sigmoid_cpu_dispatch.h>
+#include <ATen/ops/tanh_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
 
 #include <wmkernels/memory_math.h>
@@ -223,13 +226,13 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
   };
 
   if (T_ > 0) {
-    at::addmm_out(P, bias_cat, h_state, WcatT);
+    at::cpu::addmm_out(P, bias_cat, h_state, WcatT);
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) (0 < lens[b]) ? read(0, b) : skip_read(0, b);
     });
   }
   for (int64_t t = 0; t < T_; ++t) {
-    at::mm_out(Rg, r_of_y[t], w_rhT);
+    at::cpu::mm_out(Rg, r_of_y[t], w_rhT);
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t i = t * B + b;
@@ -251,14 +254,14 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
         }
       }
     });
-    at::addmm_out(P, bias_cat, h_state, WcatT);
+    at::cpu::addmm_out(P, bias_cat, h_state, WcatT);
     // v_t and e_t of every row (ATen's vectorized kernels; rows past their
     // length get values nobody reads).
     at::Tensor v_t = v_all[t];
-    at::tanh_out(v_t, P.narrow(1, 4 * H + D, D));
+    at::cpu::tanh_out(v_t, P.narrow(1, 4 * H + D, D));
     if (z.gated) {
       at::Tensor e_t = e_all[t];
-      at::sigmoid_out(e_t, P.narrow(1, 4 * H + 2 * D, D));
+      at::cpu::sigmoid_out(e_t, P.narrow(1, 4 * H + 2 * D, D));
     }
     // Write of step t, then the read of step t+1 (no product in between).
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
@@ -382,7 +385,7 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
       }
     });
     // Gradient of h_t from steps t+1 (gates, query) and t (value, erase).
-    at::mm_out(tmp, Dall[t + 1], Wcat);
+    at::cpu::mm_out(tmp, Dall[t + 1], Wcat);
     // C: cell backward -> dG_t in Dall[t].
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
@@ -399,7 +402,7 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
                       dcp + b * H, Dp + i * N, dcp + b * H, H);
       }
     });
-    at::mm_out(dR, Dall[t].narrow(1, 0, 4 * H), w_rh);
+    at::cpu::mm_out(dR, Dall[t].narrow(1, 0, 4 * H), w_rh);
     // E: read backward -> dq_t in Dall[t], dM before step t.
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
