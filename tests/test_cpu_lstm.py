@@ -190,3 +190,23 @@ def test_each_instruction_set_copy(wanted):
     used, verdict = proc.stdout.split()[-2:]
     assert used == order[min(order.index(wanted), order.index(best))]
     assert verdict == "ok"
+
+
+def _near_zero_cell_inputs(B: int, H: int):
+    """Gates that make c ≈ c_prev (i ≈ 0, f ≈ 1) and o ≈ 1, with c_prev within
+    ±1e-2, so h ≈ tanh(c) is evaluated near 0, where tanh formulas cancel."""
+    gates = torch.empty(B, 4 * H, dtype=torch.float64)
+    gates[:, :H], gates[:, H:2 * H], gates[:, 3 * H:] = -30.0, 30.0, 30.0
+    gates[:, 2 * H:3 * H] = torch.randn(B, H, dtype=torch.float64)
+    c_prev = (torch.rand(B, H, dtype=torch.float64) * 2 - 1) * 1e-2
+    return gates, c_prev
+
+
+def test_float32_tanh_is_accurate_element_by_element_near_zero():
+    """Every element of h, not just the norm: a one-element output (B = H = 1)
+    is held to the float32 tolerance too."""
+    gates, c_prev = _near_zero_cell_inputs(64, 67)
+    h_ref, _ = ops.lstm_cell(gates, c_prev, backend="reference")
+    h, _ = ops.lstm_cell(gates.float(), c_prev.float(), backend="cpu")
+    relative = ((h.double() - h_ref).abs() / h_ref.abs()).max().item()
+    assert relative < 1e-5, relative

@@ -45,3 +45,17 @@ def test_bfloat16_on_cpu_tensors_raises():
     with pytest.raises(BackendUnavailableError, match="bfloat16 on CUDA tensors only"):
         ops.lstm_cell(torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(2, 2, dtype=torch.bfloat16),
                       backend="triton")
+
+
+def test_float32_tanh_is_accurate_element_by_element_near_zero():
+    """h ≈ tanh(c) with |c| ≤ 1e-2: every element within the float32 tolerance,
+    so a one-element output cannot fail on the formula's cancellation."""
+    B, H = 5, 37
+    gates = torch.empty(B, 4 * H, dtype=torch.float64)
+    gates[:, :H], gates[:, H:2 * H], gates[:, 3 * H:] = -30.0, 30.0, 30.0
+    gates[:, 2 * H:3 * H] = torch.randn(B, H, dtype=torch.float64)
+    c_prev = (torch.rand(B, H, dtype=torch.float64) * 2 - 1) * 1e-2
+    h_ref, _ = ops.lstm_cell(gates, c_prev, backend="reference")
+    h, _ = ops.lstm_cell(gates.float().to(DEVICE), c_prev.float().to(DEVICE), backend="triton")
+    relative = ((h.double().cpu() - h_ref).abs() / h_ref.abs()).max().item()
+    assert relative < 1e-5, relative

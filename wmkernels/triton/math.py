@@ -1,7 +1,9 @@
 """The cell math of the Triton kernels, written once (SPEC 1.1).
 
 ``tanh`` is ``2·σ(2x) − 1``: ``libdevice.tanh`` does not run under the
-Triton interpreter, and this form runs in both.
+Triton interpreter, and this form runs in both. It cancels near 0 (absolute
+error ~1e-7, a relative 1e-4 at |x| = 1e-3), so |x| < 0.4 takes tanh's odd
+Taylor polynomial through x^13 instead (truncation below 1e-8 relative).
 """
 import triton
 import triton.language as tl
@@ -14,7 +16,15 @@ def sigmoid(x):
 
 @triton.jit
 def tanh(x):
-    return 2.0 * sigmoid(2.0 * x) - 1.0
+    t = x * x
+    p = 21844.0 / 6081075.0
+    p = p * t - 1382.0 / 155925.0
+    p = p * t + 62.0 / 2835.0
+    p = p * t - 17.0 / 315.0
+    p = p * t + 2.0 / 15.0
+    p = p * t - 1.0 / 3.0
+    near = x + x * t * p
+    return tl.where(tl.abs(x) < 0.4, near, 2.0 * sigmoid(2.0 * x) - 1.0)
 
 
 @triton.jit
