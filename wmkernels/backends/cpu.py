@@ -5,20 +5,13 @@ the reason; ``import wmkernels`` itself never fails for it.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
 import torch
 
 from wmkernels.backends.base import Backend
+from wmkernels.backends.cpu_extension import LOAD_ERROR
 from wmkernels.backends.cpu_memory import CpuMemoryOps
-
-try:
-    importlib.import_module("wmkernels._C")  # loading it registers torch.ops.wmkernels
-
-    LOAD_ERROR: Optional[str] = None
-except ImportError as error:  # not built, or built against another torch
-    LOAD_ERROR = f"wmkernels._C is not built or does not load ({error}); run `pip install --no-build-isolation -e .`"
 
 
 def _register_fakes():

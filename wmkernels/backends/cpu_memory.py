@@ -8,19 +8,16 @@ Shapes: ``B`` batch, ``S`` slots, ``D`` slot width.
 """
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
 
+from wmkernels.backends.cpu_extension import LOAD_ERROR
+
 
 def _register_fakes() -> None:
-    """Fake kernels of the memory ops; run once at import, when ``wmkernels._C``
-    loads (``wmkernels.backends.cpu`` reports it when it does not)."""
-    try:
-        importlib.import_module("wmkernels._C")
-    except ImportError:
-        return
+    """Fake kernels of the memory ops; registered once at import, when
+    ``wmkernels._C`` is usable (``CpuBackend`` reports why when it is not)."""
     fake = torch.library.register_fake
 
     @fake("wmkernels::wm_read_forward")
@@ -87,7 +84,8 @@ def checkpoint_interval(T: int, S: int, D: int) -> int:
     return max(1, math.ceil(math.sqrt(T)))
 
 
-_register_fakes()
+if LOAD_ERROR is None:
+    _register_fakes()
 
 
 class CpuMemoryOps:
