@@ -261,22 +261,17 @@ def test_wm_lstm_sequence_empty(mode, T, B):
         assert torch.count_nonzero(inputs[4].grad) == 0  # w_ih
 
 
-def _saved_bytes(mode: str, T: int, B: int, H: int, S: int, D: int, backend: str = "cpu") -> int:
-    from wmkernels.bench import saved_bytes
-
-    case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=mode)
-    inputs = [v.float().requires_grad_() for v in case.tensors.values()]
-    return saved_bytes(lambda: case.run(inputs, backend), inputs)
-
-
-def test_fifo_saves_no_memory_per_step():
-    """fifo keeps the written vectors, never M_t per step: at S = 32 the saved
-    bytes stay below a quarter of one memory per step (T·B·S·D floats)."""
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_fifo_saves_no_memory_per_step(backend):
+    """Every fused backend: fifo keeps the written vectors, never M_t per step:
+    at S = 32 the saved bytes stay below a quarter of one memory per step
+    (T·B·S·D floats), which the reference exceeds."""
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
     T, B, H, S, D = 24, 2, 4, 32, 32
     one_memory_per_step = T * B * S * D * 4
-    saved = _saved_bytes("fifo", T, B, H, S, D)
+    saved = testing.wm_lstm_saved_bytes(backend, "fifo", T, B, H, S, D, device)
     assert 0 < saved < one_memory_per_step / 4, (saved, one_memory_per_step)
-    assert _saved_bytes("fifo", T, B, H, S, D, "reference") > one_memory_per_step
+    assert testing.wm_lstm_saved_bytes("reference", "fifo", T, B, H, S, D, device) > one_memory_per_step
 
 
 @pytest.mark.parametrize("mode", ["fifo", "gated"])
@@ -284,7 +279,7 @@ def test_saved_bytes_scale_with_attention_not_memory(mode):
     """Doubling S adds about T·B·S floats (the read weights) to what is saved,
     nowhere near T·B·S·D; in gated mode plus the extra checkpoint width."""
     T, B, H, D = 16, 2, 4, 16
-    small, large = _saved_bytes(mode, T, B, H, 8, D), _saved_bytes(mode, T, B, H, 16, D)
+    small, large = (testing.wm_lstm_saved_bytes("cpu", mode, T, B, H, S, D) for S in (8, 16))
     grown = large - small
     K = -(-int(T ** 0.5) // 1)
     checkpoints = (-(-T // K) - 1) * B * 8 * D * 4 if mode == "gated" else 0

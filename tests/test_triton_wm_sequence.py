@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from triton_support import DEVICE, assert_matches, gpu_only, needs_triton, quiet_interpreter
-from wmkernels import bench, testing
+from wmkernels import testing
 
 pytestmark = [needs_triton, quiet_interpreter]
 
@@ -48,27 +48,13 @@ def test_wm_lstm_sequence_bfloat16(write_mode):
                                        write_mode=write_mode, with_lengths=True), torch.bfloat16)
 
 
-def saved_bytes(mode, T, B, H, S, D, backend="triton"):
-    case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=mode)
-    inputs = [v.float().to(DEVICE).requires_grad_() for v in case.tensors.values()]
-    return bench.saved_bytes(lambda: case.run(inputs, backend), inputs)
-
-
-def test_fifo_saves_no_memory_per_step():
-    """fifo keeps the written vectors (a tape of S+T rows), never M_t per step."""
-    T, B, H, S, D = 24, 2, 4, 32, 32
-    one_memory_per_step = T * B * S * D * 4
-    saved = saved_bytes("fifo", T, B, H, S, D)
-    assert 0 < saved < one_memory_per_step / 4, (saved, one_memory_per_step)
-    assert saved_bytes("fifo", T, B, H, S, D, "reference") > one_memory_per_step
-
-
 @pytest.mark.parametrize("mode", ["fifo", "gated"])
 def test_saved_bytes_grow_with_attention_and_checkpoints_only(mode):
     """Doubling S adds exactly the read weights (T·B·S floats) and, in gated mode,
     the wider checkpoints (⌈T/K⌉ of them, K = ⌈√T⌉) to what is saved."""
     T, B, H, D = 16, 2, 4, 16
-    grown = saved_bytes(mode, T, B, H, 16, D) - saved_bytes(mode, T, B, H, 8, D)
+    small, large = (testing.wm_lstm_saved_bytes("triton", mode, T, B, H, S, D, DEVICE) for S in (8, 16))
+    grown = large - small
     from wmkernels.triton.wm_sequence import checkpoint_interval  # needs Triton
     K = checkpoint_interval(T)
     checkpoints = -(-T // K) * B * 8 * D * 4 if mode == "gated" else 0

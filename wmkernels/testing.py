@@ -219,6 +219,17 @@ def compare(case: Case, backend: str, dtype: torch.dtype = torch.float32,
     return rows
 
 
+def wm_lstm_saved_bytes(backend: str, write_mode: str, T: int, B: int, H: int, S: int, D: int,
+                        device: torch.device | str = "cpu") -> int:
+    """Bytes ``backend`` keeps between forward and backward of a float32
+    wm_lstm_sequence at these sizes (I = 3), beyond its inputs and outputs."""
+    from wmkernels.bench import saved_bytes  # bench imports this module
+
+    case = random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=write_mode)
+    inputs = [v.float().to(device).requires_grad_() for v in case.tensors.values()]
+    return saved_bytes(lambda: case.run(inputs, backend), inputs)
+
+
 def standard_cases() -> Iterator[Case]:
     """The cases ``python -m wmkernels check`` runs: every op, awkward sizes, lengths, masks."""
     awkward = dict(T=5, B=3, I=7, H=9, S=5, D=6)
