@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from wmkernels import ops, testing
-from wmkernels.backends.cpu_memory import checkpoint_interval
 
 if os.environ.get("WMKERNELS_ALLOW_NO_EXTENSION") == "1":
     pytest.importorskip("wmkernels._C", reason="wmkernels._C not built")

@@ -22,6 +22,7 @@ the base class dispatches to them and tells which ops a backend implements.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, FrozenSet, Optional, Sequence, Tuple
 
 import torch
@@ -63,3 +64,16 @@ class Backend:
                  grads: Sequence[torch.Tensor], needs_grad: Sequence[bool]):
         input_grads = getattr(self, op + "_backward")(saved, info, *grads)
         return tuple(g if need else None for g, need in zip(input_grads, needs_grad))
+
+
+def checkpoint_interval(T: int) -> int:
+    """K, the steps between two memory checkpoints of gated wm_lstm_sequence,
+    shared by every fused backend.
+
+    Forward saves the memory [B, S, D] every K steps: about T/K copies held
+    until backward; backward recomputes the K states of one segment at a time:
+    K copies, transient. Both terms are multiples of B·S·D, so S and D cancel
+    out of the choice and K = ceil(sqrt(T)) minimises their sum (about
+    2·sqrt(T)·B·S·D at any time), against T·B·S·D for saving every step.
+    """
+    return max(1, math.ceil(math.sqrt(T)))

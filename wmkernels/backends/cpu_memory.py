@@ -8,10 +8,9 @@ Shapes: ``B`` batch, ``S`` slots, ``D`` slot width.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from wmkernels.backends.base import checkpoint_interval
 from wmkernels.backends.cpu_extension import LOAD_ERROR
 
 
@@ -69,21 +68,6 @@ def _register_fakes() -> None:
                 x.new_empty(D), *e_grads)
 
 
-def checkpoint_interval(T: int, S: int, D: int) -> int:
-    """K, the steps between two memory checkpoints of gated wm_lstm_sequence.
-
-    Forward saves the memory [B, S, D] after K, 2K, ... steps: ceil(T/K) - 1
-    copies held until backward; backward recomputes the K states of one segment
-    at a time (pointwise erase/add from the saved read weights, erase and add
-    vectors, no matrix product): K copies, transient. Both terms are multiples
-    of B·S·D, so S and D cancel out of the choice and K = ceil(sqrt(T))
-    minimises their sum (about 2·sqrt(T)·B·S·D at any time), against T·B·S·D
-    for saving every step.
-    """
-    del S, D  # both memory terms scale with B·S·D alike
-    return max(1, math.ceil(math.sqrt(T)))
-
-
 if LOAD_ERROR is None:
     _register_fakes()
 
@@ -125,9 +109,7 @@ class CpuMemoryOps:
         the output y (h_t and r_t are read back from it), and the kernel's
         per-step tensors O(T·B·(5H + S + 2D)), plus in gated mode T·B·D erase
         vectors and ceil(T/K) - 1 memory checkpoints; never a memory per step."""
-        T, _, _ = x.shape
-        S, D = M0.shape[1:]
-        K = checkpoint_interval(T, S, D)
+        K = checkpoint_interval(x.shape[0])
         y, h, c, M, *kept = torch.ops.wmkernels.wm_lstm_sequence_forward(
             x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
             write_mode, K)

@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from wmkernels.backends.base import checkpoint_interval
 from wmkernels.triton import math as wm
 from wmkernels.triton import tiles
 from wmkernels.triton.memory import read_backward, read_forward, view, write_backward, write_forward
@@ -263,11 +264,6 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                            attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr,
                            dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S,
                            BLOCK_D, PRECISION)
-
-
-def checkpoint_interval(T: int) -> int:
-    """K of the gated mode: ⌈√T⌉ keeps checkpoints plus one segment at O(√T) memories."""
-    return max(1, math.ceil(math.sqrt(T)))
 
 
 def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
