@@ -59,3 +59,13 @@ def test_float32_tanh_is_accurate_element_by_element_near_zero():
     h, _ = ops.lstm_cell(gates.float().to(DEVICE), c_prev.float().to(DEVICE), backend="triton")
     relative = ((h.double().cpu() - h_ref).abs() / h_ref.abs()).max().item()
     assert relative < 1e-5, relative
+
+
+def test_gates_too_large_for_int32_offsets_are_refused():
+    """The kernels index in int32: gates of 2^31 elements or more get a clear error
+    before anything is allocated or launched (zero-stride views: no real memory)."""
+    B, H = 2 ** 27, 2 ** 2  # B·4H = 2^31
+    gates = torch.zeros(1, 1, device=DEVICE).expand(B, 4 * H)
+    c_prev = torch.zeros(1, 1, device=DEVICE).expand(B, H)
+    with pytest.raises(ValueError, match=r"int32.*2\^31"):
+        ops.lstm_cell(gates, c_prev, backend="triton")

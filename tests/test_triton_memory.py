@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from triton_support import assert_matches, gpu_only, needs_triton, quiet_interpreter
-from wmkernels import testing
+from triton_support import DEVICE, assert_matches, gpu_only, needs_triton, quiet_interpreter
+from wmkernels import ops, testing
 
 pytestmark = [needs_triton, quiet_interpreter]
 SIZES = [dict(B=3, S=5, D=6), dict(B=1, S=1, D=1), dict(B=2, S=7, D=19)]
@@ -39,3 +39,20 @@ def test_memory_ops_float32_tiled(op, monkeypatch):
     monkeypatch.setattr(memory, "_blocks", lambda M: (
         ((M.shape[0] + 1) // 2,), 2, tiles.pow2(M.shape[1]), 4, 4))
     assert_matches(testing.random_case(op, B=3, S=5, D=10, with_mask=op == "wm_read"))
+
+
+@pytest.mark.parametrize("op", ["wm_read", "wm_shift_write", "wm_write"])
+def test_memory_too_large_for_int32_offsets_is_refused(op):
+    """The kernels index in int32: a memory of 2^31 elements or more gets a clear
+    error before anything is allocated or launched (zero-stride views: no real memory)."""
+    B, S, D = 2 ** 21, 2 ** 5, 2 ** 5  # B·S·D = 2^31
+    M = torch.zeros(1, 1, 1, device=DEVICE).expand(B, S, D)
+    vec = torch.zeros(1, 1, device=DEVICE).expand(B, D)
+    weights = torch.zeros(1, 1, device=DEVICE).expand(B, S)
+    with pytest.raises(ValueError, match=r"int32.*2\^31"):
+        if op == "wm_read":
+            ops.wm_read(M, vec, backend="triton")
+        elif op == "wm_shift_write":
+            ops.wm_shift_write(M, vec, backend="triton")
+        else:
+            ops.wm_write(M, weights, vec, vec, backend="triton")

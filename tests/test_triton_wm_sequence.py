@@ -21,10 +21,11 @@ def test_wm_lstm_sequence_float32(write_mode, sizes, with_lengths):
 
 @pytest.mark.parametrize("write_mode", ["fifo", "gated"])
 def test_wm_lstm_sequence_float32_tiled(write_mode, monkeypatch):
-    """Two batch tiles, hidden and slot-width chunks, as on a GPU at large sizes."""
+    """Two batch tiles, hidden and slot-width chunks (memory tiles narrower than the
+    products' ones), as on a GPU at large sizes."""
     from wmkernels.triton import wm_sequence
     monkeypatch.setattr(wm_sequence, "launch_config", lambda B, H, S, D, like: dict(
-        BLOCK_B=16, BLOCK_N=16, BLOCK_K=16, BLOCK_S=8, BLOCK_D=16, PRECISION="ieee", num_warps=4))
+        BLOCK_B=16, BLOCK_N=16, BLOCK_K=16, BLOCK_S=8, BLOCK_D=16, BLOCK_DM=4, PRECISION="ieee", num_warps=4))
     assert_matches(testing.random_case("wm_lstm_sequence", T=3, B=17, I=3, H=18, S=5, D=17,
                                        write_mode=write_mode, with_lengths=True))
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from wmkernels.triton import math as wm
 from wmkernels.triton import tiles
+from wmkernels.triton.launch import launch
 
 
 @triton.jit
@@ -68,13 +69,14 @@ def _launch(kernel, like: Tensor, B: int, H: int, *args):
     block_b = tiles.block(B, 16, like, interp_cap=64)
     block_h = tiles.block(H, 128, like)
     grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
-    kernel[grid](*args, B, H, BLOCK_B=block_b, BLOCK_H=block_h,
-                 num_warps=tiles.warps(block_b * block_h))
+    launch(kernel, grid, *args, B, H, device=like.device, BLOCK_B=block_b, BLOCK_H=block_h,
+           num_warps=tiles.warps(block_b * block_h))
 
 
 @torch.library.custom_op("wmkernels_triton::lstm_cell_forward", mutates_args=())
 def lstm_cell_forward(gates: Tensor, c_prev: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """gates [B, 4H], c_prev [B, H] -> (h [B, H], c [B, H], act [B, 4H])."""
+    tiles.check_int32_indexing("lstm_cell", gates=gates.numel())
     gates, c_prev = gates.contiguous(), c_prev.contiguous()
     h, c, act = c_prev.new_empty(c_prev.shape), c_prev.new_empty(c_prev.shape), gates.new_empty(gates.shape)
     if h.numel():
@@ -92,6 +94,7 @@ def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, act: Tensor, c_prev: Tens
                        c: Tensor) -> Tuple[Tensor, Tensor]:
     """Gradients of h, c [B, H] and the saved act [B, 4H], c_prev, c [B, H]
     -> (grad of gates [B, 4H], grad of c_prev [B, H])."""
+    tiles.check_int32_indexing("lstm_cell", gates=act.numel())
     grad_h, grad_c, c_prev = grad_h.contiguous(), grad_c.contiguous(), c_prev.contiguous()
     d_gates, d_c_prev = act.new_empty(act.shape), c_prev.new_empty(c_prev.shape)
     if d_c_prev.numel():

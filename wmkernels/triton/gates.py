@@ -14,9 +14,10 @@ from wmkernels.triton.tiles import matmul_w, matmul_wt
 
 @triton.jit
 def row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS: tl.constexpr):
-    """Each row's length (T without lengths; 0 outside the batch)."""
+    """Each row's length as int32 (T without lengths; 0 outside the batch).
+    Lengths lie in [0, T] and T < 2^31, so the int64 values fit."""
     if HAS_LENGTHS:
-        return tl.load(len_ptr + rows, mask=row_ok, other=0)
+        return tl.load(len_ptr + rows, mask=row_ok, other=0).to(tl.int32)
     return tl.where(row_ok, T, 0)
 
 

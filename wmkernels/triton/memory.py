@@ -16,6 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from wmkernels.triton import tiles
+from wmkernels.triton.launch import launch
 
 
 @triton.jit
@@ -248,13 +249,14 @@ def _blocks(M: Tensor):
 
 def _launch(kernel, M: Tensor, *args, **constexprs):
     grid, block_b, block_s, block_d, num_warps = _blocks(M)
-    kernel[grid](*args, *M.shape, **constexprs, BLOCK_B=block_b, BLOCK_S=block_s, BLOCK_D=block_d,
-                 num_warps=num_warps)
+    launch(kernel, grid, *args, *M.shape, device=M.device, **constexprs, BLOCK_B=block_b, BLOCK_S=block_s,
+           BLOCK_D=block_d, num_warps=num_warps)
 
 
 @torch.library.custom_op("wmkernels_triton::wm_read_forward", mutates_args=())
 def wm_read_forward(M: Tensor, q: Tensor, mask: Optional[Tensor], scale: float) -> Tuple[Tensor, Tensor]:
     """M [B, S, D], q [B, D], mask bool [B, S] or None -> (r [B, D], attn [B, S])."""
+    tiles.check_int32_indexing("wm_read", memory=M.numel())
     M, q = M.contiguous(), q.contiguous()
     r, attn = q.new_empty(q.shape), M.new_empty(M.shape[:2])
     if M.shape[0]:
@@ -272,6 +274,7 @@ def _(M, q, mask, scale):
 def wm_read_backward(M: Tensor, q: Tensor, attn: Tensor, grad_r: Tensor, grad_attn: Tensor,
                      scale: float) -> Tuple[Tensor, Tensor]:
     """Saved M, q, attn and the gradients of r [B, D], attn [B, S] -> (dM, dq)."""
+    tiles.check_int32_indexing("wm_read", memory=M.numel())
     M, q = M.contiguous(), q.contiguous()
     dM, dq = M.new_empty(M.shape), q.new_empty(q.shape)
     if M.shape[0]:
@@ -292,14 +295,15 @@ def _shift(src: Tensor, v: Tensor, backward: bool) -> Tuple[Tensor, Tensor]:
         block_j = tiles.block(S * D, 1024, src, interp_cap=1 << 30)
         block_b = tiles.block(B, max(1, 4096 // block_j), src, interp_cap=64)
         grid = (triton.cdiv(B, block_b), triton.cdiv(S * D, block_j))
-        _shift_kernel[grid](src, v, out, dv, B, S, D, BACKWARD=backward, BLOCK_B=block_b, BLOCK_J=block_j,
-                            num_warps=tiles.warps(block_b * block_j))
+        launch(_shift_kernel, grid, src, v, out, dv, B, S, D, device=src.device, BACKWARD=backward,
+               BLOCK_B=block_b, BLOCK_J=block_j, num_warps=tiles.warps(block_b * block_j))
     return out, dv
 
 
 @torch.library.custom_op("wmkernels_triton::wm_shift_write_forward", mutates_args=())
 def wm_shift_write_forward(M: Tensor, v: Tensor) -> Tensor:
     """M [B, S, D], v [B, D] -> M_new [B, S, D] (slot 0 dropped, v appended)."""
+    tiles.check_int32_indexing("wm_shift_write", memory=M.numel())
     return _shift(M.contiguous(), v.contiguous(), False)[0]
 
 
@@ -311,6 +315,7 @@ def _(M, v):
 @torch.library.custom_op("wmkernels_triton::wm_shift_write_backward", mutates_args=())
 def wm_shift_write_backward(grad: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
     """Gradient of M_new [B, S, D] (v only for its shape) -> (dM, dv)."""
+    tiles.check_int32_indexing("wm_shift_write", memory=grad.numel())
     return _shift(grad.contiguous(), v, True)
 
 
@@ -322,6 +327,7 @@ def _(grad, v):
 @torch.library.custom_op("wmkernels_triton::wm_write_forward", mutates_args=())
 def wm_write_forward(M: Tensor, w: Tensor, e: Tensor, a: Tensor) -> Tensor:
     """M [B, S, D], w [B, S], e, a [B, D] -> M ⊙ (1 − w eᵀ) + w aᵀ."""
+    tiles.check_int32_indexing("wm_write", memory=M.numel())
     M = M.contiguous()
     out = M.new_empty(M.shape)
     if M.shape[0]:
@@ -338,6 +344,7 @@ def _(M, w, e, a):
 def wm_write_backward(grad: Tensor, M: Tensor, w: Tensor, e: Tensor,
                       a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradient of M_new and the inputs -> (dM, dw, de, da)."""
+    tiles.check_int32_indexing("wm_write", memory=M.numel())
     M = M.contiguous()
     dM, dw, de, da = M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)
     if M.shape[0]:

@@ -20,6 +20,7 @@ import triton.language as tl
 from torch import Tensor
 
 from wmkernels.triton import tiles
+from wmkernels.triton.launch import launch
 from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, hidden_grad_through_gates,
                                     load_preacts, row_lengths)
 
@@ -82,7 +83,8 @@ def launch_config(B: int, H: int, like: Tensor) -> dict:
     return dict(BLOCK_B=tiles.batch_tile(B, like),
                 BLOCK_N=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
                 BLOCK_K=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
-                PRECISION=tiles.precision(like.dtype), num_warps=4)
+                PRECISION=tiles.precision(like.dtype), num_warps=4, num_stages=1,
+                maxnreg=tiles.MAX_REGISTERS)  # why: wm_sequence.launch_config
 
 
 def _grid(B: int, config: dict):
@@ -109,8 +111,8 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
     y = x.new_empty(T, B, H)
     if T and B:
         config = launch_config(B, H, x)
-        _forward_kernel[_grid(B, config)](xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y, T, B, H,
-                                          HAS_LENGTHS=lengths is not None, **config)
+        launch(_forward_kernel, _grid(B, config), xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y,
+               T, B, H, device=x.device, HAS_LENGTHS=lengths is not None, **config)
     return y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), hs, cs, act
 
 
@@ -135,8 +137,8 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
     dg = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
     if T and B:
         config = launch_config(B, H, x)
-        _backward_kernel[_grid(B, config)](grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths, dh, dc, dg,
-                                           T, B, H, HAS_LENGTHS=lengths is not None, **config)
+        launch(_backward_kernel, _grid(B, config), grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths,
+               dh, dc, dg, T, B, H, device=x.device, HAS_LENGTHS=lengths is not None, **config)
     dg2 = dg.reshape(T * B, 4 * H)
     dx = (dg2 @ w_ih.float()).reshape(T, B, I)
     dw_ih = dg2.t() @ x.reshape(T * B, I).float()

@@ -9,7 +9,10 @@ import torch
 import triton
 import triton.language as tl
 
+from wmkernels.triton.launch import recording_active
+
 DOT_MIN = 16  # tl.dot wants every dimension of a tile to be at least 16
+MAX_REGISTERS = 255  # per thread, the most a CUDA kernel may use
 
 
 @triton.jit
@@ -33,8 +36,9 @@ def row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, w_stride_ou
 
 
 def interpreted(t: torch.Tensor) -> bool:
-    """True when the kernels run under the interpreter (CPU tensors)."""
-    return t.device.type != "cuda"
+    """True when the kernels run under the interpreter (CPU tensors), unless
+    launches are being recorded for the ahead-of-time compile (GPU tiles then)."""
+    return t.device.type != "cuda" and not recording_active()
 
 
 def precision(dtype: torch.dtype) -> str:

@@ -34,6 +34,7 @@ from torch import Tensor
 from wmkernels.backends.base import checkpoint_interval
 from wmkernels.triton import math as wm
 from wmkernels.triton import tiles
+from wmkernels.triton.launch import launch
 from wmkernels.triton.memory import read_backward, read_forward, view, write_backward, write_forward
 from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, hidden_grad_through_gates,
                                     load_preacts, row_lengths)
@@ -57,7 +58,8 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
                     hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr,
                     T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
+                    PRECISION: tl.constexpr):
     """fifo: mem is the tape [S+T, B, D] (v, e, ck unused). gated: mem [B, S, D]
     is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -73,7 +75,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             m_off = rows * S * D
             m_stride = D
             if t % K_CK == 0:
-                _copy_memory(mem_ptr, ck_ptr + (t // K_CK) * B * S * D, rows, row_ok, S, D, BLOCK_S, BLOCK_D)
+                _copy_memory(mem_ptr, ck_ptr + (t // K_CK) * B * S * D, rows, row_ok, S, D, BLOCK_S, BLOCK_DM)
         else:
             m_off = tl.minimum(lengths, t) * BD + rows * D
             m_stride = BD
@@ -87,7 +89,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             tl.store(q_ptr + t * BD + rows[:, None] * D + ds[None, :], q, mask=valid & d_ok[None, :])
         tl.debug_barrier()
         attn = read_forward(mem_ptr, m_off, m_stride, rows, running, valid & slot_ok[None, :], q_ptr + t * BD,
-                            r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_D)
+                            r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM)
         tl.debug_barrier()
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
@@ -128,7 +130,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
         tl.debug_barrier()
         if GATED:
             write_forward(mem_ptr, m_off, m_stride, mem_ptr, m_off, m_stride, rows, running, attn,
-                          e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_D)
+                          e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_DM)
             tl.debug_barrier()
 
 
@@ -138,7 +140,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
                    tape_ptr, dtape_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
                    T, B, H, S, D, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
-                   PRECISION: tl.constexpr):
+                   BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """One step t of the reverse walk. The memory before step t is the view
     (m_ptr, m_off, m_stride); the gradient of the memory the view (dm_ptr, ...).
     On entry dh, dc and the memory gradient belong to step t's outputs; on exit
@@ -153,7 +155,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
     if GATED:
         d_attn = write_backward(dm_ptr, dm_off, dm_stride, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
                                 rows, running, attn, e_ptr + t * BD, v_ptr + t * BD, dpe_ptr + t * BD,
-                                dpv_ptr + t * BD, S, D, BLOCK_B, BLOCK_S, BLOCK_D)
+                                dpv_ptr + t * BD, S, D, BLOCK_B, BLOCK_S, BLOCK_DM)
         tl.debug_barrier()
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
@@ -201,7 +203,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
     tl.debug_barrier()
     # 4. the read: gradients of the memory (accumulated) and of q_t
     read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, running, allowed, attn, d_attn,
-                  q_ptr + t * BD, dr_ptr, dq_ptr + t * BD, S, D, scale, True, BLOCK_B, BLOCK_S, BLOCK_D)
+                  q_ptr + t * BD, dr_ptr, dq_ptr + t * BD, S, D, scale, True, BLOCK_B, BLOCK_S, BLOCK_DM)
     tl.debug_barrier()
     # 5. the gradient of h_{t-1}: through the gates and the query
     for k0 in range(0, H, BLOCK_N):
@@ -223,7 +225,8 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                      dh_ptr, dc_ptr, dmem_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
                      T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                      BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
+                     PRECISION: tl.constexpr):
     """fifo: mem/dmem are the tape and its gradient [S+T, B, D]. gated: dmem [B, S, D]
     is the gradient of the memory, seg [K, B, S, D] the recomputed memories of a segment."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -236,7 +239,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         for seg_back in range(0, tl.cdiv(T, K_CK)):
             t0 = (tl.cdiv(T, K_CK) - 1 - seg_back) * K_CK
             steps = tl.minimum(T - t0, K_CK)
-            _copy_memory(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, rows, row_ok, S, D, BLOCK_S, BLOCK_D)
+            _copy_memory(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, rows, row_ok, S, D, BLOCK_S, BLOCK_DM)
             tl.debug_barrier()
             for j in range(1, steps):
                 t = t0 + j - 1
@@ -244,9 +247,9 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                 w = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :],
                             mask=running[:, None] & (slots < S)[None, :], other=0.0)
                 write_forward(seg_ptr + (j - 1) * BSD, rows * S * D, D, seg_ptr + j * BSD, rows * S * D, D, rows,
-                              running, w, e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_D)
+                              running, w, e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_DM)
                 _copy_memory(seg_ptr + (j - 1) * BSD, seg_ptr + j * BSD, rows, row_ok & (t >= lengths), S, D,
-                             BLOCK_S, BLOCK_D)
+                             BLOCK_S, BLOCK_DM)
                 tl.debug_barrier()
             for back in range(0, steps):
                 j = steps - 1 - back
@@ -254,7 +257,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                                dmem_ptr, rows * S * D, D, dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr,
                                w_v_ptr, w_e_ptr, q_ptr, attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr,
                                dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED,
-                               BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S, BLOCK_D, PRECISION)
+                               BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S, BLOCK_D, BLOCK_DM, PRECISION)
     else:
         for back in range(0, T):
             t = T - 1 - back
@@ -263,17 +266,31 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                            dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr,
                            attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr,
                            dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S,
-                           BLOCK_D, PRECISION)
+                           BLOCK_D, BLOCK_DM, PRECISION)
+
+
+# Elements of one [BLOCK_B, BLOCK_S, BLOCK_DM] memory tile on a GPU: the read and
+# write helpers keep a few such fp32 tiles live at once, so larger tiles spill
+# (checked for every launched variant by wmkernels.triton.aot).
+MEMORY_TILE = 2048
 
 
 def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
-    """Tiles of the WM-LSTM kernels (batch rows, hidden, reduction, slots, slot width)."""
-    return dict(BLOCK_B=tiles.batch_tile(B, like),
+    """Tiles of the WM-LSTM kernels: batch rows, hidden, reduction, slots, slot
+    width of the query/write products (BLOCK_D, ≥ 16 for tl.dot) and of the
+    memory tiles (BLOCK_DM). One program per batch tile walks the whole
+    sequence, so occupancy buys nothing: one software-pipelining stage (deeper
+    pipelines only add live registers) and the full register file
+    (``maxnreg=255``: ptxas would otherwise cap registers for occupancy and spill)."""
+    block_b, block_s = tiles.batch_tile(B, like), tiles.pow2(S)
+    return dict(BLOCK_B=block_b,
                 BLOCK_N=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
                 BLOCK_K=tiles.block(max(H, D), 64, like, lo=tiles.DOT_MIN),
-                BLOCK_S=tiles.pow2(S),
+                BLOCK_S=block_s,
                 BLOCK_D=tiles.block(D, 16, like, lo=tiles.DOT_MIN),
-                PRECISION=tiles.precision(like.dtype), num_warps=8 if tiles.pow2(S) >= 64 else 4)
+                BLOCK_DM=tiles.block(D, max(1, MEMORY_TILE // (block_b * block_s)), like),
+                PRECISION=tiles.precision(like.dtype), num_warps=8 if block_s >= 64 else 4, num_stages=1,
+                maxnreg=tiles.MAX_REGISTERS)
 
 
 def _window_index(lengths: Optional[Tensor], T: int, B: int, S: int, device) -> Tuple[Tensor, Tensor]:
@@ -316,11 +333,11 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         V, E, ck = (torch.empty(0, **f32) for _ in range(3))
     if T and B:
         config = launch_config(B, H, S, D, x)
-        _forward_kernel[(triton.cdiv(B, config["BLOCK_B"]),)](
-            xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
+        launch(
+            _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
             b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None, lengths,
             hs, cs, act, Q, R, A, y, mem, V if gated else None, E if gated else None, ck if gated else None,
-            T, B, H, S, D, k, _scale(D), GATED=gated, HAS_LENGTHS=lengths is not None, **config)
+            T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     if gated:
         M_T = mem.to(x.dtype, copy=True)
         mem = torch.empty(0, **f32)  # backward starts from the checkpoints, not from M_T
@@ -371,12 +388,12 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dpe = torch.zeros(T, B, D, **f32) if gated else None
     if T and B:
         config = launch_config(B, H, S, D, x)
-        _backward_kernel[(triton.cdiv(B, config["BLOCK_B"]),)](
-            grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
+        launch(
+            _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
             w_v.contiguous(), w_e.contiguous() if gated else None, lengths, Q, A, None if gated else mem,
             V if gated else None, E if gated else None, ck if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
-            GATED=gated, HAS_LENGTHS=lengths is not None, **config)
+            device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     dtype = x.dtype
     G, dpv2, dq2 = dg.reshape(T * B, 4 * H), dpv.reshape(T * B, D), dq.reshape(T * B, D)
     h_prev, h_next = hs[:T].reshape(T * B, H), hs[1:].reshape(T * B, H)

@@ -1,0 +1,64 @@
+"""Every Triton launch of the package goes through ``launch``.
+
+It does two things no launch site should repeat: it makes the tensors'
+CUDA device current for the launch (Triton launches on the *current*
+device, so tensors on cuda:1 while cuda:0 is current would otherwise be
+read from the wrong GPU), and, inside ``recording()``, it records the
+launch instead of running it. The ahead-of-time compile check
+(``wmkernels.triton.aot``) records what the ops launch that way, on CPU
+tensors and with the block sizes a GPU would get, then compiles each
+recorded variant for real GPU targets.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One recorded launch: the @triton.jit kernel, its grid, positional
+    arguments, and keyword arguments (constexprs and launch options)."""
+
+    kernel: object
+    grid: tuple
+    args: tuple
+    options: dict
+
+
+_recorder: contextvars.ContextVar[Optional[List[Launch]]] = contextvars.ContextVar(
+    "wmkernels_triton_recorder", default=None)
+
+
+def recording_active() -> bool:
+    """True inside ``recording()``: tiles are sized for a GPU and nothing runs."""
+    return _recorder.get() is not None
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[List[Launch]]:
+    """Record every launch made inside the block into the list it yields
+    (the kernels do not run, so outputs stay uninitialised)."""
+    launches: List[Launch] = []
+    token = _recorder.set(launches)
+    try:
+        yield launches
+    finally:
+        _recorder.reset(token)
+
+
+def launch(kernel, grid, *args, device: torch.device, **options) -> None:
+    """Run ``kernel[grid](*args, **options)`` with ``device`` current (or record it)."""
+    launches = _recorder.get()
+    if launches is not None:
+        launches.append(Launch(kernel, tuple(grid), args, options))
+        return
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            kernel[grid](*args, **options)
+    else:
+        kernel[grid](*args, **options)
