@@ -31,7 +31,7 @@ from wmkernels.backends import (AUTO_ORDER, BACKENDS, ENV_VAR, BackendUnavailabl
 from wmkernels.backends import cpu as cpu_module
 from wmkernels.backends.reference import _run_reference
 
-TESTED_BACKENDS = ("reference", "cpu")
+TESTED_BACKENDS = ("reference", "cpu", "aten")
 DTYPES = (torch.float64, torch.float32)
 CPU = torch.device("cpu")
 
@@ -233,9 +233,13 @@ def which_ran(call) -> str:
 
 
 def auto_choice(op: str, dtype: torch.dtype) -> str:
+    """auto on CPU tensors: cpu where it runs the case, else torch's own (aten) where it
+    has the op, else the reference."""
     if cpu_module.LOAD_ERROR is None and op in BACKENDS["cpu"].implemented_ops() \
             and dtype in BACKENDS["cpu"].dtypes:
         return "cpu"
+    if op in BACKENDS["aten"].implemented_ops():
+        return "aten"
     return "reference"
 
 
@@ -295,7 +299,8 @@ def test_env_read_at_call_time(no_env):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
                          ids=lambda d: str(d)[6:])
 def test_auto_choice_on_cpu(no_env, op, dtype):
-    """auto on CPU tensors: cpu where it implements the op in that dtype and _C loads, else reference."""
+    """auto on CPU tensors: cpu where it implements the op in that dtype and _C loads, else aten
+    (lstm_sequence), else reference."""
     if os.environ.get("WMKERNELS_ALLOW_NO_EXTENSION") != "1":
         assert cpu_module.LOAD_ERROR is None, cpu_module.LOAD_ERROR
     case = small_case(op)
@@ -309,6 +314,8 @@ def test_auto_without_extension_falls_back_named_cpu_raises(no_env):
     no_env.setattr(cpu_module, "LOAD_ERROR", reason)
     gates, c = cell_inputs()
     assert which_ran(lambda: ops.lstm_cell(gates, c)) == "reference"
+    case = small_case("lstm_sequence")
+    assert which_ran(lambda: run_case_in(case, torch.float32)) == "aten"  # torch's LSTM, not the loop
     with recording() as ran, pytest.raises(BackendUnavailableError) as info:
         ops.lstm_cell(gates, c, backend="cpu")
     assert ran == []
@@ -357,6 +364,8 @@ def named_unavailable_params():
         params.append(pytest.param("cuda", op, torch.float32, id=f"cuda-{op}-on-cpu-tensors"))
         # under TRITON_INTERPRET=1 triton runs CPU tensors, but never float64
         params.append(pytest.param("triton", op, torch.float64, id=f"triton-{op}-float64"))
+        if op not in BACKENDS["aten"].implemented_ops():  # torch has its own kernel for lstm_sequence only
+            params.append(pytest.param("aten", op, torch.float32, id=f"aten-{op}"))
     return params
 
 

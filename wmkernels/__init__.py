@@ -9,7 +9,7 @@ the working-memory LSTM, behind PyTorch autograd, with a pure-PyTorch reference.
     model = wmkernels.patch(model)                   # or swap a model's LSTMs in place
 """
 from wmkernels import nn, ops, reference
-from wmkernels.backends import BackendUnavailableError, availability, use_backend
+from wmkernels.backends import BackendUnavailableError, availability, explain, use_backend
 from wmkernels.nn import patch
 from wmkernels.ops import (lstm_cell, lstm_sequence, wm_lstm_sequence, wm_read,
                            wm_shift_write, wm_write)
@@ -17,7 +17,7 @@ from wmkernels.ops import (lstm_cell, lstm_sequence, wm_lstm_sequence, wm_read,
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "availability", "lstm_cell", "lstm_sequence", "nn", "ops", "patch",
+    "BackendUnavailableError", "availability", "explain", "lstm_cell", "lstm_sequence", "nn", "ops", "patch",
     "reference", "use_backend", "wm_lstm_sequence", "wm_read", "wm_shift_write", "wm_write",
     "__version__",
 ]

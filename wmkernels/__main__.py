@@ -1,8 +1,9 @@
-"""Command line: ``python -m wmkernels {info,check,bench}``.
+"""Command line: ``python -m wmkernels {info,check,bench,gpu-report}``.
 
-    info    version, torch, and which backends run here (and why not)
-    check   every op of every available backend against the float64 reference
-    bench   lstm_sequence and wm_lstm_sequence forward+backward timings
+    info        version, torch, which backends run here (and why not), what auto picks
+    check       every op of every available backend against the float64 reference
+    bench       lstm_sequence and wm_lstm_sequence forward+backward timings
+    gpu-report  the GPU protocol: tests and benchmarks on a lent GPU, JSON + markdown
 """
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ from typing import List, Optional
 import torch
 
 import wmkernels
-from wmkernels import bench, testing
+from wmkernels import bench, gpu_report, testing
 from wmkernels.backends import BACKENDS
+from wmkernels.ops import OP_INPUTS
+
+# The dimensions auto's rules see for each op (wmkernels.backends.MEASURED_FASTER).
+OP_SIZES = {"lstm_cell": "BH", "lstm_sequence": "TBIH", "wm_read": "BSD", "wm_shift_write": "BSD",
+            "wm_write": "BSD", "wm_lstm_sequence": "TBIHSD"}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -36,6 +42,13 @@ def cmd_info(args) -> int:
                 print(f"  {name:<10} available; implements {', '.join(implemented) or 'no ops yet'}")
             else:
                 print(f"  {name:<10} unavailable: {reason}")
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        sizes = {k: v for k, v in bench.DEFAULT_SIZES.items()}
+        print(f"auto picks on {device} ({str(dtype).replace('torch.', '')}, bench sizes {sizes}):")
+        for op in OP_INPUTS:
+            op_sizes = {k: sizes[k] for k in OP_SIZES[op]}
+            choice = wmkernels.explain(op, device=device, dtype=dtype, backend="auto", **op_sizes)
+            print(f"  {op:<17} -> {choice.backend or 'none'}: {choice.reason}")
     return 0
 
 
@@ -113,16 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--op", action="append", choices=["lstm_sequence", "wm_lstm_sequence"])
     run.add_argument("--json", help="also write the results as JSON to this path")
     run.add_argument("--compile", action="store_true",
-                     help="add torch.compile of the reference as a baseline (slow to compile at large T)")
+                     help="add torch.compile of the reference step (the time loop in Python) as a baseline")
     for key, value in bench.DEFAULT_SIZES.items():
         run.add_argument(f"--{key}", type=int, default=None,
                          help=f"(default {value}; e.g. --S 128 for the memory comparison)"
                          if key == "S" else f"(default {value})")
     run.set_defaults(func=cmd_bench)
+
+    report = sub.add_parser("gpu-report", add_help=False,
+                            help="the GPU protocol (tests + benchmarks, JSON + markdown); --help for its options")
+    report.set_defaults(func=lambda args: gpu_report.main([]))
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu-report"]:  # its options are its own (wmkernels.gpu_report)
+        return gpu_report.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "check" and not args.dtype:
         args.dtype = ["float64", "float32"]

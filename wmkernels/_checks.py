@@ -63,8 +63,17 @@ def same_kind(op: str, first: Tuple[str, Tensor], others: Sequence[Tuple[str, Op
                              f"'{first_name}' is on {first_tensor.device}; they must be on one device")
 
 
-def lengths(op: str, value, batch: int, steps: int, device: torch.device) -> Optional[Tensor]:
-    """``lengths``: None or an integer tensor [B] with values in [0, T]; returned as int64 on ``device``."""
+def lengths(op: str, value, batch: int, steps: int) -> Optional[Tensor]:
+    """``lengths``: None or an integer tensor [B] with values in [0, T]; returned
+    as int64 on the device it came on (each backend moves it where it needs it).
+
+    Lengths on the CPU are checked on the host: no device-to-host sync, whatever
+    the device of the other tensors. Lengths on a GPU are checked on the GPU
+    (``torch._assert_async``: a device-side assert on bad values, as torch's
+    own indexing does, rather than a sync on every call) and clamped to [0, T],
+    so a kernel never reads out of bounds whatever they hold. Under
+    torch.compile the check is the same in-graph assert.
+    """
     if value is None:
         return None
     if not isinstance(value, Tensor):
@@ -75,15 +84,18 @@ def lengths(op: str, value, batch: int, steps: int, device: torch.device) -> Opt
     if value.device.type == "meta" or value.layout != torch.strided:
         raise ValueError(f"{op}: argument 'lengths' must be a dense tensor holding values, "
                          f"got one on {value.device} with layout {value.layout}")
-    if torch.compiler.is_compiling():  # reading the values back would break the graph
+    value = value.to(torch.int64)
+    if torch.compiler.is_compiling() or value.device.type != "cpu":
+        # reading the values back would break the graph, or wait for the GPU
         torch._assert_async(((value >= 0) & (value <= steps)).all(),
                             f"{op}: argument 'lengths' must lie in [0, T={steps}]")
-    elif value.numel() > 0:
+        return value.clamp(0, steps)
+    if value.numel() > 0:
         low, high = int(value.min()), int(value.max())
         if low < 0 or high > steps:
             raise ValueError(f"{op}: argument 'lengths' must lie in [0, T={steps}], "
                              f"got values in [{low}, {high}]")
-    return value.to(device=device, dtype=torch.int64)
+    return value
 
 
 def mask(op: str, value, batch: int, slots: int, device: torch.device) -> Optional[Tensor]:

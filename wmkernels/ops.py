@@ -14,7 +14,7 @@ from torch import Tensor
 
 from wmkernels import _checks as check
 from wmkernels.backends import BACKENDS, select_backend
-from wmkernels.backends.reference import ReferenceBackend
+from wmkernels.backends.graph import GraphBackend
 from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
 
 # The tensors each op differentiates, in the order backends receive them.
@@ -65,20 +65,22 @@ FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}
 
 @torch.compiler.assume_constant_result
 def _traced_backend_name(op: str, argument: Optional[str], device: torch.device,
-                         dtype: torch.dtype) -> str:
-    return select_backend(op, argument, device, dtype).name
+                         dtype: torch.dtype, sizes: Tuple[Tuple[str, int], ...]) -> str:
+    return select_backend(op, argument, device, dtype, dict(sizes)).name
 
 
-def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype):
-    """The backend of one call (``select_backend``, traceable by torch.compile)."""
+def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype, **sizes: int):
+    """The backend of one call (``select_backend``, traceable by torch.compile);
+    ``sizes`` are the call's dimensions by name, for auto's measured rules."""
     if torch.compiler.is_compiling():
-        return BACKENDS[_traced_backend_name(op, argument, device, dtype)]
-    return select_backend(op, argument, device, dtype)
+        return BACKENDS[_traced_backend_name(op, argument, device, dtype, tuple(sizes.items()))]
+    return select_backend(op, argument, device, dtype, sizes)
 
 
 def _apply(op: str, backend, extras: dict, *inputs):
-    """Run ``op`` on ``backend``: through its Function, or traced plain when compiling the reference."""
-    if torch.compiler.is_compiling() and isinstance(backend, ReferenceBackend):
+    """Run ``op`` on ``backend``: through its Function, or traced as plain
+    PyTorch when compiling a backend that is plain PyTorch (reference, aten)."""
+    if torch.compiler.is_compiling() and isinstance(backend, GraphBackend):
         return backend.run_traceable(op, inputs, extras)
     return FUNCTIONS[op].apply(backend, extras, *inputs)
 
@@ -125,16 +127,20 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
 
     x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H], b_ih/b_hh [4H] or None,
     lengths int [B] (any device) or None -> (y [T, B, H], h_n [B, H], c_n [B, H]).
+    Lengths on the CPU are checked there, with no device-to-host sync, whatever
+    the device of ``x`` (as ``PackedSequence`` keeps them); lengths on a GPU are
+    checked on the GPU (a device-side assert on bad values) and clamped to [0, T].
     """
     op = "lstm_sequence"
     for name, tensor in (("x", x), ("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh)):
         check.float_tensor(op, name, tensor)
-    T, B, _, _ = _check_lstm_weights(op, x, h0, c0, [
+    T, B, I, H = _check_lstm_weights(op, x, h0, c0, [
         ("w_ih", w_ih, ("4H", "I")), ("w_hh", w_hh, ("4H", "H")),
         ("b_ih", b_ih, ("4H",)), ("b_hh", b_hh, ("4H",))])
-    lengths = check.lengths(op, lengths, B, T, x.device)
-    chosen = _select(op, backend, x.device, x.dtype)
-    return _apply(op, chosen, {"lengths": lengths}, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    lengths = check.lengths(op, lengths, B, T)
+    chosen = _select(op, backend, x.device, x.dtype, T=T, B=B, I=I, H=H)
+    extras = {"lengths": chosen.place_lengths(lengths, x.device)}
+    return _apply(op, chosen, extras, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
 def _check_memory(op: str, name: str, M: Tensor) -> Tuple[int, int, int]:
@@ -244,7 +250,8 @@ def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode:
         weights.append(params[key])
     check.same_kind(op, ("x", x), [("state[0] (h0)", h0), ("state[1] (c0)", c0), ("state[2] (M0)", M0)]
                     + [(f"params['{k}']", w) for k, w in zip(WM_PARAM_KEYS, weights)])
-    extras = {"write_mode": write_mode, "lengths": check.lengths(op, lengths, B, T, x.device)}
-    chosen = _select(op, backend, x.device, x.dtype)
+    lengths = check.lengths(op, lengths, B, T)
+    chosen = _select(op, backend, x.device, x.dtype, T=T, B=B, I=I, H=H, S=M0.shape[1], D=D)
+    extras = {"write_mode": write_mode, "lengths": chosen.place_lengths(lengths, x.device)}
     y, h, c, M = _apply(op, chosen, extras, x, h0, c0, M0, *weights)
     return y, (h, c, M)

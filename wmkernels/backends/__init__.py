@@ -3,18 +3,27 @@
 The backend of an op call is, in order of precedence: its ``backend=``
 argument, the innermost ``use_backend(name)`` context, the environment
 variable ``WMKERNELS_BACKEND``, else ``"auto"``. ``auto`` takes the fastest
-backend that can run the op on the tensors at hand; a backend asked for by
-name either runs or raises ``BackendUnavailableError`` saying why.
+backend that can run the op on the tensors at hand, and never one slower than
+what the user had before wmkernels: on CUDA, ``lstm_sequence`` (and so
+``wmkernels.nn.LSTM``) goes to torch's own cuDNN path (``aten``) unless a
+wmkernels kernel was *measured* faster for that shape (``MEASURED_FASTER``).
+A backend asked for by name either runs or raises ``BackendUnavailableError``
+saying why. ``explain`` says which backend a call would take and why; with the
+environment variable ``WMKERNELS_LOG_BACKEND=1`` (or the logger
+``wmkernels.backends`` at DEBUG) every choice is logged.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
-from typing import Dict, Iterator, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
+from wmkernels.backends.aten import AtenBackend
 from wmkernels.backends.base import Backend
 from wmkernels.backends.cpu import CpuBackend
 from wmkernels.backends.gpu import CudaBackend
@@ -22,12 +31,64 @@ from wmkernels.backends.reference import ReferenceBackend
 from wmkernels.backends.triton import TritonBackend
 
 BACKENDS: Dict[str, Backend] = {
-    b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), CudaBackend())
+    b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), CudaBackend(), AtenBackend())
 }
 AUTO = "auto"
 ENV_VAR = "WMKERNELS_BACKEND"
-# Fastest first, per device type; the reference closes every list.
-AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+LOG_ENV_VAR = "WMKERNELS_LOG_BACKEND"
+# Fastest first, per device type; the reference closes every list. On CPU the
+# cpu backend's lstm_sequence was measured faster than torch.nn.LSTM
+# (benchmarks/results/); aten stands in when the extension is not built.
+AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "aten", "reference")}
+# Ops torch itself has a fast kernel for: auto takes it first on that device.
+TORCH_FIRST = {("cuda", "lstm_sequence"): "aten"}
+
+log = logging.getLogger(__name__)
+if os.environ.get(LOG_ENV_VAR, "0") not in ("", "0"):
+    log.setLevel(logging.DEBUG)
+    log.addHandler(logging.StreamHandler())
+
+
+@dataclass(frozen=True)
+class MeasuredFaster:
+    """A wmkernels backend measured faster than torch's own kernel for some calls.
+
+    ``applies(sizes)`` takes the call's sizes (``T, B, I, H`` for
+    lstm_sequence) and says whether the measurement covers them; ``evidence``
+    names the committed result it rests on (device, file).
+    """
+
+    op: str
+    backend: str
+    device_type: str
+    dtypes: Tuple[torch.dtype, ...]
+    applies: Callable[[Mapping[str, int]], bool]
+    evidence: str
+
+
+# Entries only from measured results under benchmarks/results/. None yet: no
+# wmkernels kernel has been measured faster than cuDNN on a GPU.
+MEASURED_FASTER: List[MeasuredFaster] = []
+
+
+@dataclass
+class Choice:
+    """Which backend a call takes, and why (what ``explain`` returns)."""
+
+    op: str
+    device: torch.device
+    dtype: torch.dtype
+    requested: str
+    backend: Optional[str]
+    reason: str
+    rejected: List[Tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.op} on {self.device} ({str(self.dtype).replace('torch.', '')}), "
+                 f"backend requested: {self.requested}",
+                 f"  -> {self.backend or 'none'}: {self.reason}"]
+        lines += [f"     not {name}: {why}" for name, why in self.rejected]
+        return "\n".join(lines)
 
 _context_backend: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "wmkernels_backend", default=None)
@@ -73,21 +134,64 @@ def requested_backend(argument: Optional[str]) -> str:
     return AUTO
 
 
-def select_backend(op: str, argument: Optional[str], device: torch.device,
-                   dtype: torch.dtype) -> Backend:
-    """The backend that runs ``op`` on tensors of ``device`` and ``dtype``."""
+def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
+                    sizes: Optional[Mapping[str, int]] = None) -> List[Tuple[str, str]]:
+    """The backends ``auto`` tries for this call, in order, each with why it is there."""
+    order = list(AUTO_ORDER.get(device.type, ("reference",)))
+    why = {name: f"the fastest available on {device.type} by the auto order {tuple(order)}" for name in order}
+    torch_own = TORCH_FIRST.get((device.type, op))
+    if torch_own is not None:
+        measured = [m for m in MEASURED_FASTER if m.op == op and m.device_type == device.type
+                    and dtype in m.dtypes and sizes is not None and m.applies(sizes)]
+        order = [m.backend for m in measured] + [torch_own] + [n for n in order if n != torch_own]
+        for m in measured:
+            why[m.backend] = f"measured faster than torch's own kernel for this shape ({m.evidence})"
+        why[torch_own] = (f"torch's own kernel (cuDNN on CUDA): no wmkernels kernel was measured faster "
+                          f"for {op} at {dict(sizes) if sizes else 'this shape'}")
+    return [(name, why[name]) for name in dict.fromkeys(order)]
+
+
+def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
+           sizes: Optional[Mapping[str, int]] = None) -> Choice:
+    """The backend of one call and the reasons (nothing raised: see ``select_backend``)."""
     name = requested_backend(argument)
     if name != AUTO:
-        backend = BACKENDS[name]
-        reason = backend.case_reason(op, device, dtype)
+        reason = BACKENDS[name].case_reason(op, device, dtype)
         if reason is not None:
-            raise BackendUnavailableError(f"{op}: backend '{name}' cannot run this call: {reason}")
-        return backend
-    for candidate in AUTO_ORDER.get(device.type, ("reference",)):
-        backend = BACKENDS[candidate]
-        if backend.case_reason(op, device, dtype) is None:
-            return backend
-    raise BackendUnavailableError(f"{op}: no backend runs on {device} with {dtype}")
+            return Choice(op, device, dtype, name, None, f"backend '{name}' cannot run this call: {reason}")
+        return Choice(op, device, dtype, name, name, "asked for by name")
+    rejected = []
+    for candidate, why in auto_candidates(op, device, dtype, sizes):
+        reason = BACKENDS[candidate].case_reason(op, device, dtype)
+        if reason is None:
+            return Choice(op, device, dtype, AUTO, candidate, why, rejected)
+        rejected.append((candidate, reason))
+    return Choice(op, device, dtype, AUTO, None, f"no backend runs on {device} with {dtype}", rejected)
+
+
+def select_backend(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
+                   sizes: Optional[Mapping[str, int]] = None) -> Backend:
+    """The backend that runs ``op`` on tensors of ``device`` and ``dtype`` (``sizes``:
+    the call's dimensions by name, for the measured rules)."""
+    choice = decide(op, argument, device, dtype, sizes)
+    if choice.backend is None:
+        raise BackendUnavailableError(f"{op}: {choice.reason}")
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("wmkernels: %s", str(choice).replace("\n", "; "))
+    return BACKENDS[choice.backend]
+
+
+def explain(op: str, *, device="cpu", dtype: torch.dtype = torch.float32, backend: Optional[str] = None,
+            **sizes: int) -> Choice:
+    """Which backend ``op`` would run on, and why, for tensors on ``device`` of
+    ``dtype`` (sizes by name, e.g. ``T=1024, B=16, I=768, H=768``), with the
+    backend asked for (``backend=``, else the ``use_backend`` context or the
+    environment, else auto). ``print`` the result for the reasons."""
+    from wmkernels.ops import OP_INPUTS
+
+    if op not in OP_INPUTS:
+        raise ValueError(f"explain: op must be one of {list(OP_INPUTS)}, got {op!r}")
+    return decide(op, backend, torch.device(device), dtype, sizes)
 
 
 def availability(device: torch.device) -> Dict[str, Optional[str]]:

@@ -56,6 +56,14 @@ class Backend:
             return f"backend '{self.name}' runs {op} in {names} only, got {str(dtype).replace('torch.', '')}"
         return None
 
+    def place_lengths(self, lengths: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+        """Checked ``lengths`` moved where this backend reads them: the tensors'
+        device. From the CPU the copy is queued without waiting; towards the CPU
+        it waits (the values are read at once there)."""
+        if lengths is None:
+            return None
+        return lengths.to(device, non_blocking=lengths.device.type == "cpu")
+
     def forward(self, op: str, inputs: Sequence[Optional[torch.Tensor]], extras: dict,
                 needs_grad: Sequence[bool]) -> Tuple[Tuple[torch.Tensor, ...], tuple, Any]:
         return getattr(self, op + "_forward")(*inputs, **extras)

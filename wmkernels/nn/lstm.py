@@ -134,8 +134,7 @@ class LSTM(nn.Module):
         if packed:
             x, lengths = unpack(input)
             checks.matches_weights(NAME, "input", x, first_weight)
-            lengths = lengths.to(x.device)
-            batched = True
+            batched = True  # lengths stay on the CPU: the ops check them there, with no sync
         else:
             checks.tensor(NAME, "input", input, (2, 3))
             checks.matches_weights(NAME, "input", input, first_weight)
@@ -213,6 +212,8 @@ def projected_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Te
     No fused sequence kernel covers it, so this is a Python loop over time of
     ``ops.lstm_cell`` (rows past their length keep their state, output zeros).
     """
+    if lengths is not None:
+        lengths = lengths.to(x.device, non_blocking=True)
     gates_x = x @ w_ih.t()  # all steps' input projections in one matmul
     for b in (b_ih, b_hh):
         if b is not None:

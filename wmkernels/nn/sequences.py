@@ -40,7 +40,7 @@ def reverse_within(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
         return x.flip(0)
     T = x.shape[0]
     t = torch.arange(T, device=x.device).unsqueeze(1)            # [T, 1]
-    L = lengths.to(x.device).unsqueeze(0)                         # [1, B]
+    L = lengths.to(x.device, non_blocking=True).unsqueeze(0)      # [1, B]
     index = torch.where(t < L, L - 1 - t, t)                      # [T, B]
     index = index.view(index.shape + (1,) * (x.dim() - 2)).expand_as(x)
     return x.gather(0, index)

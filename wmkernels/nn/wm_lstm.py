@@ -120,8 +120,7 @@ class WMLSTM(_WMParameters):
     def forward(self, x, state: Optional[State] = None):
         packed = isinstance(x, PackedSequence)
         if packed:
-            xs, lengths = unpack(x)
-            lengths = lengths.to(xs.device)
+            xs, lengths = unpack(x)  # lengths stay on the CPU: checked there, with no sync
             self.check_input(xs, 3, "[T, B, I]")
         else:
             self.check_input(x, 3, "[B, T, I]" if self.batch_first else "[T, B, I]")

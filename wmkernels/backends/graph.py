@@ -1,0 +1,54 @@
+"""Backends whose computation is differentiable PyTorch: the reference, and
+torch's own LSTM (``aten``).
+
+Forward builds the autograd graph of the backend's ``run_traceable`` on
+detached copies of the inputs (those that want a gradient); backward
+differentiates that graph. They plug into the same protocol as the kernel
+backends, so an op's autograd Function does not know which one it runs. Under
+torch.compile, which cannot trace that inner autograd call, ``wmkernels.ops``
+calls ``run_traceable`` directly.
+"""
+from __future__ import annotations
+
+import torch
+
+from wmkernels.backends.base import Backend
+
+
+class GraphBackend(Backend):
+    """A backend that runs an op as plain differentiable PyTorch."""
+
+    def run_traceable(self, op, inputs, extras):
+        """The op's outputs (a tuple) as plain differentiable PyTorch, the
+        ops-level argument layout in (``OP_INPUTS`` order, extras by name)."""
+        raise NotImplementedError
+
+    def forward(self, op, inputs, extras, needs_grad):
+        leaves = tuple(
+            t.detach().requires_grad_(need) if t is not None else None
+            for t, need in zip(inputs, needs_grad))
+        with torch.enable_grad():
+            outputs = tuple(self.run_traceable(op, leaves, extras))
+        differentiable = any(o.requires_grad for o in outputs)
+        # Keep the graph alive through its outputs and the leaves it hangs from.
+        saved = (leaves + outputs) if differentiable else ()
+        info = len(leaves)
+        return tuple(o.detach() for o in outputs), saved, info
+
+    def backward(self, op, saved, info, grads, needs_grad):
+        leaves, outputs = saved[:info], saved[info:]
+        wanted = [t for t, need in zip(leaves, needs_grad) if need and t is not None]
+        pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+        # retain_graph: autograd may call backward again (retain_graph=True
+        # outside); the graph dies with the op's saved tensors.
+        found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                    allow_unused=True, retain_graph=True)
+        found = iter(found)
+        result = []
+        for t, need in zip(leaves, needs_grad):
+            if not need or t is None:
+                result.append(None)
+                continue
+            g = next(found)
+            result.append(torch.zeros_like(t) if g is None else g)
+        return tuple(result)
