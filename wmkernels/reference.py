@@ -44,6 +44,17 @@ def _keep_where(valid: Optional[Tensor], new: Tensor, old: Tensor) -> Tensor:
     return torch.where(valid.view(valid.shape + (1,) * (new.dim() - 2)), new, old)
 
 
+def lstm_step(x_t: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """One LSTM step: x_t [B, I], h/c [B, H] -> (h [B, H], c [B, H]) (SPEC 1.2)."""
+    gates = x_t @ w_ih.t() + h @ w_hh.t()
+    if b_ih is not None:
+        gates = gates + b_ih
+    if b_hh is not None:
+        gates = gates + b_hh
+    return lstm_cell(gates, c)
+
+
 def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
                   b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
                   lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
@@ -57,12 +68,7 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     h, c = h0, c0
     ys = []
     for t in range(T):
-        gates = x[t] @ w_ih.t() + h @ w_hh.t()
-        if b_ih is not None:
-            gates = gates + b_ih
-        if b_hh is not None:
-            gates = gates + b_hh
-        h_new, c_new = lstm_cell(gates, c)
+        h_new, c_new = lstm_step(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
         valid = _valid_rows(lengths, t, x)
         ys.append(_keep_where(valid, h_new, torch.zeros_like(h_new)))
         h, c = _keep_where(valid, h_new, h), _keep_where(valid, c_new, c)
