@@ -172,21 +172,24 @@ def test_no_device_to_host_sync_with_cpu_lengths():
     case = testing.random_case("lstm_sequence", T=4, B=3, I=2, H=2, with_lengths=True)
     tensors = [t.float().cuda() for t in case.tensors.values()]
     lengths = case.extras["lengths"]
+    on_device = lengths.cuda()
+    ops.lstm_sequence(*tensors, lengths=lengths, backend="triton")  # compile the kernels first
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         ops.lstm_sequence(*tensors, lengths=lengths, backend="triton")
-        ops.lstm_sequence(*tensors, lengths=lengths.cuda(), backend="triton")  # checked on device
+        ops.lstm_sequence(*tensors, lengths=on_device, backend="triton")  # checked on the device
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_cuda_lengths_out_of_range_are_clamped_never_read_out_of_bounds():
+def test_cuda_lengths_are_checked_on_the_device():
     from wmkernels import _checks
 
-    got = _checks.lengths("op", torch.tensor([0, 3, 5], device="cuda"), 3, 5)
-    assert got.device.type == "cuda" and got.dtype == torch.int64
+    lengths = torch.tensor([0, 3, 5], device="cuda", dtype=torch.int32)
+    got = _checks.lengths("op", lengths, 3, 5)
+    assert got.device.type == "cuda" and got.dtype == torch.int64 and got.tolist() == [0, 3, 5]
 
 
 # --------------------------------------------------------------------------- triton launches

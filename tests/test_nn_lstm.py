@@ -261,3 +261,31 @@ def test_cell_bad_arguments():
         cell(torch.randn(B, I), (torch.randn(B, H + 1), torch.randn(B, H)))
     with pytest.raises(ValueError, match="1D or 2D"):
         cell(torch.randn(1, B, I))
+
+
+FLAGS = list(itertools.product((1, 2), (False, True), (False, True), (0, 2), (True, False), (False, True)))
+
+
+@pytest.mark.parametrize("layers, bidirectional, batch_first, proj_size, bias, train", FLAGS,
+                         ids=["-".join(map(str, f)) for f in FLAGS])
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_on_aten_the_layer_is_torch_lstm_exactly(layers, bidirectional, batch_first, proj_size, bias, train):
+    """Where lstm_sequence runs on aten (auto's choice on CUDA), the layer is one
+    torch._VF.lstm call: bitwise torch.nn.LSTM, dropout masks and packed input included."""
+    theirs, ours = twins(num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                         proj_size=proj_size, bias=bias, dropout=0.5 if layers > 1 else 0.0)
+    theirs.train(train)
+    ours.train(train)
+    x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
+    packed = pack_padded_sequence(x, torch.tensor([3, T, 1, 3]), batch_first=batch_first, enforce_sorted=False)
+    with wmkernels.use_backend("aten"):
+        for given in (x, packed, x[0] if not batch_first else x[:, 0]):
+            torch.manual_seed(7)
+            want, (h_want, c_want) = theirs(given)
+            torch.manual_seed(7)
+            got, (h_got, c_got) = ours(given)
+            if isinstance(given, PackedSequence):
+                assert torch.equal(got.batch_sizes, want.batch_sizes)
+                assert torch.equal(got.unsorted_indices, want.unsorted_indices)
+                got, want = got.data, want.data
+            assert torch.equal(got, want) and torch.equal(h_got, h_want) and torch.equal(c_got, c_want)

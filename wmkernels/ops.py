@@ -77,6 +77,12 @@ def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch
     return select_backend(op, argument, device, dtype, sizes)
 
 
+def chosen_backend(op: str, device: torch.device, dtype: torch.dtype, **sizes: int) -> str:
+    """The name of the backend a call of ``op`` on tensors of ``device`` and
+    ``dtype`` (dimensions ``sizes``) takes now; traceable by torch.compile."""
+    return _select(op, None, device, dtype, **sizes).name
+
+
 def _apply(op: str, backend, extras: dict, *inputs):
     """Run ``op`` on ``backend``: through its Function, or traced as plain
     PyTorch when compiling a backend that is plain PyTorch (reference, aten)."""

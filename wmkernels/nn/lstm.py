@@ -39,7 +39,10 @@ class LSTM(nn.Module):
     time loop runs inside the backend). A packed batch runs padded with per-row
     ``lengths``; its backward direction starts at each sequence's own last
     element. ``dropout`` applies to the outputs of every layer but the last, in
-    training mode only (its random mask is not torch's).
+    training mode only (its random mask is not torch's). Where lstm_sequence's
+    backend is ``aten`` (on CUDA, what ``auto`` picks unless a wmkernels kernel
+    was measured faster), the whole stack is instead one ``torch._VF.lstm``
+    call, torch.nn.LSTM's own path: cuDNN, its dropout, its packed input.
 
     ``torch.compile(fullgraph=True)`` traces it with tensor input; a
     ``PackedSequence`` is not traceable (torch's packing functions are not, as
@@ -145,7 +148,54 @@ class LSTM(nn.Module):
             raise ValueError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[2]}")
         h0, c0 = self._initial_state(hx, x, batched)
+        if self._runs_on_torch_lstm(x):
+            if packed:
+                return self._torch_lstm_packed(input, h0, c0)
+            output, h_n, c_n = self._torch_lstm(x, h0, c0)
+        else:
+            output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
 
+        if packed:
+            return repack(output, lengths, input), (h_n, c_n)
+        if not batched:
+            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        return time_major(output, self.batch_first), (h_n, c_n)
+
+    def _runs_on_torch_lstm(self, x: Tensor) -> bool:
+        """True when the backend of lstm_sequence for these tensors is ``aten``
+        (on CUDA, auto's choice unless a kernel was measured faster): then the
+        whole stack is one ``torch._VF.lstm`` call, exactly torch.nn.LSTM's path
+        (cuDNN runs all layers and both directions in one call), not one call
+        per layer and direction. Empty sequences keep the layer-by-layer path."""
+        T, B, I = x.shape
+        if T == 0 or B == 0:
+            return False
+        return ops.chosen_backend("lstm_sequence", x.device, x.dtype, T=T, B=B, I=I, H=self.hidden_size) == "aten"
+
+    def _flat_weights(self) -> List[Tensor]:
+        """Every parameter in torch.nn.LSTM's ``_flat_weights`` order."""
+        return [getattr(self, name) for names in self._all_weights for name in names]
+
+    def _torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """x [T, B, I] time-major -> (output [T, B, D·H_out], h_n, c_n) by torch's own LSTM."""
+        output, h_n, c_n = torch._VF.lstm(x, (h0, c0), self._flat_weights(), self.bias, self.num_layers,
+                                          self.dropout, self.training, self.bidirectional, False)
+        return output, h_n, c_n
+
+    def _torch_lstm_packed(self, input: PackedSequence, h0: Tensor, c0: Tensor):
+        """A PackedSequence through torch's own LSTM, as torch.nn.LSTM runs it."""
+        order, unorder = input.sorted_indices, input.unsorted_indices
+        if order is not None:
+            h0, c0 = h0.index_select(1, order), c0.index_select(1, order)
+        data, h_n, c_n = torch._VF.lstm(input.data, input.batch_sizes, (h0, c0), self._flat_weights(), self.bias,
+                                        self.num_layers, self.dropout, self.training, self.bidirectional)
+        if unorder is not None:
+            h_n, c_n = h_n.index_select(1, unorder), c_n.index_select(1, unorder)
+        return PackedSequence(data, input.batch_sizes, order, unorder), (h_n, c_n)
+
+    def _run_layers(self, x: Tensor, h0: Tensor, c0: Tensor,
+                    lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Layer by layer, direction by direction, each one ``ops.lstm_sequence`` call."""
         layer_input, h_n, c_n = x, [], []
         for layer in range(self.num_layers):
             outputs = []
@@ -158,13 +208,7 @@ class LSTM(nn.Module):
             layer_input = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
-
-        if packed:
-            return repack(output, lengths, input), (h_n, c_n)
-        if not batched:
-            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        return time_major(output, self.batch_first), (h_n, c_n)
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     def _initial_state(self, hx, x: Tensor, batched: bool) -> Tuple[Tensor, Tensor]:
         """(h0 [L·D, B, H_out], c0 [L·D, B, H]) from ``hx`` (checked) or zeros."""
