@@ -15,6 +15,8 @@ from wmkernels import gpu_report
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.skipif(os.environ.get(gpu_report.INSIDE_ENV) == "1",
+                    reason="this suite is being run by the protocol itself")
 def test_gpu_check_dry_run_writes_json_and_markdown(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHON"] = sys.executable
