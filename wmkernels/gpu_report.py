@@ -13,7 +13,8 @@
    process (``wmkernels.bench``): lstm_sequence in float16 and bfloat16
    against cuDNN ``torch.nn.LSTM``, the reference and ``torch.compile`` of the
    reference step, and the WM-LSTM (fifo, gated) at S=32 and S=128, D=64
-   against the reference and its compiled step.
+   against the reference and its compiled step (bfloat16, then float16 in
+   what is left of the budget).
 
 Each phase has a share of ``--budget-s`` (8 minutes by default, what a lent
 machine's session can spare); a benchmark group that would start past the
@@ -69,8 +70,9 @@ def plan(dry_run: bool) -> List[BenchGroup]:
     sizes, memories = (DRY, DRY_MEMORIES) if dry_run else (FULL, MEMORIES)
     groups = [BenchGroup(f"lstm_sequence {dtype}", dtype, dict(sizes), ("lstm_sequence",))
               for dtype in ("float16", "bfloat16")]
-    groups += [BenchGroup(f"wm_lstm_sequence bfloat16 S={m['S']}", "bfloat16", {**sizes, **m},
-                          ("wm_lstm_sequence",)) for m in memories]
+    # bfloat16 first: float16 runs in what is left of the budget
+    groups += [BenchGroup(f"wm_lstm_sequence {dtype} S={m['S']}", dtype, {**sizes, **m}, ("wm_lstm_sequence",))
+               for dtype in ("bfloat16", "float16") for m in memories]
     return groups
 
 
