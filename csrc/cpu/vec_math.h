@@ -33,11 +33,14 @@ struct MathOps<at::vec::Vectorized<double>> {
 // so |x| < 0.4 takes tanh's odd Taylor polynomial through x^13 instead
 // (truncation below 1e-8 relative there).
 // Overflow: e^2x = +inf gives 1 - 0 = 1, e^2x = 0 gives -1; never NaN.
+// exp_u20 maps NaN to a finite number, so a NaN input is passed through by
+// hand (NaN in gives NaN out, as in the reference).
 template <>
 struct MathOps<at::vec::Vectorized<float>> {
   using V = at::vec::Vectorized<float>;
   static inline V one() { return V(1.0f); }
-  static inline V sigmoid(const V& x) { return (one() + x.neg().exp_u20()).reciprocal(); }
+  static inline V keep_nan(const V& x, const V& y) { return V::blendv(y, x, x != x); }
+  static inline V sigmoid(const V& x) { return keep_nan(x, (one() + x.neg().exp_u20()).reciprocal()); }
   static inline V tanh(const V& x) {
     const V far = one() - V(2.0f) * (one() + (x + x).exp_u20()).reciprocal();
     const V t = x * x;
@@ -48,7 +51,7 @@ struct MathOps<at::vec::Vectorized<float>> {
     p = at::vec::fmadd(p, t, V(2.0f / 15.0f));
     p = at::vec::fmadd(p, t, V(-1.0f / 3.0f));
     const V near = at::vec::fmadd(x * t, p, x);
-    return V::blendv(far, near, x.abs() < V(0.4f));
+    return keep_nan(x, V::blendv(far, near, x.abs() < V(0.4f)));
   }
 };
 

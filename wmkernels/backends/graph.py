@@ -39,6 +39,8 @@ class GraphBackend(Backend):
         leaves, outputs = saved[:info], saved[info:]
         wanted = [t for t, need in zip(leaves, needs_grad) if need and t is not None]
         pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+        if not wanted or not pairs:  # no output depends on what wants a gradient (e.g. T = 0)
+            return tuple(None for _ in needs_grad)
         # retain_graph: autograd may call backward again (retain_graph=True
         # outside); the graph dies with the op's saved tensors.
         found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],

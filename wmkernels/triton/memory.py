@@ -28,13 +28,19 @@ def view(ptr, row_off, slot_stride, slots, ds):
 @triton.jit
 def masked_softmax(scores, allowed):
     """Softmax over the last axis of [BLOCK_B, BLOCK_S] restricted to ``allowed``;
-    a row with nothing allowed gets zeros."""
+    a row with nothing allowed gets zeros. A row whose allowed scores hold a NaN
+    or +inf, or are all -inf, gets NaN throughout, as torch.softmax gives it
+    (tl.max would pass over a NaN)."""
     scores = tl.where(allowed, scores, float("-inf"))
     top = tl.max(scores, axis=1)
+    any_allowed = tl.max(allowed.to(tl.int32), axis=1) > 0
+    bad = allowed & ((scores != scores) | (scores == float("inf")))
+    poisoned = (tl.max(bad.to(tl.int32), axis=1) > 0) | (any_allowed & (top == float("-inf")))
     top = tl.where(top == float("-inf"), 0.0, top)
     p = tl.where(allowed, tl.exp(scores - top[:, None]), 0.0)
     total = tl.sum(p, axis=1)
-    return p / tl.where(total > 0.0, total, 1.0)[:, None]
+    attn = p / tl.where(total > 0.0, total, 1.0)[:, None]
+    return tl.where(poisoned[:, None], float("nan"), attn)
 
 
 @triton.jit
@@ -57,12 +63,13 @@ def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, at
                     other=0.0).to(tl.float32)
         scores += tl.sum(m * q[:, None, :], axis=2)
     attn = masked_softmax(scores * scale, allowed)
-    tl.store(attn_ptr + rows[:, None] * S + slots[None, :], attn.to(attn_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & (slots < S)[None, :])
+    whole = row_ok[:, None] & (slots < S)[None, :]
+    tl.store(attn_ptr + rows[:, None] * S + slots[None, :], attn.to(attn_ptr.dtype.element_ty), mask=whole)
+    # every slot, weight 0 included, as Σ_s attn_s M_s is in IEEE arithmetic (inf, NaN give NaN)
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         d_ok = ds < D
-        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=whole[:, :, None] & d_ok[None, None, :],
                     other=0.0).to(tl.float32)
         r = tl.sum(attn[:, :, None] * m, axis=1)
         tl.store(r_ptr + rows[:, None] * D + ds[None, :], r.to(r_ptr.dtype.element_ty),

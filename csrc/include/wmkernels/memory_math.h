@@ -108,10 +108,10 @@ WMK_INLINE void read_row(const Slots& M, const T* q, const bool* mask, T scale,
     attn[s] = (mask == nullptr || mask[s]) ? scale * R::dot(M(s), q, D) : T(0);
   }
   masked_softmax(attn, mask, S);
+  // Every slot, weight 0 included, as Σ_s attn_s M_s is in IEEE arithmetic:
+  // an inf or NaN in the memory gives NaN in r, as in the reference.
   for (int64_t d = 0; d < D; ++d) r[d] = T(0);
-  for (int64_t s = 0; s < S; ++s) {
-    if (attn[s] != T(0)) R::axpy(attn[s], M(s), r, D);
-  }
+  for (int64_t s = 0; s < S; ++s) R::axpy(attn[s], M(s), r, D);
 }
 
 // Backward of read_row. In: grad_r [D], grad_attn [S] (null: zero), the
@@ -170,10 +170,11 @@ WMK_INLINE void shift_write_backward_row(const Slots& grad_new, int64_t S, int64
 
 // ---- gated erase/add write: M_new = M ⊙ (1 − w eᵀ) + w aᵀ ----------------------
 
-// One element: m (1 − w e) + w a.
+// One element: m (1 − w e) + w a, in that form: the shorter m − w (m e − a)
+// gives inf − inf = NaN for an infinite m where the reference gives inf.
 template <typename T>
 WMK_INLINE T erase_add(const T& m, const T& w, const T& e, const T& a) {
-  return m - w * (m * e - a);
+  return m * (T(1) - w * e) + w * a;
 }
 
 // Writes out(s) for every slot; out may alias M.
