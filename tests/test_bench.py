@@ -20,7 +20,18 @@ def test_time_interleaved_marks_failures_nan():
     def boom():
         raise RuntimeError("no")
     ok, bad = bench.time_interleaved([lambda: None, boom], "cpu", repeat=2)
-    assert ok >= 0 and math.isnan(bad)
+    assert ok.median >= 0 and ok.min <= ok.median and ok.iqr >= 0 and math.isnan(bad.median)
+
+
+def test_spread_and_the_noise_warning():
+    timing = bench.Timing.of([1.0, 2.0, 3.0, 10.0])
+    assert timing.median == 2.5 and timing.min == 1.0 and timing.iqr > 0
+    quiet = bench.Result("op", "impl", "base", 2.0, 1.0, 0, min_ms=1.9, iqr_ms=0.1)
+    loud = bench.Result("op", "loud", "base", 2.0, 1.0, 0, min_ms=1.0, iqr_ms=0.5)
+    assert not quiet.noisy and loud.noisy
+    table = bench.format_table([quiet, loud])
+    warning = table.split("warning:")[1]
+    assert "NOISY" in table and "op loud" in warning and "op impl" not in warning
 
 
 def test_run_benchmarks_lstm_rows():
@@ -41,6 +52,8 @@ def test_cli_bench_prints_peak_and_table(capsys):
     for key, value in TINY.items():
         args += [f"--{key}", str(value)]
     assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "peak:" in out and "GFLOP/s" in out and "saved bytes" in out
-    assert "torch.nn.LSTM" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "peak:" in out and "GFLOP/s" in out and "saved bytes" in out and "IQR" in out
+    assert "torch.nn.LSTM" in out and "threads" in out and "ISA" in out
+    assert "[bench 1/1] lstm_sequence" in captured.err  # progress

@@ -84,3 +84,17 @@ def test_patch_leaves_subclasses_and_other_modules_alone():
     assert type(model[0]) is MyLSTM and type(model[1]) is nn.GRU
     with pytest.raises(TypeError, match="nn.Module"):
         wmkernels.patch("model")
+
+
+@pytest.mark.parametrize("make", [lambda: wmkernels.nn.LSTM(3, 4, num_layers=2, bidirectional=True),
+                                  lambda: wmkernels.nn.LSTMCell(3, 4),
+                                  lambda: wmkernels.nn.WMLSTM(3, 4, 2, 3, write_mode="gated")],
+                         ids=["LSTM", "LSTMCell", "WMLSTM"])
+def test_layer_saved_whole_loads_with_weights_only(make, tmp_path):
+    """torch.load's default (weights_only=True) loads our layers saved whole."""
+    layer = make()
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt")  # weights_only=True is the default
+    assert type(loaded) is type(layer)
+    for (name, a), (_, b) in zip(layer.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -16,6 +16,18 @@ from wmkernels.ops import (lstm_cell, lstm_sequence, wm_lstm_sequence, wm_read,
 
 __version__ = "0.1.0"
 
+
+def _warn_about_the_environment() -> None:
+    import warnings
+
+    from wmkernels.backends import environment_problems
+
+    for problem in environment_problems():
+        warnings.warn(f"wmkernels: {problem}", stacklevel=3)
+
+
+_warn_about_the_environment()
+
 __all__ = [
     "BackendUnavailableError", "availability", "explain", "lstm_cell", "lstm_sequence", "nn", "ops", "patch",
     "reference", "use_backend", "wm_lstm_sequence", "wm_read", "wm_shift_write", "wm_write",

@@ -16,7 +16,7 @@ import torch
 
 import wmkernels
 from wmkernels import bench, gpu_report, testing
-from wmkernels.backends import BACKENDS
+from wmkernels.backends import BACKENDS, environment_problems
 from wmkernels.ops import OP_INPUTS
 
 # The dimensions auto's rules see for each op (wmkernels.backends.MEASURED_FASTER).
@@ -34,6 +34,8 @@ def default_device() -> str:
 def cmd_info(args) -> int:
     print(f"wmkernels {wmkernels.__version__}  torch {torch.__version__}  "
           f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
+    for problem in environment_problems():
+        print(f"environment: {problem}")
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         print(f"backends on {device}:")
         for name, reason in wmkernels.availability(torch.device(device)).items():
@@ -55,7 +57,7 @@ def cmd_info(args) -> int:
 def cmd_check(args) -> int:
     device = torch.device(args.device)
     names = args.backend or [n for n, r in wmkernels.availability(device).items() if r is None]
-    failures = 0
+    failures = checked = 0
     print(f"{'backend':<10} {'dtype':<8} {'op':<18} {'case':<44} {'worst rel err':>13} {'tol':>7}  result")
     for dtype_name in args.dtype:
         dtype = DTYPES[dtype_name]
@@ -67,13 +69,17 @@ def cmd_check(args) -> int:
                         print(f"{name:<10} {dtype_name:<8} {case.op:<18} {'':<44} {'':>13} {'':>7}  skipped: {reason}")
                     continue
                 rows = testing.compare(case, name, dtype, device)
+                checked += 1
                 bad = [r for r in rows if not r.passed]
                 worst = max(rows, key=lambda r: (r.error != r.error, r.error))
                 failures += bool(bad)
                 verdict = "ok" if not bad else "FAIL " + ", ".join(f"{r.name}={r.error:.2e}" for r in bad)
                 print(f"{name:<10} {dtype_name:<8} {case.op:<18} {case.describe()[:44]:<44} "
                       f"{worst.error:>13.2e} {worst.tolerance:>7.0e}  {verdict}")
-    print("all checks passed" if not failures else f"{failures} check(s) failed")
+    if not checked:
+        print("nothing was checked: every case was skipped (see the reasons above)")
+        return 1
+    print(f"all {checked} checks passed" if not failures else f"{failures} of {checked} check(s) failed")
     return 1 if failures else 0
 
 
@@ -83,7 +89,7 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = bench.machine_description(args.device)
-    print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
+    print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, ISA {machine['isa']}, "
           f"torch {machine['torch']}, {args.dtype}, sizes {({**bench.DEFAULT_SIZES, **sizes})}")
     peak = None
     if "lstm_sequence" in args.op:
@@ -91,9 +97,9 @@ def cmd_bench(args) -> int:
         print(f"peak: {peak:.1f} GFLOP/s = one 2048x2048x2048 torch.mm in {args.dtype}, "
               f"{machine['threads']} threads, measured in this process")
     results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op),
-                                   compiled=args.compile, peak=peak)
+                                   compiled=args.compile, peak=peak, progress=True)
     print(bench.format_table(results))
-    print(f"forward+backward, median of {args.repeat} interleaved rounds; 'vs baseline' = time / "
+    print(f"forward+backward, median (min, IQR) of {args.repeat} interleaved rounds; 'vs baseline' = time / "
           "baseline time (below 1 is faster); GFLOP/s counts the matrix products "
           "(2*B*4H*(I+H) per step forward, twice that backward), 'of peak' divides by the peak "
           "above; saved bytes = what autograd keeps between forward and backward")

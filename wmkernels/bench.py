@@ -19,6 +19,7 @@ import datetime
 import math
 import platform
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -60,6 +61,34 @@ class Result:
     error: Optional[str] = None
     gflops: Optional[float] = None  # achieved GFLOP/s of the matrix products (lstm_sequence)
     peak_fraction: Optional[float] = None  # gflops / the machine's measured peak
+    min_ms: Optional[float] = None  # fastest round
+    iqr_ms: Optional[float] = None  # interquartile range of the rounds (the spread)
+
+    @property
+    def noisy(self) -> bool:
+        """The rounds spread by more than NOISY of the median: treat the ratio with care."""
+        return bool(self.iqr_ms is not None and self.ms and self.iqr_ms > NOISY * self.ms)
+
+
+NOISY = 0.10
+
+
+@dataclass
+class Timing:
+    """The rounds of one workload: median, fastest and interquartile range (ms)."""
+
+    median: float
+    min: float
+    iqr: float
+
+    @classmethod
+    def of(cls, rounds: List[float]) -> "Timing":
+        if not rounds:
+            return cls(math.nan, math.nan, math.nan)
+        if len(rounds) < 2:
+            return cls(rounds[0], rounds[0], 0.0)
+        q1, _, q3 = statistics.quantiles(rounds, n=4, method="inclusive")
+        return cls(statistics.median(rounds), min(rounds), q3 - q1)
 
 
 def _storage_key(t: torch.Tensor):
@@ -195,13 +224,13 @@ def _sync(device) -> Callable[[], None]:
 
 def time_ms(run: Callable[[], None], device, repeat: int, warmup: int = 1) -> float:
     """Median wall time of ``run()`` in milliseconds."""
-    return time_interleaved([run], device, repeat, warmup)[0]
+    return time_interleaved([run], device, repeat, warmup)[0].median
 
 
 def time_interleaved(runs: List[Callable[[], None]], device, repeat: int,
-                     warmup: int = 1) -> List[float]:
-    """Median wall time in milliseconds of each of ``runs``, timed in
-    ``repeat`` rounds that run each once in turn. A run that raises gets NaN
+                     warmup: int = 1) -> List[Timing]:
+    """Wall time in milliseconds of each of ``runs`` (median, fastest, IQR), timed
+    in ``repeat`` rounds that run each once in turn. A run that raises gets NaN
     and leaves the rounds."""
     sync = _sync(device)
     times: List[List[float]] = [[] for _ in runs]
@@ -220,7 +249,7 @@ def time_interleaved(runs: List[Callable[[], None]], device, repeat: int,
                 continue
             if round_ >= warmup:
                 times[k].append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) if alive[k] and t else math.nan for k, t in enumerate(times)]
+    return [Timing.of(t) if alive[k] else Timing.of([]) for k, t in enumerate(times)]
 
 
 def peak_gflops(device, dtype=torch.float32, n: int = 2048, repeat: int = 5) -> float:
@@ -234,10 +263,13 @@ def peak_gflops(device, dtype=torch.float32, n: int = 2048, repeat: int = 5) -> 
 
 def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
                    ops_wanted=("lstm_sequence", "wm_lstm_sequence"),
-                   compiled: bool = False, peak: Optional[float] = None) -> List[Result]:
+                   compiled: bool = False, peak: Optional[float] = None,
+                   progress: bool = False) -> List[Result]:
     """Time every workload (interleaved per op); ratios are against each op's
     baseline. With ``compiled``, ``torch.compile`` of the reference step joins
-    as a baseline (its compile time falls in the untimed warm-up). ``peak`` (GFLOP/s) gives the fraction of peak of counted rows."""
+    as a baseline (its compile time falls in the untimed warm-up). ``peak``
+    (GFLOP/s) gives the fraction of peak of counted rows; ``progress`` says on
+    stderr which group is being timed."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     groups: List[List[Workload]] = []
     if "lstm_sequence" in ops_wanted:
@@ -247,10 +279,14 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
             groups.append(wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled,
                                             **sizes))
     results: List[Result] = []
-    for loads in groups:
-        times = time_interleaved([load.run for load in loads], device, repeat)
-        base = next((ms for load, ms in zip(loads, times) if load.impl == load.baseline), None)
-        for load, ms in zip(loads, times):
+    for number, loads in enumerate(groups, 1):
+        if progress:
+            print(f"[bench {number}/{len(groups)}] {loads[0].op}: {', '.join(l.impl for l in loads)} "
+                  f"x {repeat + 1} rounds", file=sys.stderr, flush=True)
+        timings = time_interleaved([load.run for load in loads], device, repeat)
+        base = next((t.median for load, t in zip(loads, timings) if load.impl == load.baseline), None)
+        for load, timing in zip(loads, timings):
+            ms = timing.median
             try:
                 if math.isnan(ms):
                     load.run()  # raises again, for the message
@@ -260,7 +296,8 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
             gflops = load.flops / (ms * 1e6) if load.flops and not error else None
             results.append(Result(load.op, load.impl, load.baseline, ms,
                                   ms / base if base and not error else None, memory, error,
-                                  gflops, gflops / peak if gflops and peak else None))
+                                  gflops, gflops / peak if gflops and peak else None,
+                                  None if error else timing.min, None if error else timing.iqr))
     return results
 
 
@@ -270,11 +307,20 @@ def machine_description(device) -> Dict[str, object]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "python": platform.python_version(),
         "threads": torch.get_num_threads(), "device": str(device),
+        "isa": cpu_isa(),
     }
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     info["cpu"] = _cpu_name()
     return info
+
+
+def cpu_isa() -> str:
+    """The instruction set the cpu backend's LSTM rows run (and torch's own)."""
+    torch_isa = torch.backends.cpu.get_cpu_capability()
+    if BACKENDS["cpu"].device_reason(torch.device("cpu")) is not None:
+        return f"torch {torch_isa}; wmkernels cpu backend not built"
+    return f"wmkernels {torch.ops.wmkernels.cpu_capability()}, torch {torch_isa}"
 
 
 def _cpu_name() -> str:
@@ -289,7 +335,7 @@ def _cpu_name() -> str:
 
 
 def format_table(results: List[Result]) -> str:
-    lines = [f"{'op':<26} {'impl':<18} {'ms':>9} {'vs baseline':>11} {'GFLOP/s':>8} "
+    lines = [f"{'op':<26} {'impl':<18} {'ms':>9} {'min':>8} {'IQR':>7} {'vs baseline':>11} {'GFLOP/s':>8} "
              f"{'of peak':>7} {'saved bytes':>12} {'saved vs base':>13}"]
     base_bytes = {r.op: r.saved_bytes for r in results if r.impl == r.baseline}
     for r in results:
@@ -300,10 +346,17 @@ def format_table(results: List[Result]) -> str:
         base = base_bytes.get(r.op)
         memory = ("-" if r.impl == r.baseline or not base or r.error
                   else f"{base / r.saved_bytes:.1f}x less" if r.saved_bytes else "none saved")
-        lines.append(f"{r.op:<26} {r.impl:<18} {ms:>9} {ratio:>11} {gflops:>8} {peak:>7} "
-                     f"{r.saved_bytes:>12} {memory:>13}")
+        low = "-" if r.min_ms is None else f"{r.min_ms:.2f}"
+        iqr = "-" if r.iqr_ms is None else f"{r.iqr_ms:.2f}"
+        lines.append(f"{r.op:<26} {r.impl:<18} {ms:>9} {low:>8} {iqr:>7} {ratio:>11} {gflops:>8} {peak:>7} "
+                     f"{r.saved_bytes:>12} {memory:>13}" + ("  NOISY" if r.noisy else ""))
         if r.error:
             lines.append(f"    {r.error}")
+    noisy = [f"{r.op} {r.impl}" for r in results if r.noisy]
+    if noisy:
+        lines.append(f"warning: the rounds of {len(noisy)} row(s) spread by more than {NOISY:.0%} of their "
+                     f"median (IQR): {', '.join(noisy)}; the machine is busy or the rounds too few "
+                     "(--repeat): treat those ratios with care")
     return "\n".join(lines)
 
 

@@ -29,27 +29,48 @@ OP_INPUTS = {
 
 
 def _make_function(op: str):
-    """The autograd Function of ``op``: forward and backward go to the backend."""
+    """The autograd Function of ``op``: forward and backward go to the backend.
+
+    A backward that must itself be differentiable (``create_graph=True``:
+    double backward, gradient penalties, ``gradgradcheck``) recomputes the op
+    with the reference, as plain differentiable PyTorch, from the inputs the
+    Function keeps (references to tensors the caller holds anyway), and
+    differentiates that: correct to any order, at the reference's speed.
+    """
 
     def forward(ctx, backend, extras, *inputs):
         needs_grad = ctx.needs_input_grad[2:]
         outputs, saved, info = backend.forward(op, inputs, extras, needs_grad)
-        ctx.backend, ctx.info = backend, info
-        ctx.save_for_backward(*saved)
+        ctx.backend, ctx.info, ctx.extras, ctx.n_saved = backend, info, extras, len(saved)
+        ctx.save_for_backward(*saved, *inputs)
         return outputs
 
     def backward(ctx, *grads):
-        if torch.is_grad_enabled():  # create_graph=True: the kernels have no second derivative
-            raise RuntimeError(f"wmkernels.ops.{op} cannot differentiate twice: its backward "
-                               "is not itself differentiable (create_graph=True is not supported)")
         needs_grad = ctx.needs_input_grad[2:]
-        input_grads = ctx.backend.backward(op, ctx.saved_tensors, ctx.info, grads, needs_grad)
+        saved, inputs = ctx.saved_tensors[:ctx.n_saved], ctx.saved_tensors[ctx.n_saved:]
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' backward is not differentiable
+            return (None, None, *_differentiable_backward(op, inputs, ctx.extras, grads, needs_grad))
+        input_grads = ctx.backend.backward(op, saved, ctx.info, grads, needs_grad)
         return (None, None, *input_grads)
 
     name = "".join(part.capitalize() for part in op.split("_")) + "Function"
     return type(name, (torch.autograd.Function,), {
         "forward": staticmethod(forward), "backward": staticmethod(backward),
         "__doc__": f"Autograd Function of wmkernels.ops.{op}."})
+
+
+def _differentiable_backward(op: str, inputs, extras, grads, needs_grad):
+    """The input gradients of ``op`` as a differentiable graph: the reference
+    recomputed on ``inputs`` and differentiated with ``create_graph=True``."""
+    with torch.enable_grad():
+        outputs = BACKENDS["reference"].run_traceable(op, inputs, extras)
+    wanted = [t for t, need in zip(inputs, needs_grad) if need]
+    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+    if not wanted or not pairs:
+        return tuple(None for _ in needs_grad)
+    found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                     create_graph=True, allow_unused=True))
+    return tuple(next(found) if need else None for need in needs_grad)
 
 
 FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}

@@ -194,6 +194,25 @@ def explain(op: str, *, device="cpu", dtype: torch.dtype = torch.float32, backen
     return decide(op, backend, torch.device(device), dtype, sizes)
 
 
-def availability(device: torch.device) -> Dict[str, Optional[str]]:
-    """For each backend, None if it runs on ``device``, else the reason why not."""
-    return {name: b.device_reason(device) for name, b in BACKENDS.items()}
+def availability(device="cpu") -> Dict[str, Optional[str]]:
+    """For each backend, None if it runs on ``device`` (a torch.device or a
+    string such as ``"cuda:1"``), else the reason why not."""
+    return {name: b.device_reason(torch.device(device)) for name, b in BACKENDS.items()}
+
+
+CPU_CAPABILITY_ENV_VAR = "WMKERNELS_CPU_CAPABILITY"
+CPU_CAPABILITIES = ("default", "avx2", "avx512")
+
+
+def environment_problems() -> List[str]:
+    """What is wrong with the wmkernels environment variables set now (none: [])."""
+    problems = []
+    backend = os.environ.get(ENV_VAR)
+    if backend and backend != AUTO and backend not in BACKENDS:
+        problems.append(f"{ENV_VAR}={backend!r} names no backend (one of {known_names()}): "
+                        "every op call will raise until it is fixed")
+    capability = os.environ.get(CPU_CAPABILITY_ENV_VAR)
+    if capability is not None and capability not in CPU_CAPABILITIES:
+        problems.append(f"{CPU_CAPABILITY_ENV_VAR}={capability!r} is not one of {list(CPU_CAPABILITIES)}: "
+                        "it is ignored (the best instruction set of this CPU is used)")
+    return problems
