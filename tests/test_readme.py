@@ -18,3 +18,12 @@ def test_ci_runs_the_readme_test_command():
     assert "<!-- test-command -->" in README and "<!-- test-command -->" in ci
     command = re.search(r"<!-- test-command -->\n```bash\n(.*?)\n```", README, flags=re.S).group(1)
     assert "python -m pytest" in command and "pip install --no-build-isolation -e ." in command
+
+
+def test_relative_links_resolve_in_a_clone():
+    links = re.findall(r"\]\(([^)#]+)\)", README)
+    local = [link for link in links if "://" not in link]
+    assert local, "README.md links no document of the repository"
+    missing = [link for link in local if not (ROOT / link).resolve().is_relative_to(ROOT)
+               or not (ROOT / link).exists()]
+    assert not missing, f"README.md links outside the repository or to nothing: {missing}"

@@ -246,11 +246,13 @@ def _write_backward_kernel(g_ptr, m_ptr, w_ptr, e_ptr, a_ptr, dm_ptr, dw_ptr, de
 
 
 def _blocks(M: Tensor):
-    """(grid, BLOCK_B, BLOCK_S, BLOCK_D, num_warps) of the per-row-block memory kernels."""
+    """(grid, BLOCK_B, BLOCK_S, BLOCK_D, num_warps) of the per-row-block memory kernels:
+    [BLOCK_B, BLOCK_S, BLOCK_D] tiles of at most 4096 elements, at most 2048 per
+    row (larger ones spill at S = 128: wmkernels.triton.aot)."""
     B, S, D = M.shape
     block_s = tiles.pow2(S)
-    block_d = tiles.block(D, max(1, 4096 // block_s), M, interp_cap=1 << 30)
-    block_b = tiles.block(B, max(1, 8192 // (block_s * block_d)), M, interp_cap=64)
+    block_d = tiles.block(D, max(1, 2048 // block_s), M, interp_cap=1 << 30)
+    block_b = tiles.block(B, max(1, 4096 // (block_s * block_d)), M, interp_cap=64)
     return (triton.cdiv(B, block_b),), block_b, block_s, block_d, tiles.warps(block_b * block_s * block_d)
 
 
