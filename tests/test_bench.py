@@ -57,3 +57,14 @@ def test_cli_bench_prints_peak_and_table(capsys):
     assert "peak:" in out and "GFLOP/s" in out and "saved bytes" in out and "IQR" in out
     assert "torch.nn.LSTM" in out and "threads" in out and "ISA" in out
     assert "[bench 1/1] lstm_sequence" in captured.err  # progress
+
+
+def test_cli_bench_plot_writes_scaling_curves(tmp_path, capsys):
+    path = tmp_path / "scaling.png"
+    args = ["bench", "--device", "cpu", "--repeat", "1", "--op", "lstm_sequence", "--plot", str(path)]
+    for key, value in dict(TINY, T=4, B=4, H=4, I=4).items():
+        args += [f"--{key}", str(value)]
+    assert main(args) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10000
+    err = capsys.readouterr().err
+    assert err.count("[bench") >= 4 * 3  # every point of every axis was timed

@@ -107,7 +107,17 @@ def cmd_bench(args) -> int:
         with open(args.json, "w") as f:
             json.dump(bench.results_json(results, args.device, dtype, sizes, peak), f, indent=2)
         print("wrote", args.json)
-    return 1 if any(r.error for r in results) else 0
+    failed = any(r.error for r in results)
+    if args.plot:
+        from wmkernels import bench_plot
+
+        curves = bench_plot.sweep(args.device, dtype, args.repeat, {**bench.DEFAULT_SIZES, **sizes},
+                                  progress=True)
+        bench_plot.plot(curves, args.plot, f"{machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
+                                           f"{args.dtype}, around {({**bench.DEFAULT_SIZES, **sizes})}")
+        print("wrote", args.plot)
+        failed = failed or any(r.error for points in curves.values() for _, rs in points for r in rs)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     run.add_argument("--op", action="append", choices=["lstm_sequence", "wm_lstm_sequence"])
     run.add_argument("--json", help="also write the results as JSON to this path")
+    run.add_argument("--plot", help="also sweep T, B, H and S around the sizes and write the scaling "
+                                    "curves against the baselines as a PNG to this path (needs matplotlib)")
     run.add_argument("--compile", action="store_true",
                      help="add torch.compile of the reference step (the time loop in Python) as a baseline")
     for key, value in bench.DEFAULT_SIZES.items():
