@@ -223,3 +223,51 @@ def test_aten_traces_under_torch_compile():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close((h, c), (h2, c2))
     torch._dynamo.reset()
+
+
+def test_cpu_inference_goes_to_torch_lstm(no_env):
+    """No gradient wanted on CPU: torch's oneDNN LSTM (measured faster than the cpu
+    backend without backward); training keeps the cpu backend."""
+    x, h0, c0 = torch.randn(4, 3, 5), torch.randn(3, 6), torch.randn(3, 6)
+    w_ih, w_hh = torch.randn(24, 5), torch.randn(24, 6)
+    assert auto_candidates("lstm_sequence", CPU, torch.float32, inference=True)[0][0] == "aten"
+    seen = []
+    original = ops._select
+
+    def spy(*args, **kwargs):
+        chosen = original(*args, **kwargs)
+        seen.append(chosen.name)
+        return chosen
+
+    with torch.no_grad():
+        from unittest import mock
+        with mock.patch.object(ops, "_select", side_effect=spy):
+            ops.lstm_sequence(x, h0, c0, w_ih, w_hh)
+            ops.lstm_sequence(x, h0, c0, w_ih, w_hh.requires_grad_())  # no_grad: still inference
+    with mock.patch.object(ops, "_select", side_effect=spy):
+        ops.lstm_sequence(x, h0, c0, w_ih, w_hh)  # w_hh wants a gradient
+    expected_training = select_backend("lstm_sequence", None, CPU, torch.float32).name
+    assert seen == ["aten", "aten", expected_training]
+    assert str(explain("lstm_sequence", inference=True, T=4, B=3, I=5, H=6)).count("inference") == 1
+
+
+def test_nn_lstm_inference_on_cpu_is_torch_lstm_exactly(no_env):
+    theirs = torch.nn.LSTM(5, 6, num_layers=2, bidirectional=True)
+    ours = wmkernels.nn.LSTM(5, 6, num_layers=2, bidirectional=True)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(7, 3, 5)
+    with torch.no_grad():
+        want, got = theirs(x), ours(x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1][0], want[1][0])
+    with torch.inference_mode():
+        assert torch.equal(ours(x)[0], theirs(x)[0])
+
+
+def test_traced_calls_with_lengths_skip_torch_lstm():
+    """torch.compile cannot trace torch's packing (nor can it for torch.nn.LSTM): a traced
+    call with lengths goes to the next backend that traces them."""
+    for device, inference in ((CUDA, False), (CPU, True)):
+        names = [n for n, _ in auto_candidates("lstm_sequence", device, torch.float32, BENCH, inference,
+                                               traced_lengths=True)]
+        assert "aten" not in names and names[-1] == "reference"
+    assert not BACKENDS["aten"].traces_lengths and BACKENDS["cpu"].traces_lengths

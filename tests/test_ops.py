@@ -244,7 +244,9 @@ def auto_choice(op: str, dtype: torch.dtype) -> str:
 
 
 def run_case_in(case: testing.Case, dtype, backend=None):
-    return case.run([t.to(dtype) for t in case.tensors.values()], backend)
+    """The case as a training call: its inputs want gradients (auto's choice for
+    inference can differ: tests/test_backend_choice.py)."""
+    return case.run([t.to(dtype).requires_grad_() for t in case.tensors.values()], backend)
 
 
 def test_recording_sees_the_backend():

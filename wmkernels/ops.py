@@ -85,23 +85,34 @@ FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}
 # as plain differentiable PyTorch, which traces and gives the same results).
 
 @torch.compiler.assume_constant_result
-def _traced_backend_name(op: str, argument: Optional[str], device: torch.device,
-                         dtype: torch.dtype, sizes: Tuple[Tuple[str, int], ...]) -> str:
-    return select_backend(op, argument, device, dtype, dict(sizes)).name
+def _traced_backend_name(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
+                         inference: bool, with_lengths: bool, sizes: Tuple[Tuple[str, int], ...]) -> str:
+    return select_backend(op, argument, device, dtype, dict(sizes), inference, traced_lengths=with_lengths).name
 
 
-def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype, **sizes: int):
+def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
+            inference: bool = False, with_lengths: bool = False, **sizes: int):
     """The backend of one call (``select_backend``, traceable by torch.compile);
-    ``sizes`` are the call's dimensions by name, for auto's measured rules."""
+    ``sizes`` are the call's dimensions by name, for auto's measured rules;
+    ``inference``: no input wants a gradient; ``with_lengths``: the call has
+    lengths (under torch.compile only backends that trace them qualify)."""
     if torch.compiler.is_compiling():
-        return BACKENDS[_traced_backend_name(op, argument, device, dtype, tuple(sizes.items()))]
-    return select_backend(op, argument, device, dtype, sizes)
+        return BACKENDS[_traced_backend_name(op, argument, device, dtype, inference, with_lengths,
+                                             tuple(sizes.items()))]
+    return select_backend(op, argument, device, dtype, sizes, inference)
 
 
-def chosen_backend(op: str, device: torch.device, dtype: torch.dtype, **sizes: int) -> str:
+def wants_no_gradient(*tensors: Optional[Tensor]) -> bool:
+    """True when no gradient will be taken through a call on ``tensors``."""
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+
+
+def chosen_backend(op: str, device: torch.device, dtype: torch.dtype, inference: bool = False,
+                   with_lengths: bool = False, **sizes: int) -> str:
     """The name of the backend a call of ``op`` on tensors of ``device`` and
-    ``dtype`` (dimensions ``sizes``) takes now; traceable by torch.compile."""
-    return _select(op, None, device, dtype, **sizes).name
+    ``dtype`` (dimensions ``sizes``; ``inference``: nothing wants a gradient;
+    ``with_lengths``: the call has lengths) takes now; traceable by torch.compile."""
+    return _select(op, None, device, dtype, inference, with_lengths, **sizes).name
 
 
 def _apply(op: str, backend, extras: dict, *inputs):
@@ -165,7 +176,8 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
         ("w_ih", w_ih, ("4H", "I")), ("w_hh", w_hh, ("4H", "H")),
         ("b_ih", b_ih, ("4H",)), ("b_hh", b_hh, ("4H",))])
     lengths = check.lengths(op, lengths, B, T)
-    chosen = _select(op, backend, x.device, x.dtype, T=T, B=B, I=I, H=H)
+    inference = wants_no_gradient(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    chosen = _select(op, backend, x.device, x.dtype, inference, lengths is not None, T=T, B=B, I=I, H=H)
     extras = {"lengths": chosen.place_lengths(lengths, x.device)}
     return _apply(op, chosen, extras, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 

@@ -79,6 +79,7 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
 class AtenBackend(GraphBackend):
     name = "aten"
     dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    traces_lengths = False  # packing reads the lengths' values (a graph break, as for torch.nn.LSTM)
 
     def device_reason(self, device: torch.device) -> Optional[str]:
         if device.type == "cpu":

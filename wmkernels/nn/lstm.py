@@ -148,7 +148,7 @@ class LSTM(nn.Module):
             raise ValueError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[2]}")
         h0, c0 = self._initial_state(hx, x, batched)
-        if self._runs_on_torch_lstm(x):
+        if self._runs_on_torch_lstm(x, h0, c0):
             if packed:
                 return self._torch_lstm_packed(input, h0, c0)
             output, h_n, c_n = self._torch_lstm(x, h0, c0)
@@ -161,16 +161,19 @@ class LSTM(nn.Module):
             return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         return time_major(output, self.batch_first), (h_n, c_n)
 
-    def _runs_on_torch_lstm(self, x: Tensor) -> bool:
+    def _runs_on_torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
         """True when the backend of lstm_sequence for these tensors is ``aten``
-        (on CUDA, auto's choice unless a kernel was measured faster): then the
+        (on CUDA, auto's choice unless a kernel was measured faster; on CPU, its
+        choice for inference, where oneDNN's fused LSTM is faster): then the
         whole stack is one ``torch._VF.lstm`` call, exactly torch.nn.LSTM's path
         (cuDNN runs all layers and both directions in one call), not one call
         per layer and direction. Empty sequences keep the layer-by-layer path."""
         T, B, I = x.shape
         if T == 0 or B == 0:
             return False
-        return ops.chosen_backend("lstm_sequence", x.device, x.dtype, T=T, B=B, I=I, H=self.hidden_size) == "aten"
+        inference = ops.wants_no_gradient(x, h0, c0, *self._flat_weights())
+        return ops.chosen_backend("lstm_sequence", x.device, x.dtype, inference,
+                                  T=T, B=B, I=I, H=self.hidden_size) == "aten"
 
     def _flat_weights(self) -> List[Tensor]:
         """Every parameter in torch.nn.LSTM's ``_flat_weights`` order."""
