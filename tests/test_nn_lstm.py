@@ -289,3 +289,16 @@ def test_on_aten_the_layer_is_torch_lstm_exactly(layers, bidirectional, batch_fi
                 assert torch.equal(got.unsorted_indices, want.unsorted_indices)
                 got, want = got.data, want.data
             assert torch.equal(got, want) and torch.equal(h_got, h_want) and torch.equal(c_got, c_want)
+
+
+def test_autocast_gives_the_dtype_torch_gives():
+    """Under torch.autocast the layer computes as torch.nn.LSTM does (CPU: bfloat16)."""
+    theirs, ours = twins(num_layers=2)
+    x = torch.randn(T, B, I, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, (h_want, _) = theirs(x)
+        got, (h_got, _) = ours(x)
+    assert got.dtype == want.dtype == torch.bfloat16 and h_got.dtype == h_want.dtype
+    assert torch.equal(got, want)
+    got.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32

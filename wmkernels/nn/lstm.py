@@ -167,12 +167,17 @@ class LSTM(nn.Module):
         choice for inference, where oneDNN's fused LSTM is faster): then the
         whole stack is one ``torch._VF.lstm`` call, exactly torch.nn.LSTM's path
         (cuDNN runs all layers and both directions in one call), not one call
-        per layer and direction. Empty sequences keep the layer-by-layer path."""
+        per layer and direction. Empty sequences keep the layer-by-layer path.
+        Under ``torch.autocast`` the choice is made for the autocast dtype (the
+        one torch.nn.LSTM computes in): where no other backend runs it, the
+        stack goes to torch's LSTM, which autocast casts as for torch.nn.LSTM."""
         T, B, I = x.shape
         if T == 0 or B == 0:
             return False
+        device_type = x.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
         inference = ops.wants_no_gradient(x, h0, c0, *self._flat_weights())
-        return ops.chosen_backend("lstm_sequence", x.device, x.dtype, inference,
+        return ops.chosen_backend("lstm_sequence", x.device, dtype, inference,
                                   T=T, B=B, I=I, H=self.hidden_size) == "aten"
 
     def _flat_weights(self) -> List[Tensor]:
