@@ -302,3 +302,26 @@ def test_autocast_gives_the_dtype_torch_gives():
     assert torch.equal(got, want)
     got.float().sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.float32
+
+
+def test_jit_trace_saves_and_loads(tmp_path):
+    """torch.jit.trace records torch's LSTM (TorchScript holds no Python autograd
+    Function): the traced layer saves, loads and computes what torch.nn.LSTM does."""
+    theirs, ours = twins(num_layers=2, bidirectional=True)
+    x = torch.randn(T, B, I)
+    traced = torch.jit.trace(ours, (x,))
+    traced.save(str(tmp_path / "lstm.pt"))
+    loaded = torch.jit.load(str(tmp_path / "lstm.pt"))
+    assert torch.equal(loaded(x)[0], theirs(x)[0])
+
+
+def test_exported_layer_runs_with_grad():
+    theirs, ours = twins(num_layers=2)
+    x = torch.randn(T, B, I)
+    module = torch.export.export(ours, (x,)).module()
+    leaf = x.clone().requires_grad_()
+    out, _ = module(leaf)
+    out.sum().backward()
+    want = x.clone().requires_grad_()
+    theirs(want)[0].sum().backward()
+    assert torch.equal(out, theirs(x)[0]) and torch.allclose(leaf.grad, want.grad)

@@ -170,10 +170,15 @@ class LSTM(nn.Module):
         per layer and direction. Empty sequences keep the layer-by-layer path.
         Under ``torch.autocast`` the choice is made for the autocast dtype (the
         one torch.nn.LSTM computes in): where no other backend runs it, the
-        stack goes to torch's LSTM, which autocast casts as for torch.nn.LSTM."""
+        stack goes to torch's LSTM, which autocast casts as for torch.nn.LSTM.
+        ``torch.jit.trace`` and ``torch.export`` always record torch's LSTM: a
+        Python autograd Function can be neither saved in TorchScript nor
+        differentiated in an exported program."""
         T, B, I = x.shape
         if T == 0 or B == 0:
             return False
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return True  # TorchScript and torch.export record torch's LSTM, not a Python autograd Function
         device_type = x.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
         inference = ops.wants_no_gradient(x, h0, c0, *self._flat_weights())
