@@ -325,3 +325,30 @@ def test_exported_layer_runs_with_grad():
     want = x.clone().requires_grad_()
     theirs(want)[0].sum().backward()
     assert torch.equal(out, theirs(x)[0]) and torch.allclose(leaf.grad, want.grad)
+
+
+BAD_CALLS = {
+    "input 4D": lambda layer: layer(torch.randn(T, B, I, 1)),
+    "input width": lambda layer: layer(torch.randn(T, B, I + 1)),
+    "h0 shape": lambda layer: layer(torch.randn(T, B, I), (torch.randn(1, B + 1, H), torch.randn(1, B, H))),
+    "c0 shape": lambda layer: layer(torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H + 1))),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_CALLS))
+def test_shape_errors_are_what_torch_raises_and_name_the_argument(bad):
+    """Our error for a bad shape is an instance of the type torch.nn.LSTM raises
+    (RuntimeError or ValueError), and the ValueError naming the argument that SPEC 5 asks for."""
+    theirs, ours = twins()
+    with pytest.raises(Exception) as torch_error:
+        BAD_CALLS[bad](theirs)
+    with pytest.raises(ValueError) as info:
+        BAD_CALLS[bad](ours)
+    assert isinstance(info.value, type(torch_error.value)) and "LSTM" in str(info.value)
+
+
+def test_cell_shape_error_is_what_torch_raises():
+    theirs, ours = torch.nn.LSTMCell(I, H), wmkernels.nn.LSTMCell(I, H)
+    for layer in (theirs, ours):
+        with pytest.raises(RuntimeError):
+            layer(torch.randn(B, I + 1))

@@ -63,7 +63,7 @@ class LSTMCell(nn.Module):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         if x.shape[1] != self.input_size:
-            raise ValueError(f"{NAME}: input has inconsistent input_size: got {x.shape[1]}, "
+            raise checks.LayerShapeError(f"{NAME}: input has inconsistent input_size: got {x.shape[1]}, "
                              f"expected {self.input_size}")
         shape = (x.shape[0], self.hidden_size)
         if hx is None:

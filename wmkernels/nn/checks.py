@@ -10,6 +10,12 @@ import torch
 from torch import Tensor
 
 
+class LayerShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong rank or shape given to a layer: a ValueError naming
+    the argument (SPEC 5) that is also the RuntimeError torch.nn.LSTM and
+    LSTMCell raise there, so code catching either keeps working."""
+
+
 def positive_int(layer: str, name: str, value) -> int:
     """A constructor size: an int ≥ 1 (TypeError / ValueError otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -27,7 +33,7 @@ def tensor(layer: str, name: str, value, dims: Sequence[int]) -> Tensor:
         raise TypeError(f"{layer}: {name} must be a floating-point tensor, got dtype {value.dtype}")
     if value.dim() not in dims:
         wanted = " or ".join(f"{d}D" for d in dims)
-        raise ValueError(f"{layer}: Expected {name} to be {wanted}, got {value.dim()}D instead "
+        raise LayerShapeError(f"{layer}: Expected {name} to be {wanted}, got {value.dim()}D instead "
                          f"(shape {list(value.shape)})")
     return value
 
@@ -35,7 +41,7 @@ def tensor(layer: str, name: str, value, dims: Sequence[int]) -> Tensor:
 def size(layer: str, name: str, value: Tensor, expected: Sequence[int], labels: str) -> None:
     """``value`` must have shape ``expected`` (``labels`` spells it out, e.g. "[B, H]")."""
     if tuple(value.shape) != tuple(expected):
-        raise ValueError(f"{layer}: Expected {name} of shape {labels} = {list(expected)}, "
+        raise LayerShapeError(f"{layer}: Expected {name} of shape {labels} = {list(expected)}, "
                          f"got {list(value.shape)}")
 
 

@@ -145,7 +145,7 @@ class LSTM(nn.Module):
             x = time_major(input, self.batch_first) if batched else input.unsqueeze(1)
             lengths = None
         if x.shape[2] != self.input_size:
-            raise ValueError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
+            raise checks.LayerShapeError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[2]}")
         h0, c0 = self._initial_state(hx, x, batched)
         if self._runs_on_torch_lstm(x, h0, c0):
