@@ -62,21 +62,32 @@ class LSTMCell(nn.Module):
         checks.matches_weights(NAME, "input", input, self.weight_ih)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        if x.shape[1] != self.input_size:
-            raise checks.LayerShapeError(f"{NAME}: input has inconsistent input_size: got {x.shape[1]}, "
-                             f"expected {self.input_size}")
-        shape = (x.shape[0], self.hidden_size)
-        if hx is None:
-            h, c = checks.zeros(shape, x), checks.zeros(shape, x)
-        else:
+        if hx is not None:
             h, c = checks.state_pair(NAME, "hx", hx)
-            for name, value in (("hx[0] (h)", h), ("hx[1] (c)", c)):
-                checks.tensor(NAME, name, value, (2 if batched else 1,))
-                checks.matches_weights(NAME, name, value, self.weight_ih)
+            for k, value in enumerate((h, c)):
+                checks.tensor(NAME, f"hx[{k}]", value, (1, 2))
+                checks.matches_weights(NAME, f"hx[{k}]", value, self.weight_ih)
+        # the messages below are torch.nn.LSTMCell's own
+        if x.shape[1] != self.input_size:
+            raise checks.LayerShapeError(f"{NAME}: input has inconsistent input_size: got {x.shape[1]} "
+                                         f"expected {self.input_size}")
+        B = x.shape[0]
+        if hx is None:
+            h, c = checks.zeros((B, self.hidden_size), x), checks.zeros((B, self.hidden_size), x)
+        else:
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
-            checks.size(NAME, "hx[0] (h)", h, shape, "[B, H]")
-            checks.size(NAME, "hx[1] (c)", c, shape, "[B, H]")
+            for k, value in enumerate((h, c)):
+                if value.dim() != 2:
+                    raise checks.LayerShapeError(
+                        f"{NAME}: Expected hx[{k}] to be {'2D' if batched else '1D'} for "
+                        f"{'batched 2D' if batched else 'unbatched 1D'} input, got {value.dim() - (not batched)}D")
+                if value.shape[0] != B:
+                    raise checks.LayerShapeError(f"{NAME}: Input batch size {B} doesn't match hidden{k} "
+                                                 f"batch size {value.shape[0]}")
+                if value.shape[1] != self.hidden_size:
+                    raise checks.LayerShapeError(f"{NAME}: hidden{k} has inconsistent hidden_size: got "
+                                                 f"{value.shape[1]}, expected {self.hidden_size}")
         bias = self.bias_ih + self.bias_hh if self.bias else None
         h, c = ops.lstm_cell(gate_preactivations(x, h, self.weight_ih, self.weight_hh, bias), c)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))

@@ -48,9 +48,9 @@ def size(layer: str, name: str, value: Tensor, expected: Sequence[int], labels: 
 def matches_weights(layer: str, name: str, value: Tensor, weight: Tensor) -> None:
     """``value`` must share the parameters' dtype and device."""
     if value.dtype != weight.dtype:
-        raise ValueError(f"{layer}: {name} dtype ({value.dtype}) does not match weight dtype "
-                         f"({weight.dtype}). Convert the input: .to({weight.dtype}), or the "
-                         f"model: .to({value.dtype})")
+        raise ValueError(f"{layer}: RNN {name} dtype ({value.dtype}) does not match weight dtype "
+                         f"({weight.dtype}). Convert input: input.to({weight.dtype}), or convert "
+                         f"model: model.to({value.dtype})")
     if value.device != weight.device:
         raise ValueError(f"{layer}: {name} is on {value.device} but the weights are on "
                          f"{weight.device}; they must be on one device")
