@@ -7,11 +7,10 @@ import re
 import pytest
 import torch
 
-pytest.importorskip("expecttest")  # torch.testing._internal needs it
-from torch.testing._internal.common_modules import module_db  # noqa: E402
+from torch.testing._internal.common_modules import module_db  # needs expecttest (requirements-dev.txt)
 
-import wmkernels  # noqa: E402
-from wmkernels.testing import rel_err  # noqa: E402
+import wmkernels
+from wmkernels.testing import rel_err
 
 OURS = {torch.nn.LSTM: wmkernels.nn.LSTM, torch.nn.LSTMCell: wmkernels.nn.LSTMCell}
 INFOS = [info for info in module_db if info.module_cls in OURS]
