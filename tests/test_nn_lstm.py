@@ -261,7 +261,7 @@ def test_cell_bad_arguments():
         cell(torch.randn(B, I), (torch.randn(B, H + 1), torch.randn(B, H)))
     with pytest.raises(ValueError, match="Input batch size 4 doesn't match hidden1 batch size 3"):
         cell(torch.randn(B, I), (torch.randn(B, H), torch.randn(B - 1, H)))
-    with pytest.raises(ValueError, match=r"hx\[0\] to be 2D for batched 2D input, got 1D"):
+    with pytest.raises(ValueError, match=r"hx\[0\] to be 2D for 2D input, got 1D"):
         cell(torch.randn(B, I), (torch.randn(H), torch.randn(B, H)))
     with pytest.raises(ValueError, match="1D or 2D"):
         cell(torch.randn(1, B, I))

@@ -45,7 +45,7 @@ def cmd_info(args) -> int:
             else:
                 print(f"  {name:<10} unavailable: {reason}")
         dtype = torch.float16 if device == "cuda" else torch.float32
-        sizes = {k: v for k, v in bench.DEFAULT_SIZES.items()}
+        sizes = bench.DEFAULT_SIZES
         print(f"auto picks on {device} ({str(dtype).replace('torch.', '')}, bench sizes {sizes}):")
         for op in OP_INPUTS:
             op_sizes = {k: sizes[k] for k in OP_SIZES[op]}

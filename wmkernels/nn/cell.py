@@ -75,19 +75,20 @@ class LSTMCell(nn.Module):
         if hx is None:
             h, c = checks.zeros((B, self.hidden_size), x), checks.zeros((B, self.hidden_size), x)
         else:
+            for k, value in enumerate((h, c)):
+                if value.dim() != input.dim():
+                    raise checks.LayerShapeError(
+                        f"{NAME}: Expected hx[{k}] to be {input.dim()}D for {input.dim()}D input, "
+                        f"got {value.dim()}D")
+                rows = value.shape[0] if batched else 1
+                if rows != B:
+                    raise checks.LayerShapeError(f"{NAME}: Input batch size {B} doesn't match hidden{k} "
+                                                 f"batch size {rows}")
+                if value.shape[-1] != self.hidden_size:
+                    raise checks.LayerShapeError(f"{NAME}: hidden{k} has inconsistent hidden_size: got "
+                                                 f"{value.shape[-1]}, expected {self.hidden_size}")
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
-            for k, value in enumerate((h, c)):
-                if value.dim() != 2:
-                    raise checks.LayerShapeError(
-                        f"{NAME}: Expected hx[{k}] to be {'2D' if batched else '1D'} for "
-                        f"{'batched 2D' if batched else 'unbatched 1D'} input, got {value.dim() - (not batched)}D")
-                if value.shape[0] != B:
-                    raise checks.LayerShapeError(f"{NAME}: Input batch size {B} doesn't match hidden{k} "
-                                                 f"batch size {value.shape[0]}")
-                if value.shape[1] != self.hidden_size:
-                    raise checks.LayerShapeError(f"{NAME}: hidden{k} has inconsistent hidden_size: got "
-                                                 f"{value.shape[1]}, expected {self.hidden_size}")
         bias = self.bias_ih + self.bias_hh if self.bias else None
         h, c = ops.lstm_cell(gate_preactivations(x, h, self.weight_ih, self.weight_hh, bias), c)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))

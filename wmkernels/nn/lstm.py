@@ -191,9 +191,8 @@ class LSTM(nn.Module):
 
     def _torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """x [T, B, I] time-major -> (output [T, B, D·H_out], h_n, c_n) by torch's own LSTM."""
-        output, h_n, c_n = torch._VF.lstm(x, (h0, c0), self._flat_weights(), self.bias, self.num_layers,
-                                          self.dropout, self.training, self.bidirectional, False)
-        return output, h_n, c_n
+        return torch._VF.lstm(x, (h0, c0), self._flat_weights(), self.bias, self.num_layers,
+                              self.dropout, self.training, self.bidirectional, False)
 
     def _torch_lstm_packed(self, input: PackedSequence, h0: Tensor, c0: Tensor):
         """A PackedSequence through torch's own LSTM, as torch.nn.LSTM runs it."""
