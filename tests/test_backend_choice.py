@@ -212,11 +212,12 @@ def test_triton_on_the_second_gpu_while_the_first_is_current():
 
 
 def test_aten_traces_under_torch_compile():
-    """On CUDA auto sends nn.LSTM to aten: it must compile with fullgraph as the kernels do."""
+    """On CUDA auto sends nn.LSTM to aten: it must compile with fullgraph as the
+    kernels do (allow_rnn: dynamo traces no torch.nn.LSTM without it)."""
     torch._dynamo.reset()
     lstm = wmkernels.nn.LSTM(4, 5, num_layers=2, bidirectional=True)
     x = torch.randn(6, 3, 4, requires_grad=True)
-    with wmkernels.use_backend("aten"):
+    with wmkernels.use_backend("aten"), torch._dynamo.config.patch(allow_rnn=True):
         compiled = torch.compile(lstm, fullgraph=True, backend="aot_eager")
         got, (h, c) = compiled(x)
         want, (h2, c2) = lstm(x)

@@ -56,9 +56,53 @@ def assert_compiled_equals_eager(module, inputs, backend="aot_eager"):
 
 
 def test_lstm_compiles_fullgraph():
+    """wmkernels.nn.LSTM is a torch.nn.LSTM, which dynamo refuses to trace unless
+    allow_rnn is set; with it, the whole layer is one graph of our ops."""
     lstm = wmkernels.nn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True)
     state = (torch.randn(4, B, H, requires_grad=True), torch.randn(4, B, H, requires_grad=True))
-    assert_compiled_equals_eager(lstm, (torch.randn(B, T, I, requires_grad=True), state[0:2]))
+    with torch._dynamo.config.patch(allow_rnn=True):
+        assert_compiled_equals_eager(lstm, (torch.randn(B, T, I, requires_grad=True), state[0:2]))
+
+
+def test_lstm_in_a_compiled_model_breaks_the_graph_as_torch_lstm_does():
+    """Without allow_rnn, a compiled model graph-breaks around the layer (as
+    around every torch.nn.LSTM) and stays equal to eager; the only breaks are those."""
+    from torch._dynamo.utils import counters
+
+    model = torch.nn.Sequential(wmkernels.nn.LSTM(I, H), Select(0), torch.nn.Linear(H, 2))
+    x = torch.randn(T, B, I, requires_grad=True)
+    counters.clear()
+    got, got_grads, upstream = outputs_and_grads(torch.compile(model, backend="aot_eager"), model, (x,))
+    want, want_grads, _ = outputs_and_grads(model, model, (x,), upstream)
+    for a, b in zip(got + list(got_grads), want + list(want_grads)):
+        assert rel_err(a, b) <= TOL
+    reasons = set(counters["graph_break"])
+    assert reasons and all("RNN, GRU, or LSTM" in reason for reason in reasons), reasons
+
+
+class Select(torch.nn.Module):
+    """``output[k]`` of the module before it (``nn.Sequential`` glue)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, output):
+        return output[self.k]
+
+
+def test_dynamic_shapes_stay_dynamic():
+    """With no size rule for the op, auto's choice does not read the sizes, so a
+    dynamic=True graph serves every sequence length without recompiling."""
+    from torch._dynamo.utils import counters
+
+    layer = wmkernels.nn.WMLSTM(I, H, S, D)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager", dynamic=True)
+    counters.clear()
+    for steps in (5, 6, 7):  # none equal to another size: duck sizing would tie them
+        x = torch.randn(steps, B, I)
+        assert rel_err(compiled(x)[0], layer(x)[0]) <= TOL
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 @pytest.mark.parametrize("mode", ("fifo", "gated"))
@@ -145,7 +189,8 @@ def test_inductor_end_to_end():
     model.lstm = wmkernels.nn.LSTM(I, H)
     state = (torch.randn(1, B, H), torch.randn(1, B, H))
     x = torch.randn(3, B, I, requires_grad=True)
-    assert_compiled_equals_eager(model.lstm, (x, state), backend="inductor")
+    with torch._dynamo.config.patch(allow_rnn=True):
+        assert_compiled_equals_eager(model.lstm, (x, state), backend="inductor")
 
 
 # ----------------------------------------------------------------------------- opcheck

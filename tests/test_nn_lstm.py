@@ -172,10 +172,45 @@ def test_state_dict_both_ways_and_same_init():
         assert torch.equal(a, b)
     assert repr(ours).replace("wmkernels.nn.", "") == repr(theirs)
     before = [p.clone() for p in ours.parameters()]
-    ours.flatten_parameters()  # torch.nn.LSTM API, a no-op here
+    ours.flatten_parameters()  # torch.nn.LSTM's own (it packs weights for cuDNN only)
     assert all(torch.equal(a, b) for a, b in zip(before, ours.parameters()))
     assert [[p.shape for p in ws] for ws in ours.all_weights] == \
            [[p.shape for p in ws] for ws in theirs.all_weights]
+
+
+def test_the_layers_are_torch_layers():
+    """isinstance checks, a user's init loop, torch's flat-weight bookkeeping,
+    parametrizations (weight norm) and torch.func.functional_call all see ours
+    as torch's own layers."""
+    theirs, ours = twins(num_layers=2)
+    assert isinstance(ours, torch.nn.LSTM) and isinstance(ours, torch.nn.RNNBase)
+    assert isinstance(wmkernels.nn.LSTMCell(I, H), torch.nn.LSTMCell)
+    assert ours._flat_weights_names == theirs._flat_weights_names
+
+    for model in (theirs, ours):
+        torch.manual_seed(0)
+        for m in torch.nn.Sequential(model).modules():  # the usual recurrent init
+            if isinstance(m, torch.nn.LSTM):
+                for name, p in m.named_parameters():
+                    if "weight_hh" in name:
+                        torch.nn.init.orthogonal_(p)
+    assert torch.equal(ours.weight_hh_l1, theirs.weight_hh_l1)
+    w = ours.weight_hh_l1  # [4H, H], orthogonal columns
+    assert torch.allclose(w.t() @ w, torch.eye(H), atol=1e-5)
+
+    x, layer_input = make_input(batch_first=False, packed=False)
+    from torch.nn.utils.parametrizations import weight_norm
+    for model in (theirs, ours):
+        weight_norm(model, "weight_hh_l0")
+        with torch.no_grad():
+            model.parametrizations.weight_hh_l0.original0.mul_(1.5)
+    assert_parity(theirs, ours, x, layer_input)
+    assert ours.parametrizations.weight_hh_l0.original0.grad is not None
+
+    swapped = {name: torch.randn_like(p) for name, p in ours.named_parameters()}
+    got = torch.func.functional_call(ours, swapped, (x,))[0]
+    want = torch.func.functional_call(theirs, swapped, (x,))[0]
+    assert rel_err(got, want) <= OUT_TOL
 
 
 def test_float64_and_t_zero():

@@ -7,13 +7,14 @@ forward and backward (the protocol of ``wmkernels.backends.base``). Shapes:
 """
 from __future__ import annotations
 
+import operator
 from typing import Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from wmkernels import _checks as check
-from wmkernels.backends import BACKENDS, select_backend
+from wmkernels.backends import BACKENDS, has_size_rules, select_backend
 from wmkernels.backends.graph import GraphBackend
 from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
 
@@ -85,9 +86,16 @@ FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}
 # as plain differentiable PyTorch, which traces and gives the same results).
 
 @torch.compiler.assume_constant_result
+def _traced_has_size_rules(op: str, device_type: str) -> bool:
+    return has_size_rules(op, device_type)
+
+
+@torch.compiler.assume_constant_result
 def _traced_backend_name(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
-                         inference: bool, with_lengths: bool, sizes: Tuple[Tuple[str, int], ...]) -> str:
-    return select_backend(op, argument, device, dtype, dict(sizes), inference, traced_lengths=with_lengths).name
+                         inference: bool, with_lengths: bool,
+                         sizes: Optional[Tuple[Tuple[str, int], ...]]) -> str:
+    return select_backend(op, argument, device, dtype, None if sizes is None else dict(sizes), inference,
+                          traced_lengths=with_lengths).name
 
 
 def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
@@ -97,8 +105,14 @@ def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch
     ``inference``: no input wants a gradient; ``with_lengths``: the call has
     lengths (under torch.compile only backends that trace them qualify)."""
     if torch.compiler.is_compiling():
+        # Sizes under dynamic shapes are symbolic, not constants. Only where a
+        # size rule exists are they made constant (operator.index guards each
+        # one, so the graph specializes on them); otherwise they stay out and
+        # dynamic shapes stay dynamic.
+        constant_sizes = (tuple((k, operator.index(v)) for k, v in sizes.items())
+                          if _traced_has_size_rules(op, device.type) else None)
         return BACKENDS[_traced_backend_name(op, argument, device, dtype, inference, with_lengths,
-                                             tuple(sizes.items()))]
+                                             constant_sizes)]
     return select_backend(op, argument, device, dtype, sizes, inference)
 
 

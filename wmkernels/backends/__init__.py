@@ -76,6 +76,12 @@ class MeasuredFaster:
 MEASURED_FASTER: List[MeasuredFaster] = []
 
 
+def has_size_rules(op: str, device_type: str) -> bool:
+    """True when some ``MEASURED_FASTER`` rule covers ``op`` on ``device_type``
+    (only then does auto's choice depend on a call's sizes)."""
+    return any(m.op == op and m.device_type == device_type for m in MEASURED_FASTER)
+
+
 @dataclass
 class Choice:
     """Which backend a call takes, and why (what ``explain`` returns)."""

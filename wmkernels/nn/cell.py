@@ -1,7 +1,6 @@
 """``wmkernels.nn.LSTMCell``: a drop-in for ``torch.nn.LSTMCell`` on ``wmkernels.ops.lstm_cell``."""
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -20,8 +19,9 @@ def gate_preactivations(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor,
     return torch.addmm(first, h, w_hh.t())
 
 
-class LSTMCell(nn.Module):
-    """One LSTM step with the constructor, parameters, inputs and outputs of ``torch.nn.LSTMCell``.
+class LSTMCell(nn.LSTMCell):
+    """One LSTM step: a subclass of ``torch.nn.LSTMCell`` (its constructor,
+    parameters, initialisation and repr) whose forward runs ``ops.lstm_cell``.
 
     ``LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)``;
     parameters ``weight_ih [4H, I]``, ``weight_hh [4H, H]``, ``bias_ih [4H]``,
@@ -32,30 +32,12 @@ class LSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device=None, dtype=None) -> None:
-        super().__init__()
+        # stricter than torch's constructor, which checks nothing: each names the argument
         checks.positive_int(NAME, "input_size", input_size)
         checks.positive_int(NAME, "hidden_size", hidden_size)
         if not isinstance(bias, bool):
             raise TypeError(f"{NAME}: bias should be of type bool, got: {type(bias).__name__}")
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        factory = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         checks.tensor(NAME, "input", input, (1, 2))

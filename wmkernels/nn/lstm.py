@@ -1,10 +1,8 @@
 """``wmkernels.nn.LSTM``: a drop-in for ``torch.nn.LSTM`` on ``wmkernels.ops``."""
 from __future__ import annotations
 
-import math
 import numbers
-import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,15 +16,17 @@ from wmkernels.nn.sequences import repack, reverse_within, time_major, unpack
 NAME = "LSTM"
 
 
-class LSTM(nn.Module):
-    """Multi-layer LSTM with the constructor, parameters, inputs and outputs of ``torch.nn.LSTM``.
+class LSTM(nn.LSTM):
+    """Multi-layer LSTM: a subclass of ``torch.nn.LSTM`` whose forward runs ``wmkernels.ops``.
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None)``.
-    Parameters are named, shaped, ordered and initialised (uniform ±1/√H) as in
-    ``torch.nn.LSTM`` (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
-    ``bias_hh_l{k}``, ``weight_hr_l{k}`` with ``proj_size``, ``_reverse`` for the
-    backward direction), so ``load_state_dict`` works both ways.
+    The constructor is torch.nn.LSTM's (after stricter argument checks), so the
+    parameters are torch's own — named ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}``, ``weight_hr_l{k}`` (``_reverse`` for the
+    backward direction), initialised uniform ±1/√H — and so are ``_flat_weights``,
+    ``all_weights``, ``flatten_parameters``, weight-norm support and pickling:
+    ``isinstance(layer, torch.nn.LSTM)`` holds and ``load_state_dict`` works both ways.
 
     ``forward(input, hx=None) -> (output, (h_n, c_n))``:
     ``input`` is ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``), ``[T, I]``
@@ -44,9 +44,13 @@ class LSTM(nn.Module):
     was measured faster), the whole stack is instead one ``torch._VF.lstm``
     call, torch.nn.LSTM's own path: cuDNN, its dropout, its packed input.
 
-    ``torch.compile(fullgraph=True)`` traces it with tensor input; a
+    ``torch.compile(layer, fullgraph=True)`` traces it with tensor input; a
     ``PackedSequence`` is not traceable (torch's packing functions are not, as
-    for ``torch.nn.LSTM``).
+    for ``torch.nn.LSTM``). Inside a compiled model, dynamo treats it as it
+    treats every ``torch.nn.LSTM``: a graph break around the layer (which then
+    runs its fused ops outside the graph), unless
+    ``torch._dynamo.config.allow_rnn = True``, with which ``fullgraph=True``
+    traces the whole model through the layer's ops.
 
     ``proj_size > 0`` has no fused sequence kernel: it runs a Python loop over
     time of ``wmkernels.ops.lstm_cell`` plus the projection matmul — correct,
@@ -56,15 +60,11 @@ class LSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None) -> None:
-        super().__init__()
+        # stricter than torch's own checks (which follow, in its constructor): each names the argument
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
                 or not 0 <= dropout <= 1):
             raise ValueError("dropout should be a number in range [0, 1] representing the "
                              f"probability of an element being zeroed, got {dropout!r}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
-                          "non-zero dropout expects num_layers greater than 1, but got "
-                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
         for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{NAME}: {name} should be of type bool, got: {type(flag).__name__}")
@@ -77,59 +77,13 @@ class LSTM(nn.Module):
         if proj_size >= hidden_size:
             raise ValueError(f"{NAME}: proj_size has to be smaller than hidden_size, got "
                              f"proj_size={proj_size}, hidden_size={hidden_size}")
-        self.mode = "LSTM"
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
-        self.dropout, self.proj_size = float(dropout), proj_size
-
-        factory = {"device": device, "dtype": dtype}
-        out_size = proj_size or hidden_size
-        self._all_weights: List[List[str]] = []  # names per layer-direction, as torch.nn.LSTM
-        self._weight_names: List[Dict[str, str]] = []  # the same, by base name ("weight_ih", …)
-        for layer in range(num_layers):
-            for direction in range(self.num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                layer_input = input_size if layer == 0 else out_size * self.num_directions
-                shapes = [("weight_ih", (4 * hidden_size, layer_input)),
-                          ("weight_hh", (4 * hidden_size, out_size))]
-                if bias:
-                    shapes += [("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))]
-                if proj_size > 0:
-                    shapes += [("weight_hr", (proj_size, hidden_size))]
-                names = []
-                for base, shape in shapes:
-                    setattr(self, base + suffix, nn.Parameter(torch.empty(shape, **factory)))
-                    names.append(base + suffix)
-                self._all_weights.append(names)
-                self._weight_names.append({base: name for (base, _), name in zip(shapes, names)})
-        self.reset_parameters()
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, proj_size=proj_size,
+                         device=device, dtype=dtype)
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
-
-    @property
-    def all_weights(self) -> List[List[nn.Parameter]]:
-        """The parameters per layer and direction, as ``torch.nn.LSTM.all_weights``."""
-        return [[getattr(self, name) for name in names] for names in self._all_weights]
-
-    def flatten_parameters(self) -> None:
-        """A no-op, kept so code written for ``torch.nn.LSTM`` (which packs its
-        weights for cuDNN here) runs unchanged: the kernels take the weights as they are."""
-
-    def reset_parameters(self) -> None:
-        """Uniform ±1/√H for every parameter, in registration order (as torch.nn.LSTM)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        for name, default in (("proj_size", 0), ("num_layers", 1), ("bias", True),
-                              ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
-        return s
 
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
         packed = isinstance(input, PackedSequence)
@@ -149,11 +103,8 @@ class LSTM(nn.Module):
                              f"{self.input_size}, got {x.shape[2]}")
         h0, c0 = self._initial_state(hx, x, batched)
         if self._runs_on_torch_lstm(x, h0, c0):
-            if packed:
-                return self._torch_lstm_packed(input, h0, c0)
-            output, h_n, c_n = self._torch_lstm(x, h0, c0)
-        else:
-            output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
+            return super().forward(input, hx)
+        output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
 
         if packed:
             return repack(output, lengths, input), (h_n, c_n)
@@ -181,29 +132,14 @@ class LSTM(nn.Module):
             return True  # TorchScript and torch.export record torch's LSTM, not a Python autograd Function
         device_type = x.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
-        inference = ops.wants_no_gradient(x, h0, c0, *self._flat_weights())
+        inference = ops.wants_no_gradient(x, h0, c0, *self._current_weights())
         return ops.chosen_backend("lstm_sequence", x.device, dtype, inference,
                                   T=T, B=B, I=I, H=self.hidden_size) == "aten"
 
-    def _flat_weights(self) -> List[Tensor]:
-        """Every parameter in torch.nn.LSTM's ``_flat_weights`` order."""
-        return [getattr(self, name) for names in self._all_weights for name in names]
-
-    def _torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """x [T, B, I] time-major -> (output [T, B, D·H_out], h_n, c_n) by torch's own LSTM."""
-        return torch._VF.lstm(x, (h0, c0), self._flat_weights(), self.bias, self.num_layers,
-                              self.dropout, self.training, self.bidirectional, False)
-
-    def _torch_lstm_packed(self, input: PackedSequence, h0: Tensor, c0: Tensor):
-        """A PackedSequence through torch's own LSTM, as torch.nn.LSTM runs it."""
-        order, unorder = input.sorted_indices, input.unsorted_indices
-        if order is not None:
-            h0, c0 = h0.index_select(1, order), c0.index_select(1, order)
-        data, h_n, c_n = torch._VF.lstm(input.data, input.batch_sizes, (h0, c0), self._flat_weights(), self.bias,
-                                        self.num_layers, self.dropout, self.training, self.bidirectional)
-        if unorder is not None:
-            h_n, c_n = h_n.index_select(1, unorder), c_n.index_select(1, unorder)
-        return PackedSequence(data, input.batch_sizes, order, unorder), (h_n, c_n)
+    def _current_weights(self) -> List[Tensor]:
+        """Every weight as the module holds it now (parametrized ones recomputed),
+        in torch.nn.LSTM's ``_flat_weights`` order."""
+        return [getattr(self, name) for name in self._flat_weights_names]
 
     def _run_layers(self, x: Tensor, h0: Tensor, c0: Tensor,
                     lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -244,7 +180,7 @@ class LSTM(nn.Module):
     def _run_direction(self, k: int, direction: int, x: Tensor, h0: Tensor, c0: Tensor,
                        lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """One layer-direction over the whole sequence: x [T, B, F] -> (y [T, B, H_out], h, c)."""
-        weights = {base: getattr(self, name) for base, name in self._weight_names[k].items()}
+        weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
         if direction == 1:
             x = reverse_within(x, lengths)
         args = (x, h0, c0, weights["weight_ih"], weights["weight_hh"],
