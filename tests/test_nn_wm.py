@@ -173,3 +173,32 @@ def test_working_memory_bad_arguments():
         wmkernels.nn.WorkingMemory(0, D)
     with pytest.raises(ValueError, match="batch"):
         memory.empty(-1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_jit_trace_and_export_record_plain_pytorch(mode, tmp_path):
+    """torch.jit.trace and torch.export record the reference (TorchScript holds no
+    Python autograd Function, an exported program differentiates none): the traced
+    layer saves, loads and computes what the layer does; the exported one runs
+    forward and backward equal to the layer's."""
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
+    x, state = torch.randn(T, B, I), random_state()
+    want = layer(x, state)[0]
+
+    torch.jit.trace(layer, (x, state)).save(str(tmp_path / "wm.pt"))
+    assert rel_err(torch.jit.load(str(tmp_path / "wm.pt"))(x, state)[0], want) <= 1e-6
+
+    exported = torch.export.export(layer, (x, state)).module()
+    leaf, eager_leaf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = exported(leaf, state)[0]
+    upstream = torch.randn_like(got)
+    (got * upstream).sum().backward()
+    (layer(eager_leaf, state)[0] * upstream).sum().backward()
+    assert rel_err(got, want) <= 1e-6 and rel_err(leaf.grad, eager_leaf.grad) <= 1e-5
+
+
+def test_a_kernel_backend_asked_for_by_name_cannot_be_recorded():
+    layer = wmkernels.nn.WMLSTM(I, H, S, D)
+    with wmkernels.use_backend("cpu"), pytest.raises(wmkernels.BackendUnavailableError,
+                                                     match="torch.jit.trace and torch.export"):
+        torch.jit.trace(layer, (torch.randn(T, B, I),))

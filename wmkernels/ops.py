@@ -93,9 +93,14 @@ def _traced_has_size_rules(op: str, device_type: str) -> bool:
 @torch.compiler.assume_constant_result
 def _traced_backend_name(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                          inference: bool, with_lengths: bool,
-                         sizes: Optional[Tuple[Tuple[str, int], ...]]) -> str:
+                         sizes: Optional[Tuple[Tuple[str, int], ...]], recording: bool) -> str:
     return select_backend(op, argument, device, dtype, None if sizes is None else dict(sizes), inference,
-                          traced_lengths=with_lengths).name
+                          traced_lengths=with_lengths, recording=recording).name
+
+
+def _recording() -> bool:
+    """True while torch.jit.trace or torch.export records the running code."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
@@ -103,7 +108,9 @@ def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch
     """The backend of one call (``select_backend``, traceable by torch.compile);
     ``sizes`` are the call's dimensions by name, for auto's measured rules;
     ``inference``: no input wants a gradient; ``with_lengths``: the call has
-    lengths (under torch.compile only backends that trace them qualify)."""
+    lengths (under torch.compile only backends that trace them qualify).
+    Under torch.jit.trace and torch.export only plain-PyTorch backends qualify."""
+    recording = _recording()
     if torch.compiler.is_compiling():
         # Sizes under dynamic shapes are symbolic, not constants. Only where a
         # size rule exists are they made constant (operator.index guards each
@@ -112,8 +119,9 @@ def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch
         constant_sizes = (tuple((k, operator.index(v)) for k, v in sizes.items())
                           if _traced_has_size_rules(op, device.type) else None)
         return BACKENDS[_traced_backend_name(op, argument, device, dtype, inference, with_lengths,
-                                             constant_sizes)]
-    return select_backend(op, argument, device, dtype, sizes, inference)
+                                             constant_sizes, recording)]
+    return select_backend(op, argument, device, dtype, sizes, inference,
+                          traced_lengths=recording and with_lengths, recording=recording)
 
 
 def wants_no_gradient(*tensors: Optional[Tensor]) -> bool:
@@ -131,8 +139,9 @@ def chosen_backend(op: str, device: torch.device, dtype: torch.dtype, inference:
 
 def _apply(op: str, backend, extras: dict, *inputs):
     """Run ``op`` on ``backend``: through its Function, or traced as plain
-    PyTorch when compiling a backend that is plain PyTorch (reference, aten)."""
-    if torch.compiler.is_compiling() and isinstance(backend, GraphBackend):
+    PyTorch when compiling, jit-tracing or exporting a backend that is plain
+    PyTorch (reference, aten)."""
+    if (torch.compiler.is_compiling() or _recording()) and isinstance(backend, GraphBackend):
         return backend.run_traceable(op, inputs, extras)
     return FUNCTIONS[op].apply(backend, extras, *inputs)
 

@@ -147,14 +147,19 @@ def requested_backend(argument: Optional[str]) -> str:
 
 def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
                     sizes: Optional[Mapping[str, int]] = None,
-                    inference: bool = False, traced_lengths: bool = False) -> List[Tuple[str, str]]:
+                    inference: bool = False, traced_lengths: bool = False,
+                    recording: bool = False) -> List[Tuple[str, str]]:
     """The backends ``auto`` tries for this call, in order, each with why it is
     there (``inference``: no input of the call wants a gradient;
     ``traced_lengths``: torch.compile is tracing a call with lengths, which
-    torch's own LSTM cannot take in a graph, as for torch.nn.LSTM)."""
-    if traced_lengths:
+    torch's own LSTM cannot take in a graph, as for torch.nn.LSTM;
+    ``recording``: torch.jit.trace or torch.export records the call, which only
+    plain PyTorch survives — a Python autograd Function can be neither saved in
+    TorchScript nor differentiated in an exported program)."""
+    if traced_lengths or recording:
         return [(name, why) for name, why in auto_candidates(op, device, dtype, sizes, inference)
-                if BACKENDS[name].traces_lengths]
+                if BACKENDS[name].traces_lengths or not traced_lengths
+                if BACKENDS[name].recordable or not recording]
     order = list(AUTO_ORDER.get(device.type, ("reference",)))
     why = {name: f"the fastest available on {device.type} by the auto order {tuple(order)}" for name in order}
     torch_own = TORCH_FIRST.get((device.type, op))
@@ -177,16 +182,19 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
 
 def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
            sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-           traced_lengths: bool = False) -> Choice:
+           traced_lengths: bool = False, recording: bool = False) -> Choice:
     """The backend of one call and the reasons (nothing raised: see ``select_backend``)."""
     name = requested_backend(argument)
     if name != AUTO:
         reason = BACKENDS[name].case_reason(op, device, dtype)
+        if reason is None and recording and not BACKENDS[name].recordable:
+            reason = ("torch.jit.trace and torch.export record plain PyTorch only, and this backend runs "
+                      "a Python autograd Function; use 'reference' or 'aten', or auto")
         if reason is not None:
             return Choice(op, device, dtype, name, None, f"backend '{name}' cannot run this call: {reason}")
         return Choice(op, device, dtype, name, name, "asked for by name")
     rejected = []
-    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths):
+    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
         reason = BACKENDS[candidate].case_reason(op, device, dtype)
         if reason is None:
             return Choice(op, device, dtype, AUTO, candidate, why, rejected)
@@ -196,11 +204,11 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
 
 def select_backend(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                    sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-                   traced_lengths: bool = False) -> Backend:
+                   traced_lengths: bool = False, recording: bool = False) -> Backend:
     """The backend that runs ``op`` on tensors of ``device`` and ``dtype`` (``sizes``:
     the call's dimensions by name, for the measured rules; ``inference``: no
-    input wants a gradient; ``traced_lengths``: see ``auto_candidates``)."""
-    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths)
+    input wants a gradient; ``traced_lengths``, ``recording``: see ``auto_candidates``)."""
+    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording)
     if choice.backend is None:
         raise BackendUnavailableError(f"{op}: {choice.reason}")
     if log.isEnabledFor(logging.DEBUG):

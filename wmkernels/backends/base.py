@@ -34,6 +34,7 @@ class Backend:
     name: str = ""
     dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
     traces_lengths = True  # torch.compile can trace its calls with lengths
+    recordable = False  # plain PyTorch ops that torch.jit.trace / torch.export can record
 
     def device_reason(self, device: torch.device) -> Optional[str]:
         """Why this backend cannot run on tensors of ``device`` (None: it can)."""

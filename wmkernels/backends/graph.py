@@ -18,6 +18,8 @@ from wmkernels.backends.base import Backend
 class GraphBackend(Backend):
     """A backend that runs an op as plain differentiable PyTorch."""
 
+    recordable = True
+
     def run_traceable(self, op, inputs, extras):
         """The op's outputs (a tuple) as plain differentiable PyTorch, the
         ops-level argument layout in (``OP_INPUTS`` order, extras by name)."""
