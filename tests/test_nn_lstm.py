@@ -245,7 +245,7 @@ def test_bad_forward_arguments():
         lstm(torch.randn(T, B, 4))
     with pytest.raises(ValueError, match="2D or 3D, got 4D"):
         lstm(torch.randn(1, T, B, I))
-    with pytest.raises(ValueError, match=r"h0.*\[2, 4, 5\], got \[1, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"h0.*\(2, 4, 5\), got \[1, 4, 5\]"):
         lstm(torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(2, B, H)))
     with pytest.raises(ValueError, match=r"hx\[1\] \(c0\) to be 3D"):
         lstm(torch.randn(T, B, I), (torch.randn(2, B, H), torch.randn(B, H)))
@@ -384,6 +384,21 @@ def test_shape_errors_are_what_torch_raises_and_name_the_argument(bad):
     with pytest.raises(ValueError) as info:
         BAD_CALLS[bad](ours)
     assert isinstance(info.value, type(torch_error.value)) and "LSTM" in str(info.value)
+
+
+@pytest.mark.parametrize("proj_size", (0, 2))
+def test_state_size_errors_read_as_torchs(proj_size):
+    """Code matching torch's message ("Expected hidden[k] size (…), got […]", as
+    PyTorch's own tests do) matches ours, which also names hx and the shape."""
+    ours = wmkernels.nn.LSTM(I, H, proj_size=proj_size)
+    h_size = proj_size or H
+    good = (torch.randn(1, B, h_size), torch.randn(1, B, H))
+    for k in (0, 1):
+        bad = list(good)
+        bad[k] = torch.randn(1, B, bad[k].shape[2] + 1)
+        with pytest.raises(RuntimeError, match=rf"Expected hidden\[{k}\] .*size.*got") as info:
+            ours(torch.randn(T, B, I), tuple(bad))
+        assert f"hx[{k}]" in str(info.value)
 
 
 def test_cell_shape_error_is_what_torch_raises():

@@ -135,7 +135,7 @@ def test_bad_arguments(layer_type):
         layer(x[..., :3])
     bad_state = random_state()
     bad_state = (bad_state[0], bad_state[1], torch.randn(B, S + 1, D))
-    with pytest.raises(ValueError, match=r"state\[2\] \(M\).*\[3, 3, 5\], got \[3, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"state\[2\] \(M\).*\(3, 3, 5\), got \[3, 4, 5\]"):
         layer(x, bad_state)
     with pytest.raises(ValueError, match="tuple"):
         layer(x, random_state()[:2])

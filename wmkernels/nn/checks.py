@@ -39,10 +39,11 @@ def tensor(layer: str, name: str, value, dims: Sequence[int]) -> Tensor:
 
 
 def size(layer: str, name: str, value: Tensor, expected: Sequence[int], labels: str) -> None:
-    """``value`` must have shape ``expected`` (``labels`` spells it out, e.g. "[B, H]")."""
+    """``value`` must have shape ``expected`` (``labels`` spells it out, e.g. "[B, H]");
+    the message starts as torch.nn.LSTM's ("Expected hidden[0] size (1, 2, 20), got [1, 2, 19]")."""
     if tuple(value.shape) != tuple(expected):
-        raise LayerShapeError(f"{layer}: Expected {name} of shape {labels} = {list(expected)}, "
-                         f"got {list(value.shape)}")
+        raise LayerShapeError(f"{layer}: Expected {name} size {tuple(expected)}, got {list(value.shape)} "
+                              f"(shape {labels})")
 
 
 def matches_weights(layer: str, name: str, value: Tensor, weight: Tensor) -> None:

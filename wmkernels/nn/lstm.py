@@ -52,6 +52,10 @@ class LSTM(nn.LSTM):
     ``torch._dynamo.config.allow_rnn = True``, with which ``fullgraph=True``
     traces the whole model through the layer's ops.
 
+    A sequence of length 0 is valid here (empty output, ``h_n, c_n`` = the
+    initial state), where torch.nn.LSTM raises: every call torch.nn.LSTM
+    accepts runs unchanged, and empty inputs are valid throughout wmkernels.
+
     ``proj_size > 0`` has no fused sequence kernel: it runs a Python loop over
     time of ``wmkernels.ops.lstm_cell`` plus the projection matmul — correct,
     differentiable and traceable, but not fused over time.
@@ -173,8 +177,9 @@ class LSTM(nn.LSTM):
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         labels = "[num_layers*num_directions, B, {}]"
-        checks.size(NAME, "hx[0] (h0)", h0, h_shape, labels.format("proj_size" if self.proj_size else "H"))
-        checks.size(NAME, "hx[1] (c0)", c0, c_shape, labels.format("H"))
+        checks.size(NAME, "hidden[0] (hx[0], h0)", h0, h_shape,
+                    labels.format("proj_size" if self.proj_size else "H"))
+        checks.size(NAME, "hidden[1] (hx[1], c0)", c0, c_shape, labels.format("H"))
         return h0, c0
 
     def _run_direction(self, k: int, direction: int, x: Tensor, h0: Tensor, c0: Tensor,

@@ -1,0 +1,131 @@
+"""What the examples share: the models compared (torch.nn.LSTM and the WM-LSTM,
+FIFO or gated, at equal parameter counts), a training loop, and the timing of a
+training step on each backend.
+
+Run from the repository (``python examples/memory_tasks.py``): the examples
+import this module as a sibling file.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+import wmkernels
+
+KINDS = ("lstm", "fifo", "gated")  # torch.nn.LSTM, WMLSTM write_mode="fifo", WMLSTM write_mode="gated"
+
+
+class SequenceModel(nn.Module):
+    """A recurrent layer and a linear read-out at every step.
+
+    ``kind`` "lstm": ``torch.nn.LSTM(input_size, hidden)``, read-out from ``h``;
+    "fifo" / "gated": ``wmkernels.nn.WMLSTM(input_size, hidden, slots, width,
+    write_mode=kind)``, read-out from ``[h, r]`` (hidden state and what was read).
+    ``forward(x [T, B, input_size]) -> logits [T, B, classes]``.
+    """
+
+    def __init__(self, kind: str, input_size: int, classes: int, hidden: int,
+                 slots: int = 0, width: int = 0) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind = kind
+        if kind == "lstm":
+            self.rnn = nn.LSTM(input_size, hidden)
+            features = hidden
+        else:
+            self.rnn = wmkernels.nn.WMLSTM(input_size, hidden, slots, width, write_mode=kind)
+            features = hidden + width
+        self.head = nn.Linear(features, classes)
+
+    def forward(self, x: Tensor, state=None) -> Tuple[Tensor, object]:
+        """x [T, B, I] -> (logits [T, B, classes], final recurrent state)."""
+        y, state = self.rnn(x, state)
+        return self.head(y), state
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build(kind: str, input_size: int, classes: int, hidden: int, slots: int, width: int) -> SequenceModel:
+    """The WM-LSTM of ``hidden``/``slots``/``width`` for "fifo"/"gated"; for "lstm",
+    the torch.nn.LSTM whose hidden size gives the parameter count closest to the
+    gated WM-LSTM's (the larger of the two write modes), read-out included."""
+    if kind != "lstm":
+        return SequenceModel(kind, input_size, classes, hidden, slots, width)
+    target = parameter_count(SequenceModel("gated", input_size, classes, hidden, slots, width))
+    best = min(range(1, 8 * hidden),
+               key=lambda h: abs(4 * h * (input_size + h + 2) + (h + 1) * classes - target))
+    return SequenceModel("lstm", input_size, classes, best)
+
+
+def train(model: nn.Module, batch: Callable[[], Tuple[Tensor, Tensor, Tensor]], steps: int,
+          lr: float, on_step: Optional[Callable[[int, float], None]] = None) -> Dict[str, float]:
+    """Adam with gradient clipping on ``batch() -> (x [T, B, I], targets [T, B], mask [T, B])``
+    (cross-entropy over the masked steps). Returns the last loss and seconds per step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    start, loss_value = time.perf_counter(), float("nan")
+    for step in range(1, steps + 1):
+        x, targets, mask = batch()
+        loss = masked_cross_entropy(model(x)[0], targets, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss_value = loss.item()
+        if on_step is not None:
+            on_step(step, loss_value)
+    return {"loss": loss_value, "seconds_per_step": (time.perf_counter() - start) / max(steps, 1)}
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Mean cross-entropy (nats) of logits [T, B, K] against targets [T, B] where mask [T, B] is True."""
+    return nn.functional.cross_entropy(logits[mask], targets[mask])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batch: Callable[[], Tuple[Tensor, Tensor, Tensor]], batches: int) -> float:
+    """Fraction of masked steps whose arg-max prediction is the target, over fresh batches."""
+    model.eval()
+    right = total = 0
+    for _ in range(batches):
+        x, targets, mask = batch()
+        predicted = model(x)[0].argmax(-1)
+        right += (predicted[mask] == targets[mask]).sum().item()
+        total += mask.sum().item()
+    model.train()
+    return right / total
+
+
+def step_seconds(model: nn.Module, x: Tensor, targets: Tensor, mask: Tensor,
+                 backend: str = "auto", repeats: int = 7) -> Tuple[float, float]:
+    """(median, min) seconds of one training step (forward, loss, backward; no
+    optimizer) of ``model`` on one batch, its ops on ``backend``, after a warm-up."""
+    times: List[float] = []
+    with wmkernels.use_backend(backend):
+        for k in range(repeats + 2):
+            start = time.perf_counter()
+            loss = masked_cross_entropy(model(x)[0], targets, mask)
+            loss.backward()
+            if k >= 2:
+                times.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    return statistics.median(times), min(times)
+
+
+def machine() -> str:
+    """The CPU and thread count, for result headers."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__}"

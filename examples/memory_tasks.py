@@ -1,0 +1,215 @@
+"""Memory tasks with known answers: WM-LSTM (FIFO and gated) against torch.nn.LSTM
+of equal parameter count, over several seeds, on CPU.
+
+- **copy**: ``L`` random symbols (one-hot of ``K``), ``delay`` blank steps, then
+  ``L`` recall steps on which the symbols must come out in order. Accuracy is
+  per recalled symbol; chance is 1/K.
+- **recall** (associative recall): ``n`` key-value pairs, one per step (one-hot
+  key of ``K_keys`` beside one-hot value of ``K_values``, distinct keys), then a
+  query step holding one of the keys; the answer is its value. Chance is 1/K_values.
+
+For each task and difficulty (delay, or number of pairs) every model trains
+``--steps`` Adam steps on fresh batches, then is scored on fresh examples.
+The seconds per training step of the WM-LSTM on its kernels (auto), on the
+reference backend, and of torch.nn.LSTM are measured at the largest size.
+Writes ``memory_tasks.json``, ``memory_tasks.md`` and ``memory_tasks.png`` to ``--out``.
+
+    python examples/memory_tasks.py --out docs/results            # the full run (~15 min on 2 cores)
+    python examples/memory_tasks.py --quick --out /tmp/mt         # a smoke run (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+import common
+
+Batch = Tuple[Tensor, Tensor, Tensor]
+
+
+def copy_batch(batch: int, length: int, delay: int, symbols: int, generator: torch.Generator) -> Batch:
+    """x [T, B, K + 1] (one-hot symbols; the last channel says "recall now"),
+    targets [T, B] (the symbols, at the recall steps), mask [T, B] (recall steps); T = 2L + delay."""
+    T = 2 * length + delay
+    ids = torch.randint(0, symbols, (length, batch), generator=generator)
+    x = torch.zeros(T, batch, symbols + 1)
+    x[:length].scatter_(2, ids.unsqueeze(2), 1.0)
+    x[length + delay:, :, symbols] = 1.0
+    targets = torch.zeros(T, batch, dtype=torch.long)
+    targets[length + delay:] = ids
+    mask = torch.zeros(T, batch, dtype=torch.bool)
+    mask[length + delay:] = True
+    return x, targets, mask
+
+
+def recall_batch(batch: int, pairs: int, keys: int, values: int, generator: torch.Generator) -> Batch:
+    """x [n + 1, B, keys + values + 1]: n steps of (key one-hot, value one-hot), distinct keys,
+    then a query step (key one-hot, last channel set); the target of the query step
+    is that key's value (mask marks it)."""
+    key_ids = torch.argsort(torch.rand(batch, keys, generator=generator), dim=1)[:, :pairs].t()  # [n, B]
+    value_ids = torch.randint(0, values, (pairs, batch), generator=generator)
+    asked = torch.randint(0, pairs, (batch,), generator=generator)
+    columns = torch.arange(batch)
+    x = torch.zeros(pairs + 1, batch, keys + values + 1)
+    x[:pairs].scatter_(2, key_ids.unsqueeze(2), 1.0)
+    x[:pairs].scatter_(2, (keys + value_ids).unsqueeze(2), 1.0)
+    x[pairs, columns, key_ids[asked, columns]] = 1.0
+    x[pairs, :, keys + values] = 1.0
+    targets = torch.zeros(pairs + 1, batch, dtype=torch.long)
+    targets[pairs] = value_ids[asked, columns]
+    mask = torch.zeros(pairs + 1, batch, dtype=torch.bool)
+    mask[pairs] = True
+    return x, targets, mask
+
+
+def task_batches(args, task: str, level: int, generator: torch.Generator) -> Tuple[Callable[[], Batch], int, int]:
+    """(batch(), input size, classes) of ``task`` at difficulty ``level``."""
+    if task == "copy":
+        return (lambda: copy_batch(args.batch, args.length, level, args.symbols, generator),
+                args.symbols + 1, args.symbols)
+    return (lambda: recall_batch(args.batch, level, args.keys, args.values, generator),
+            args.keys + args.values + 1, args.values)
+
+
+def run_one(args, task: str, level: int, kind: str, seed: int) -> Dict[str, float]:
+    torch.manual_seed(seed)
+    data = torch.Generator().manual_seed(10_000 + seed)
+    batch, inputs, classes = task_batches(args, task, level, data)
+    model = common.build(kind, inputs, classes, args.hidden, args.slots, args.width)
+    fit = common.train(model, batch, args.steps, args.lr)
+    scored = common.accuracy(model, batch, args.eval_batches)
+    return {"task": task, "level": level, "kind": kind, "seed": seed, "accuracy": scored,
+            "params": common.parameter_count(model), **fit}
+
+
+def timing(args, task: str, level: int) -> Dict[str, Dict[str, float]]:
+    """Seconds per training step at one size: WM-LSTM on auto and on the reference, torch.nn.LSTM."""
+    data = torch.Generator().manual_seed(0)
+    batch, inputs, classes = task_batches(args, task, level, data)
+    x, targets, mask = batch()
+    rows = {}
+    for kind in ("fifo", "gated"):
+        model = common.build(kind, inputs, classes, args.hidden, args.slots, args.width)
+        for backend in ("auto", "reference"):
+            rows[f"WMLSTM {kind} ({backend})"] = common.step_seconds(model, x, targets, mask, backend)
+    rows["torch.nn.LSTM (equal params)"] = common.step_seconds(
+        common.build("lstm", inputs, classes, args.hidden, args.slots, args.width), x, targets, mask)
+    return {name: {"median_s": median, "min_s": low} for name, (median, low) in rows.items()}
+
+
+def summarise(results: List[Dict]) -> Dict[Tuple[str, int, str], Tuple[float, float, float]]:
+    """(task, level, kind) -> (mean, min, max) accuracy over seeds."""
+    groups: Dict[Tuple[str, int, str], List[float]] = {}
+    for r in results:
+        groups.setdefault((r["task"], r["level"], r["kind"]), []).append(r["accuracy"])
+    return {key: (statistics.fmean(v), min(v), max(v)) for key, v in groups.items()}
+
+
+def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
+    lines = [f"Machine: {common.machine()}. {args.steps} training steps of batch {args.batch}, "
+             f"seeds {list(range(args.seeds))}; accuracy on {args.eval_batches * args.batch} fresh "
+             f"examples per run (mean, [min, max] over seeds).", ""]
+    params = {r["kind"]: r["params"] for r in results}
+    lines.append("Parameters: " + ", ".join(f"{k} {params[k]:,}" for k in common.KINDS if k in params)
+                 + f" (WM-LSTM H={args.hidden}, S={args.slots}, D={args.width}).")
+    for task, levels, label, chance in (("copy", args.delays, "delay", 1 / args.symbols),
+                                         ("recall", args.pairs, "pairs", 1 / args.values)):
+        lines += ["", f"**{task}** (chance {chance:.2f})", "",
+                  f"| {label} | " + " | ".join(common.KINDS) + " |", "|---" * (len(common.KINDS) + 1) + "|"]
+        for level in levels:
+            cells = []
+            for kind in common.KINDS:
+                mean, low, high = summary[(task, level, kind)]
+                cells.append(f"{mean:.2f} [{low:.2f}, {high:.2f}]")
+            lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    for task, rows in timings.items():
+        lines += ["", f"Seconds per training step ({task} at its largest size, batch {args.batch}; "
+                  "forward + backward, median of 7):", "", "| model | median ms | min ms |", "|---|---|---|"]
+        for name, t in rows.items():
+            lines.append(f"| {name} | {t['median_s'] * 1e3:.1f} | {t['min_s'] * 1e3:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: pathlib.Path, args, summary) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (task, levels, label, chance) in zip(axes, (
+            ("copy", args.delays, f"delay (steps; L={args.length}, S={args.slots})", 1 / args.symbols),
+            ("recall", args.pairs, f"key-value pairs (S={args.slots})", 1 / args.values))):
+        for kind, style in zip(common.KINDS, ("o-", "s-", "^-")):
+            stats = [summary[(task, level, kind)] for level in levels]
+            mean = [s[0] for s in stats]
+            err = [[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]]
+            name = "torch.nn.LSTM" if kind == "lstm" else f"WM-LSTM {kind}"
+            ax.errorbar(levels, mean, yerr=err, fmt=style, capsize=3, label=name)
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Equal parameter counts, {args.steps} steps, {args.seeds} seeds (min-max bars)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--symbols", type=int, default=8)
+    parser.add_argument("--length", type=int, default=5)
+    parser.add_argument("--delays", type=int, nargs="+", default=[0, 8, 16, 32])
+    parser.add_argument("--keys", type=int, default=16)
+    parser.add_argument("--values", type=int, default=8)
+    parser.add_argument("--pairs", type=int, nargs="+", default=[2, 4, 8, 12])
+    parser.add_argument("--eval-batches", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds, args.hidden, args.slots, args.width = 30, 1, 16, 4, 8
+        args.delays, args.pairs, args.eval_batches, args.length = [0, 4], [2, 3], 2, 3
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results, start = [], time.perf_counter()
+    for task, levels in (("copy", args.delays), ("recall", args.pairs)):
+        for level in levels:
+            for kind in common.KINDS:
+                for seed in range(args.seeds):
+                    results.append(run_one(args, task, level, kind, seed))
+                    r = results[-1]
+                    print(f"{task:6s} {level:3d} {kind:5s} seed {seed}: accuracy {r['accuracy']:.3f} "
+                          f"loss {r['loss']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    timings = {"copy": timing(args, "copy", max(args.delays)), "recall": timing(args, "recall", max(args.pairs))}
+    summary = summarise(results)
+    report = {"machine": common.machine(), "args": {k: str(v) if isinstance(v, pathlib.Path) else v
+                                                    for k, v in vars(args).items()},
+              "results": results, "timings": timings}
+    (args.out / "memory_tasks.json").write_text(json.dumps(report, indent=1))
+    write_markdown(args.out / "memory_tasks.md", args, results, timings, summary)
+    plot(args.out / "memory_tasks.png", args, summary)
+    print((args.out / "memory_tasks.md").read_text())
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)
