@@ -131,7 +131,7 @@ def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
                 cells.append(f"{mean:.2f} [{low:.2f}, {high:.2f}]")
             lines.append(f"| {level} | " + " | ".join(cells) + " |")
     for task, rows in timings.items():
-        lines += ["", f"Seconds per training step ({task} at its largest size, batch {args.batch}; "
+        lines += ["", f"Time per training step ({task} at its largest size, batch {args.batch}; "
                   "forward + backward, median of 7):", "", "| model | median ms | min ms |", "|---|---|---|"]
         for name, t in rows.items():
             lines.append(f"| {name} | {t['median_s'] * 1e3:.1f} | {t['min_s'] * 1e3:.1f} |")

@@ -19,28 +19,8 @@ import time
 
 import torch
 
-import wmkernels
-
-
-def copy_batch(batch: int, length: int, delay: int, symbols: int, generator: torch.Generator):
-    """x [T, B, K + 1] (one-hot symbols, last channel = "recall now"), targets [L, B] (symbol ids)."""
-    T = 2 * length + delay
-    ids = torch.randint(0, symbols, (length, batch), generator=generator)
-    x = torch.zeros(T, batch, symbols + 1)
-    x[:length].scatter_(2, ids.unsqueeze(2), 1.0)
-    x[length + delay:, :, symbols] = 1.0
-    return x, ids
-
-
-class Copier(torch.nn.Module):
-    def __init__(self, symbols: int, hidden: int, slots: int, width: int, write_mode: str):
-        super().__init__()
-        self.rnn = wmkernels.nn.WMLSTM(symbols + 1, hidden, slots, width, write_mode=write_mode)
-        self.head = torch.nn.Linear(hidden + width, symbols)
-
-    def forward(self, x, recall_steps: int):
-        y, _ = self.rnn(x)                 # [T, B, H + D]: hidden state and what was read
-        return self.head(y[-recall_steps:])  # [L, B, K]
+import common
+from memory_tasks import copy_batch
 
 
 def main(argv=None) -> float:
@@ -61,23 +41,24 @@ def main(argv=None) -> float:
 
     torch.manual_seed(args.seed)
     data = torch.Generator().manual_seed(args.seed + 1)
-    model = Copier(args.symbols, args.hidden, args.length + args.delay, args.width, args.write_mode)
+    model = common.SequenceModel(args.write_mode, args.symbols + 1, args.symbols, args.hidden,
+                                 args.length + args.delay, args.width)
     forward = torch.compile(model, fullgraph=True) if args.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     print(f"{model.rnn}; chance loss ln K = {math.log(args.symbols):.3f}")
 
     start, recent, window = time.perf_counter(), [], math.nan
     for step in range(1, args.steps + 1):
-        x, targets = copy_batch(args.batch, args.length, args.delay, args.symbols, data)
-        logits = forward(x, args.length)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, args.symbols), targets.reshape(-1))
+        x, targets, mask = copy_batch(args.batch, args.length, args.delay, args.symbols, data)
+        logits = forward(x)[0]
+        loss = common.masked_cross_entropy(logits, targets, mask)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         recent.append(loss.item())
         if step % 25 == 0 or step == args.steps:
-            accuracy = (logits.argmax(-1) == targets).float().mean().item()
+            accuracy = (logits.argmax(-1)[mask] == targets[mask]).float().mean().item()
             window = sum(recent) / len(recent)
             print(f"step {step:4d}  loss {window:.3f}  recall accuracy {accuracy:.2f}  "
                   f"({time.perf_counter() - start:.1f} s)")

@@ -10,7 +10,8 @@ import pathlib
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_copy_task.py"
 
 
-def test_copy_task_learns(fresh_seed, capsys):
+def test_copy_task_learns(fresh_seed, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))  # the example imports its siblings
     spec = importlib.util.spec_from_file_location("train_copy_task", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

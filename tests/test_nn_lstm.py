@@ -406,3 +406,14 @@ def test_cell_shape_error_is_what_torch_raises():
     for layer in (theirs, ours):
         with pytest.raises(RuntimeError):
             layer(torch.randn(B, I + 1))
+
+
+def test_layers_pass_gradgradcheck():
+    """Second derivatives through the layers (float64, parameters wanting grad so
+    the kernels run): torch.autograd.gradgradcheck, as PyTorch checks nn.LSTM."""
+    lstm = wmkernels.nn.LSTM(2, 3, num_layers=2, bidirectional=True).double()
+    cell = wmkernels.nn.LSTMCell(2, 3).double()
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    h, c = (torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradgradcheck(lambda x, h, c: lstm(x, (h, c))[0], (x, h, c))
+    assert torch.autograd.gradgradcheck(lambda x, h, c: cell(x, (h, c)), (x[0], h[0], c[0]))

@@ -202,3 +202,12 @@ def test_a_kernel_backend_asked_for_by_name_cannot_be_recorded():
     with wmkernels.use_backend("cpu"), pytest.raises(wmkernels.BackendUnavailableError,
                                                      match="torch.jit.trace and torch.export"):
         torch.jit.trace(layer, (torch.randn(T, B, I),))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wmlstm_passes_gradgradcheck(mode):
+    layer = wmkernels.nn.WMLSTM(2, 3, 2, 2, write_mode=mode).double()
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    state = (torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64),
+             torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradgradcheck(lambda x, M: layer(x, (state[0], state[1], M))[0], (x, state[2]))

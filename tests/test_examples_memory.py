@@ -1,0 +1,95 @@
+"""examples/memory_tasks.py and examples/char_lm.py: the tasks' data say what
+they claim, the bits-per-character measure is right, and small versions of both
+runs train, score and write their reports (JSON, markdown, PNG)."""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import pytest
+import torch
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def examples(monkeypatch):
+    """The example modules, imported as the scripts import each other (siblings)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import char_lm
+    import common
+    import memory_tasks
+
+    return memory_tasks, char_lm, common
+
+
+def test_copy_batch_recalls_the_shown_symbols(examples, fresh_seed):
+    memory_tasks, _, _ = examples
+    length, delay, symbols = 4, 3, 6
+    x, targets, mask = memory_tasks.copy_batch(5, length, delay, symbols, torch.Generator().manual_seed(fresh_seed))
+    assert x.shape == (2 * length + delay, 5, symbols + 1)
+    shown = x[:length, :, :symbols].argmax(-1)
+    assert torch.equal(targets[mask].view(length, 5), shown)
+    assert x[length:length + delay].abs().sum() == 0  # the delay is blank
+    assert torch.all(x[length + delay:, :, symbols] == 1) and mask.sum() == length * 5
+
+
+def test_recall_batch_asks_for_a_stored_keys_value(examples, fresh_seed):
+    memory_tasks, _, _ = examples
+    pairs, keys, values, batch = 5, 7, 4, 64
+    x, targets, mask = memory_tasks.recall_batch(batch, pairs, keys, values,
+                                                 torch.Generator().manual_seed(fresh_seed))
+    assert x.shape == (pairs + 1, batch, keys + values + 1)
+    assert torch.equal(mask.nonzero()[:, 0], torch.full((batch,), pairs))
+    for b in range(batch):
+        stored = {int(x[t, b, :keys].argmax()): int(x[t, b, keys:keys + values].argmax()) for t in range(pairs)}
+        assert len(stored) == pairs  # distinct keys
+        assert x[:pairs, b].sum() == 2 * pairs and x[pairs, b].sum() == 2  # one key + one value; key + flag
+        asked = int(x[pairs, b, :keys].argmax())
+        assert targets[pairs, b] == stored[asked]
+
+
+def test_equal_parameter_counts(examples):
+    _, _, common = examples
+    wm = common.build("gated", 17, 8, 64, 16, 32)
+    lstm = common.build("lstm", 17, 8, 64, 16, 32)
+    assert isinstance(lstm.rnn, torch.nn.LSTM)
+    assert abs(common.parameter_count(lstm) - common.parameter_count(wm)) <= 0.02 * common.parameter_count(wm)
+
+
+def test_bits_per_character_of_a_uniform_model_is_log2_v(examples):
+    """A model whose logits are all equal scores exactly log2(V) bits per character."""
+    _, char_lm, _ = examples
+
+    class Uniform(torch.nn.Module):
+        def forward(self, ids):
+            return torch.zeros(*ids.shape, 50), None
+
+    data = torch.randint(0, 50, (1000,))
+    assert char_lm.bits_per_character(Uniform(), data, 16, 8) == pytest.approx(math.log2(50))
+
+
+def test_memory_tasks_small_run_writes_its_report(examples, tmp_path):
+    memory_tasks, _, common = examples
+    report = memory_tasks.main(["--quick", "--out", str(tmp_path)])
+    runs = report["results"]
+    assert {(r["task"], r["kind"]) for r in runs} == {(t, k) for t in ("copy", "recall") for k in common.KINDS}
+    assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["loss"]) for r in runs)
+    assert json.loads((tmp_path / "memory_tasks.json").read_text())["results"] == runs
+    table = (tmp_path / "memory_tasks.md").read_text()
+    assert "WMLSTM fifo (reference)" in table and "torch.nn.LSTM (equal params)" in table
+    assert (tmp_path / "memory_tasks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_char_lm_small_run_learns_and_writes_its_report(examples, tmp_path):
+    """Two short epochs on a slice of the text take every model well under the
+    uniform log2(V) bits per character."""
+    _, char_lm, common = examples
+    report = char_lm.main(["--quick", "--out", str(tmp_path)])
+    uniform = math.log2(report["sizes"]["vocabulary"])
+    for run in report["runs"]:
+        assert run["curve"][-1]["held_out_bpc"] < uniform - 1, run
+    assert {run["kind"] for run in report["runs"]} == set(common.KINDS)
+    assert "held-out bits/char" in (tmp_path / "char_lm.md").read_text()
+    assert (tmp_path / "char_lm.png").read_bytes()[:4] == b"\x89PNG"
