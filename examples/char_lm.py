@@ -135,10 +135,8 @@ def write_markdown(path: pathlib.Path, args, runs: List[Dict], timings: Dict, si
         lines.append(f"| {name} | {mine[0]['params']:,} | {sum(last) / len(last):.3f} "
                      f"[{min(last):.3f}, {max(last):.3f}] | {sum(best) / len(best):.3f} | "
                      f"{sum(seconds) / len(seconds):.1f} |")
-    lines += ["", f"Time per training step (window {args.window}, batch {args.batch}; forward + backward, "
-              "median of 7):", "", "| model | median ms | min ms |", "|---|---|---|"]
-    for name, t in timings.items():
-        lines.append(f"| {name} | {t['median_s'] * 1e3:.1f} | {t['min_s'] * 1e3:.1f} |")
+    lines += ["", f"One training step (window {args.window}, batch {args.batch}; forward + backward, "
+              "7 runs):", ""] + common.cost_table(timings)
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -190,16 +188,9 @@ def main(argv=None) -> Dict:
 
     runs = [run(args, kind, seed, train_ids, held_ids, len(vocabulary))
             for kind in common.KINDS for seed in range(args.seeds)]
-    x, targets, mask = random_windows(train_ids, args.window, args.batch, torch.Generator().manual_seed(0))
-    timings = {}
-    for kind in ("fifo", "gated"):
-        model = CharModel(kind, len(vocabulary), args.embedding, args.hidden, args.slots, args.width)
-        for backend in ("auto", "reference"):
-            median, low = common.step_seconds(model, x, targets, mask, backend)
-            timings[f"WMLSTM {kind} ({backend})"] = {"median_s": median, "min_s": low}
-    median, low = common.step_seconds(
-        CharModel("lstm", len(vocabulary), args.embedding, args.hidden, args.slots, args.width), x, targets, mask)
-    timings["torch.nn.LSTM (equal params)"] = {"median_s": median, "min_s": low}
+    timings = common.compare_costs(
+        lambda kind: CharModel(kind, len(vocabulary), args.embedding, args.hidden, args.slots, args.width),
+        *random_windows(train_ids, args.window, args.batch, torch.Generator().manual_seed(0)))
 
     sizes = {"train": len(train_text), "held_out": len(held_text), "vocabulary": len(vocabulary)}
     report = {"machine": common.machine(), "sizes": sizes, "runs": runs, "timings": timings,

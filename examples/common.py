@@ -102,12 +102,17 @@ def accuracy(model: nn.Module, batch: Callable[[], Tuple[Tensor, Tensor, Tensor]
     return right / total
 
 
-def step_seconds(model: nn.Module, x: Tensor, targets: Tensor, mask: Tensor,
-                 backend: str = "auto", repeats: int = 7) -> Tuple[float, float]:
-    """(median, min) seconds of one training step (forward, loss, backward; no
-    optimizer) of ``model`` on one batch, its ops on ``backend``, after a warm-up."""
+def step_cost(model: nn.Module, x: Tensor, targets: Tensor, mask: Tensor,
+              backend: str = "auto", repeats: int = 7) -> Dict[str, float]:
+    """One training step (forward, loss, backward; no optimizer) of ``model`` on
+    one batch, its ops on ``backend``: median and min seconds over ``repeats``
+    after a warm-up, and the bytes autograd saves for backward (parameters,
+    input and outputs left out)."""
+    from wmkernels.bench import saved_bytes
+
     times: List[float] = []
     with wmkernels.use_backend(backend):
+        saved = saved_bytes(lambda: model(x)[0], [x, *model.parameters()])
         for k in range(repeats + 2):
             start = time.perf_counter()
             loss = masked_cross_entropy(model(x)[0], targets, mask)
@@ -115,7 +120,28 @@ def step_seconds(model: nn.Module, x: Tensor, targets: Tensor, mask: Tensor,
             if k >= 2:
                 times.append(time.perf_counter() - start)
     model.zero_grad(set_to_none=True)
-    return statistics.median(times), min(times)
+    return {"median_s": statistics.median(times), "min_s": min(times), "saved_bytes": saved}
+
+
+def compare_costs(make: Callable[[str], nn.Module], x: Tensor, targets: Tensor, mask: Tensor) -> Dict[str, Dict]:
+    """``step_cost`` of the WM-LSTM (``make("fifo")``, ``make("gated")``) on its
+    kernels (auto) and on the reference backend, and of ``make("lstm")``."""
+    rows = {}
+    for kind in ("fifo", "gated"):
+        model = make(kind)
+        for backend in ("auto", "reference"):
+            rows[f"WMLSTM {kind} ({backend})"] = step_cost(model, x, targets, mask, backend)
+    rows["torch.nn.LSTM (equal params)"] = step_cost(make("lstm"), x, targets, mask)
+    return rows
+
+
+def cost_table(rows: Dict[str, Dict]) -> List[str]:
+    """Markdown lines of ``compare_costs``' rows."""
+    lines = ["| model | median ms | min ms | saved for backward |", "|---|---|---|---|"]
+    for name, c in rows.items():
+        lines.append(f"| {name} | {c['median_s'] * 1e3:.1f} | {c['min_s'] * 1e3:.1f} | "
+                     f"{c['saved_bytes'] / 2 ** 20:.2f} MiB |")
+    return lines
 
 
 def machine() -> str:

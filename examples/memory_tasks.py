@@ -51,22 +51,24 @@ def copy_batch(batch: int, length: int, delay: int, symbols: int, generator: tor
 
 
 def recall_batch(batch: int, pairs: int, keys: int, values: int, generator: torch.Generator) -> Batch:
-    """x [n + 1, B, keys + values + 1]: n steps of (key one-hot, value one-hot), distinct keys,
-    then a query step (key one-hot, last channel set); the target of the query step
-    is that key's value (mask marks it)."""
+    """x [n + 2, B, keys + values + 1]: n steps of (key one-hot, value one-hot), distinct keys,
+    a query step (key one-hot, last channel set), then a blank answer step whose
+    target is that key's value (mask marks it). The answer comes one step after
+    the query because the WM-LSTM reads with a query made from the previous
+    hidden state (SPEC 1.4): the step that sees the key can only ask for it."""
     key_ids = torch.argsort(torch.rand(batch, keys, generator=generator), dim=1)[:, :pairs].t()  # [n, B]
     value_ids = torch.randint(0, values, (pairs, batch), generator=generator)
     asked = torch.randint(0, pairs, (batch,), generator=generator)
     columns = torch.arange(batch)
-    x = torch.zeros(pairs + 1, batch, keys + values + 1)
+    x = torch.zeros(pairs + 2, batch, keys + values + 1)
     x[:pairs].scatter_(2, key_ids.unsqueeze(2), 1.0)
     x[:pairs].scatter_(2, (keys + value_ids).unsqueeze(2), 1.0)
     x[pairs, columns, key_ids[asked, columns]] = 1.0
     x[pairs, :, keys + values] = 1.0
-    targets = torch.zeros(pairs + 1, batch, dtype=torch.long)
-    targets[pairs] = value_ids[asked, columns]
-    mask = torch.zeros(pairs + 1, batch, dtype=torch.bool)
-    mask[pairs] = True
+    targets = torch.zeros(pairs + 2, batch, dtype=torch.long)
+    targets[pairs + 1] = value_ids[asked, columns]
+    mask = torch.zeros(pairs + 2, batch, dtype=torch.bool)
+    mask[pairs + 1] = True
     return x, targets, mask
 
 
@@ -84,25 +86,18 @@ def run_one(args, task: str, level: int, kind: str, seed: int) -> Dict[str, floa
     data = torch.Generator().manual_seed(10_000 + seed)
     batch, inputs, classes = task_batches(args, task, level, data)
     model = common.build(kind, inputs, classes, args.hidden, args.slots, args.width)
-    fit = common.train(model, batch, args.steps, args.lr)
+    fit = common.train(model, batch, args.copy_steps if task == "copy" else args.recall_steps, args.lr)
     scored = common.accuracy(model, batch, args.eval_batches)
     return {"task": task, "level": level, "kind": kind, "seed": seed, "accuracy": scored,
             "params": common.parameter_count(model), **fit}
 
 
-def timing(args, task: str, level: int) -> Dict[str, Dict[str, float]]:
-    """Seconds per training step at one size: WM-LSTM on auto and on the reference, torch.nn.LSTM."""
-    data = torch.Generator().manual_seed(0)
-    batch, inputs, classes = task_batches(args, task, level, data)
-    x, targets, mask = batch()
-    rows = {}
-    for kind in ("fifo", "gated"):
-        model = common.build(kind, inputs, classes, args.hidden, args.slots, args.width)
-        for backend in ("auto", "reference"):
-            rows[f"WMLSTM {kind} ({backend})"] = common.step_seconds(model, x, targets, mask, backend)
-    rows["torch.nn.LSTM (equal params)"] = common.step_seconds(
-        common.build("lstm", inputs, classes, args.hidden, args.slots, args.width), x, targets, mask)
-    return {name: {"median_s": median, "min_s": low} for name, (median, low) in rows.items()}
+def costs(args, task: str, level: int) -> Dict[str, Dict[str, float]]:
+    """Time and saved-for-backward bytes of a training step at one size: WM-LSTM on
+    auto and on the reference, torch.nn.LSTM."""
+    batch, inputs, classes = task_batches(args, task, level, torch.Generator().manual_seed(0))
+    return common.compare_costs(
+        lambda kind: common.build(kind, inputs, classes, args.hidden, args.slots, args.width), *batch())
 
 
 def summarise(results: List[Dict]) -> Dict[Tuple[str, int, str], Tuple[float, float, float]]:
@@ -114,7 +109,8 @@ def summarise(results: List[Dict]) -> Dict[Tuple[str, int, str], Tuple[float, fl
 
 
 def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
-    lines = [f"Machine: {common.machine()}. {args.steps} training steps of batch {args.batch}, "
+    lines = [f"Machine: {common.machine()}. {args.copy_steps} (copy) and {args.recall_steps} (recall) "
+             f"training steps of batch {args.batch}, "
              f"seeds {list(range(args.seeds))}; accuracy on {args.eval_batches * args.batch} fresh "
              f"examples per run (mean, [min, max] over seeds).", ""]
     params = {r["kind"]: r["params"] for r in results}
@@ -131,10 +127,8 @@ def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
                 cells.append(f"{mean:.2f} [{low:.2f}, {high:.2f}]")
             lines.append(f"| {level} | " + " | ".join(cells) + " |")
     for task, rows in timings.items():
-        lines += ["", f"Time per training step ({task} at its largest size, batch {args.batch}; "
-                  "forward + backward, median of 7):", "", "| model | median ms | min ms |", "|---|---|---|"]
-        for name, t in rows.items():
-            lines.append(f"| {name} | {t['median_s'] * 1e3:.1f} | {t['min_s'] * 1e3:.1f} |")
+        lines += ["", f"One training step ({task} at its largest size, batch {args.batch}; "
+                  "forward + backward, 7 runs):", ""] + common.cost_table(rows)
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -160,7 +154,8 @@ def plot(path: pathlib.Path, args, summary) -> None:
         ax.set_ylim(0, 1.02)
         ax.set_title(task)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Equal parameter counts, {args.steps} steps, {args.seeds} seeds (min-max bars)", fontsize=10)
+    fig.suptitle(f"Equal parameter counts, {args.copy_steps} / {args.recall_steps} steps, {args.seeds} seeds "
+                 "(min-max bars)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -170,7 +165,8 @@ def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--copy-steps", type=int, default=1200)
+    parser.add_argument("--recall-steps", type=int, default=2000, help="one target per example: more steps")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -186,7 +182,8 @@ def main(argv=None) -> Dict:
     parser.add_argument("--eval-batches", type=int, default=32)
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.seeds, args.hidden, args.slots, args.width = 30, 1, 16, 4, 8
+        args.copy_steps = args.recall_steps = 30
+        args.seeds, args.hidden, args.slots, args.width = 1, 16, 4, 8
         args.delays, args.pairs, args.eval_batches, args.length = [0, 4], [2, 3], 2, 3
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -199,7 +196,7 @@ def main(argv=None) -> Dict:
                     r = results[-1]
                     print(f"{task:6s} {level:3d} {kind:5s} seed {seed}: accuracy {r['accuracy']:.3f} "
                           f"loss {r['loss']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    timings = {"copy": timing(args, "copy", max(args.delays)), "recall": timing(args, "recall", max(args.pairs))}
+    timings = {"copy": costs(args, "copy", max(args.delays)), "recall": costs(args, "recall", max(args.pairs))}
     summary = summarise(results)
     report = {"machine": common.machine(), "args": {k: str(v) if isinstance(v, pathlib.Path) else v
                                                     for k, v in vars(args).items()},

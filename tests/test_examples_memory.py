@@ -40,14 +40,15 @@ def test_recall_batch_asks_for_a_stored_keys_value(examples, fresh_seed):
     pairs, keys, values, batch = 5, 7, 4, 64
     x, targets, mask = memory_tasks.recall_batch(batch, pairs, keys, values,
                                                  torch.Generator().manual_seed(fresh_seed))
-    assert x.shape == (pairs + 1, batch, keys + values + 1)
-    assert torch.equal(mask.nonzero()[:, 0], torch.full((batch,), pairs))
+    assert x.shape == (pairs + 2, batch, keys + values + 1)
+    assert torch.equal(mask.nonzero()[:, 0], torch.full((batch,), pairs + 1))  # the step after the query
+    assert x[pairs + 1].abs().sum() == 0  # a blank answer step
     for b in range(batch):
         stored = {int(x[t, b, :keys].argmax()): int(x[t, b, keys:keys + values].argmax()) for t in range(pairs)}
         assert len(stored) == pairs  # distinct keys
         assert x[:pairs, b].sum() == 2 * pairs and x[pairs, b].sum() == 2  # one key + one value; key + flag
         asked = int(x[pairs, b, :keys].argmax())
-        assert targets[pairs, b] == stored[asked]
+        assert targets[pairs + 1, b] == stored[asked]
 
 
 def test_equal_parameter_counts(examples):
