@@ -14,7 +14,7 @@ The seconds per training step of the WM-LSTM on its kernels (auto), on the
 reference backend, and of torch.nn.LSTM are measured at the largest size.
 Writes ``memory_tasks.json``, ``memory_tasks.md`` and ``memory_tasks.png`` to ``--out``.
 
-    python examples/memory_tasks.py --out docs/results            # the full run (~15 min on 2 cores)
+    python examples/memory_tasks.py --out docs/results            # the full run (~25 min on 2 cores)
     python examples/memory_tasks.py --quick --out /tmp/mt         # a smoke run (seconds)
 """
 from __future__ import annotations
@@ -86,10 +86,16 @@ def run_one(args, task: str, level: int, kind: str, seed: int) -> Dict[str, floa
     data = torch.Generator().manual_seed(10_000 + seed)
     batch, inputs, classes = task_batches(args, task, level, data)
     model = common.build(kind, inputs, classes, args.hidden, args.slots, args.width)
-    fit = common.train(model, batch, args.copy_steps if task == "copy" else args.recall_steps, args.lr)
+    curve: List[list] = []  # [step, accuracy on 4 fresh batches]: the learning curve
+
+    def checkpoint(step: int, loss: float) -> None:
+        if step % args.curve_every == 0:
+            curve.append([step, common.accuracy(model, batch, 4)])
+
+    fit = common.train(model, batch, args.copy_steps if task == "copy" else args.recall_steps, args.lr, checkpoint)
     scored = common.accuracy(model, batch, args.eval_batches)
     return {"task": task, "level": level, "kind": kind, "seed": seed, "accuracy": scored,
-            "params": common.parameter_count(model), **fit}
+            "params": common.parameter_count(model), "curve": curve, **fit}
 
 
 def costs(args, task: str, level: int) -> Dict[str, Dict[str, float]]:
@@ -113,12 +119,13 @@ def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
              f"training steps of batch {args.batch}, "
              f"seeds {list(range(args.seeds))}; accuracy on {args.eval_batches * args.batch} fresh "
              f"examples per run (mean, [min, max] over seeds).", ""]
-    params = {r["kind"]: r["params"] for r in results}
-    lines.append("Parameters: " + ", ".join(f"{k} {params[k]:,}" for k in common.KINDS if k in params)
-                 + f" (WM-LSTM H={args.hidden}, S={args.slots}, D={args.width}).")
+    lines.append(f"WM-LSTM H={args.hidden}, S={args.slots}, D={args.width}; torch.nn.LSTM sized to the "
+                 "gated WM-LSTM's parameter count.")
     for task, levels, label, chance in (("copy", args.delays, "delay", 1 / args.symbols),
                                          ("recall", args.pairs, "pairs", 1 / args.values)):
-        lines += ["", f"**{task}** (chance {chance:.2f})", "",
+        params = {r["kind"]: r["params"] for r in results if r["task"] == task}
+        lines += ["", f"**{task}** (chance {chance:.2f}; parameters: "
+                  + ", ".join(f"{k} {params[k]:,}" for k in common.KINDS) + ")", "",
                   f"| {label} | " + " | ".join(common.KINDS) + " |", "|---" * (len(common.KINDS) + 1) + "|"]
         for level in levels:
             cells = []
@@ -132,13 +139,13 @@ def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(path: pathlib.Path, args, summary) -> None:
+def plot(path: pathlib.Path, args, results, summary) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, (task, levels, label, chance) in zip(axes, (
             ("copy", args.delays, f"delay (steps; L={args.length}, S={args.slots})", 1 / args.symbols),
             ("recall", args.pairs, f"key-value pairs (S={args.slots})", 1 / args.values))):
@@ -154,8 +161,21 @@ def plot(path: pathlib.Path, args, summary) -> None:
         ax.set_ylim(0, 1.02)
         ax.set_title(task)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Equal parameter counts, {args.copy_steps} / {args.recall_steps} steps, {args.seeds} seeds "
-                 "(min-max bars)", fontsize=10)
+    ax, level = axes[2], max(args.pairs)
+    for kind, color in zip(common.KINDS, ("C0", "C1", "C2")):
+        for r in results:
+            if (r["task"], r["level"], r["kind"]) == ("recall", level, kind) and r["curve"]:
+                steps, scores = zip(*r["curve"])
+                name = "torch.nn.LSTM" if kind == "lstm" else f"WM-LSTM {kind}"
+                ax.plot(steps, scores, "-", color=color, alpha=0.8, label=name if r["seed"] == 0 else None)
+    ax.axhline(1 / args.values, color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"recall, {level} pairs: learning curves (one line per seed)")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Equal parameter counts, {args.copy_steps} (copy) / {args.recall_steps} (recall) steps, "
+                 f"{args.seeds} seeds (min-max bars)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -165,11 +185,12 @@ def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
-    parser.add_argument("--copy-steps", type=int, default=1200)
-    parser.add_argument("--recall-steps", type=int, default=2000, help="one target per example: more steps")
+    parser.add_argument("--copy-steps", type=int, default=1500)
+    parser.add_argument("--recall-steps", type=int, default=4000, help="one target per example: more steps")
+    parser.add_argument("--curve-every", type=int, default=250, help="steps between learning-curve points")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--width", type=int, default=32)
@@ -178,11 +199,12 @@ def main(argv=None) -> Dict:
     parser.add_argument("--delays", type=int, nargs="+", default=[0, 8, 16, 32])
     parser.add_argument("--keys", type=int, default=16)
     parser.add_argument("--values", type=int, default=8)
-    parser.add_argument("--pairs", type=int, nargs="+", default=[2, 4, 8, 12])
+    parser.add_argument("--pairs", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--eval-batches", type=int, default=32)
     args = parser.parse_args(argv)
     if args.quick:
         args.copy_steps = args.recall_steps = 30
+        args.curve_every = 10
         args.seeds, args.hidden, args.slots, args.width = 1, 16, 4, 8
         args.delays, args.pairs, args.eval_batches, args.length = [0, 4], [2, 3], 2, 3
     args.out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +225,7 @@ def main(argv=None) -> Dict:
               "results": results, "timings": timings}
     (args.out / "memory_tasks.json").write_text(json.dumps(report, indent=1))
     write_markdown(args.out / "memory_tasks.md", args, results, timings, summary)
-    plot(args.out / "memory_tasks.png", args, summary)
+    plot(args.out / "memory_tasks.png", args, results, summary)
     print((args.out / "memory_tasks.md").read_text())
     return report
 

@@ -78,6 +78,7 @@ def test_memory_tasks_small_run_writes_its_report(examples, tmp_path):
     assert {(r["task"], r["kind"]) for r in runs} == {(t, k) for t in ("copy", "recall") for k in common.KINDS}
     assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["loss"]) for r in runs)
     assert json.loads((tmp_path / "memory_tasks.json").read_text())["results"] == runs
+    assert all(len(r["curve"]) == 3 for r in runs)  # a learning-curve point every 10 of 30 steps
     table = (tmp_path / "memory_tasks.md").read_text()
     assert "WMLSTM fifo (reference)" in table and "torch.nn.LSTM (equal params)" in table
     assert (tmp_path / "memory_tasks.png").read_bytes()[:4] == b"\x89PNG"
