@@ -33,8 +33,17 @@ def test_cuda_lstm_sequence_goes_to_torch_first(dtype):
     assert "cuDNN" in dict(auto_candidates("lstm_sequence", CUDA, dtype, BENCH))["aten"]
 
 
-def test_cuda_other_ops_keep_the_kernel_order():
-    for op in sorted(set(ops.OP_INPUTS) - {"lstm_sequence"}):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_lstm_cell_goes_to_torch_first(dtype):
+    """Nothing measured the triton cell (Python launch overhead included) against
+    torch's fused cell: auto keeps torch's."""
+    candidates = auto_candidates("lstm_cell", CUDA, dtype, {"B": 16, "H": 768})
+    assert [n for n, _ in candidates] == ["aten", "cuda", "triton", "reference"]
+    assert "ATen on CUDA" in candidates[0][1]
+
+
+def test_cuda_memory_ops_keep_the_kernel_order():
+    for op in sorted(set(ops.OP_INPUTS) - {"lstm_sequence", "lstm_cell"}):
         assert [n for n, _ in auto_candidates(op, CUDA, torch.float16)] == ["cuda", "triton", "reference"]
 
 
@@ -64,7 +73,7 @@ def test_explain_says_which_and_why(no_env):
     text = str(choice)
     assert f"-> {choice.backend}" in text and "auto" in text and choice.reason in text
     named = explain("wm_read", device="cpu", backend="aten")
-    assert named.backend is None and "implements lstm_sequence only" in str(named)
+    assert named.backend is None and "implements lstm_cell and lstm_sequence only" in str(named)
     assert explain("lstm_cell", backend="reference").reason == "asked for by name"
     with wmkernels.use_backend("reference"):
         assert explain("lstm_cell").backend == "reference"

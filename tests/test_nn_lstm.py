@@ -401,6 +401,24 @@ def test_state_size_errors_read_as_torchs(proj_size):
         assert f"hx[{k}]" in str(info.value)
 
 
+@pytest.mark.parametrize("batched", (True, False))
+def test_cell_on_aten_is_torch_lstmcell_exactly(batched):
+    """Where lstm_cell's backend is aten (auto's choice on CUDA), the layer runs
+    torch.nn.LSTMCell's own forward: outputs and gradients bitwise equal."""
+    theirs, ours = torch.nn.LSTMCell(I, H), wmkernels.nn.LSTMCell(I, H)
+    ours.load_state_dict(theirs.state_dict())
+    shape = (B, I) if batched else (I,)
+    x = torch.randn(shape, requires_grad=True)
+    hx = tuple(torch.randn(shape[:-1] + (H,), requires_grad=True) for _ in range(2))
+    results = []
+    for layer in (theirs, ours):
+        with wmkernels.use_backend("aten"):
+            h, c = layer(x, hx)
+        grads = torch.autograd.grad((h * 2 + c).sum(), (x, *hx, *layer.parameters()))
+        results.append((h, c, *grads))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_cell_shape_error_is_what_torch_raises():
     theirs, ours = torch.nn.LSTMCell(I, H), wmkernels.nn.LSTMCell(I, H)
     for layer in (theirs, ours):

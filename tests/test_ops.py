@@ -311,11 +311,13 @@ def test_auto_choice_on_cpu(no_env, op, dtype):
 
 
 def test_auto_without_extension_falls_back_named_cpu_raises(no_env):
-    """Simulate an unbuilt _C: auto runs the reference, backend='cpu' raises with the load error."""
+    """Simulate an unbuilt _C: auto runs torch's own ops (aten) or the reference,
+    backend='cpu' raises with the load error."""
     reason = "wmkernels._C is not built (simulated by the test)"
     no_env.setattr(cpu_module, "LOAD_ERROR", reason)
     gates, c = cell_inputs()
-    assert which_ran(lambda: ops.lstm_cell(gates, c)) == "reference"
+    assert which_ran(lambda: ops.lstm_cell(gates, c)) == "aten"
+    assert which_ran(lambda: run_case_in(small_case("wm_read"), torch.float32)) == "reference"
     case = small_case("lstm_sequence")
     assert which_ran(lambda: run_case_in(case, torch.float32)) == "aten"  # torch's LSTM, not the loop
     with recording() as ran, pytest.raises(BackendUnavailableError) as info:

@@ -5,7 +5,8 @@ argument, the innermost ``use_backend(name)`` context, the environment
 variable ``WMKERNELS_BACKEND``, else ``"auto"``. ``auto`` takes the fastest
 backend that can run the op on the tensors at hand, and never one slower than
 what the user had before wmkernels: on CUDA, ``lstm_sequence`` (and so
-``wmkernels.nn.LSTM``) goes to torch's own cuDNN path (``aten``) unless a
+``wmkernels.nn.LSTM``) goes to torch's own cuDNN path (``aten``), and
+``lstm_cell`` (and so ``wmkernels.nn.LSTMCell``) to ``aten`` as well, unless a
 wmkernels kernel was *measured* faster for that shape (``MEASURED_FASTER``).
 A backend asked for by name either runs or raises ``BackendUnavailableError``
 saying why. ``explain`` says which backend a call would take and why; with the
@@ -41,7 +42,7 @@ LOG_ENV_VAR = "WMKERNELS_LOG_BACKEND"
 # (benchmarks/results/); aten stands in when the extension is not built.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "aten", "reference")}
 # Ops torch itself has a fast kernel for: auto takes it first on that device.
-TORCH_FIRST = {("cuda", "lstm_sequence"): "aten"}
+TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten"}
 # ... and where no input wants a gradient (inference): on CPU torch's LSTM runs
 # oneDNN's fused inference kernel, measured 1.9-3.1x faster than the cpu
 # backend at B = 10-20, T = 100-256, H = 128-256 (2-core EPYC, 2026-12-02); the
@@ -175,8 +176,9 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
         order = [m.backend for m in measured] + [torch_own] + [n for n in order if n != torch_own]
         for m in measured:
             why[m.backend] = f"measured faster than torch's own kernel for this shape ({m.evidence})"
-        why[torch_own] = (f"torch's own kernel (cuDNN on CUDA): no wmkernels kernel was measured faster "
-                          f"for {op} at {dict(sizes) if sizes else 'this shape'}")
+        kernel = "cuDNN" if op == "lstm_sequence" else "ATen"
+        why[torch_own] = (f"torch's own kernel ({kernel} on {device.type.upper()}): no wmkernels kernel was "
+                          f"measured faster for {op} at {dict(sizes) if sizes else 'this shape'}")
     return [(name, why[name]) for name in dict.fromkeys(order)]
 
 

@@ -2,9 +2,12 @@
 
 It runs ``lstm_sequence`` through ``torch._VF.lstm``, the call behind
 ``torch.nn.LSTM``, so on CUDA a user gets exactly the path they had before
-wmkernels. It is what ``auto`` picks for ``lstm_sequence`` on CUDA unless a
-wmkernels kernel was measured faster for the shape (``wmkernels.backends``).
-The other ops have no ATen counterpart: asked for by name, it says so.
+wmkernels, and ``lstm_cell`` as ATen's pointwise ops (the layers
+``wmkernels.nn.LSTM`` / ``LSTMCell`` go further when this backend is chosen:
+they run torch's own forward, one ``_VF`` call). It is what ``auto`` picks for
+both ops on CUDA unless a wmkernels kernel was measured faster for the shape
+(``wmkernels.backends``). The memory ops have no ATen counterpart: asked for by
+name, it says so.
 
 Lengths (SPEC 1.2) go through a ``PackedSequence``, as in ``torch.nn.LSTM``:
 packing needs the lengths on the CPU (lengths given on a GPU are copied
@@ -21,6 +24,7 @@ from typing import Optional
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from wmkernels import reference
 from wmkernels.backends.graph import GraphBackend
 
 
@@ -89,15 +93,18 @@ class AtenBackend(GraphBackend):
         return f"backend 'aten' runs on CPU and CUDA tensors, got tensors on {device}"
 
     def implemented_ops(self):
-        return frozenset({"lstm_sequence"})
+        return frozenset({"lstm_cell", "lstm_sequence"})
 
     def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
-        if op != "lstm_sequence" and self.device_reason(device) is None:
-            return f"backend 'aten' implements lstm_sequence only (torch's own LSTM); {op} has no ATen kernel"
+        if op not in self.implemented_ops() and self.device_reason(device) is None:
+            return (f"backend 'aten' implements lstm_cell and lstm_sequence only (torch's own LSTM); "
+                    f"{op} has no ATen kernel")
         return super().case_reason(op, device, dtype)
 
     def place_lengths(self, lengths, device):
         return lengths  # packing wants them on the CPU: leave them where the caller keeps them
 
     def run_traceable(self, op, inputs, extras):
+        if op == "lstm_cell":
+            return reference.lstm_cell(*inputs)  # the pointwise ops torch's LSTMCell runs on CPU
         return lstm_sequence(*inputs, lengths=extras["lengths"])

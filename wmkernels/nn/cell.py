@@ -71,6 +71,18 @@ class LSTMCell(nn.LSTMCell):
                                                  f"{value.shape[-1]}, expected {self.hidden_size}")
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
+        if self._runs_on_torch_cell(x, h, c):
+            return super().forward(input, hx)
         bias = self.bias_ih + self.bias_hh if self.bias else None
         h, c = ops.lstm_cell(gate_preactivations(x, h, self.weight_ih, self.weight_hh, bias), c)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+
+    def _runs_on_torch_cell(self, x: Tensor, h: Tensor, c: Tensor) -> bool:
+        """True when lstm_cell's backend for these tensors is ``aten`` (on CUDA,
+        auto's choice unless a kernel was measured faster): then the step is
+        torch.nn.LSTMCell's own forward (one ``_VF.lstm_cell`` call, torch's
+        fused cell on CUDA), exactly the path the user had."""
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        inference = ops.wants_no_gradient(x, h, c, *weights)
+        return ops.chosen_backend("lstm_cell", x.device, x.dtype, inference,
+                                  B=x.shape[0], H=self.hidden_size) == "aten"
