@@ -419,6 +419,15 @@ def test_cell_on_aten_is_torch_lstmcell_exactly(batched):
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
+def test_cell_under_autocast_gives_what_torch_gives():
+    theirs, ours = torch.nn.LSTMCell(I, H), wmkernels.nn.LSTMCell(I, H)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(B, I)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = theirs(x), ours(x)
+    assert all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_cell_shape_error_is_what_torch_raises():
     theirs, ours = torch.nn.LSTMCell(I, H), wmkernels.nn.LSTMCell(I, H)
     for layer in (theirs, ours):

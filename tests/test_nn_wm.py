@@ -211,3 +211,22 @@ def test_wmlstm_passes_gradgradcheck(mode):
     state = (torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64),
              torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True))
     assert torch.autograd.gradgradcheck(lambda x, M: layer(x, (state[0], state[1], M))[0], (x, state[2]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_autocast_leaves_the_layers_in_their_dtype(mode):
+    """The fused ops compute in their inputs' dtype under torch.autocast (autocast
+    would recast the matrix products inside some backends and not others), and
+    WMLSTMCell, a step of WMLSTM, does the same: results equal those without autocast."""
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
+    cell = wmkernels.nn.WMLSTMCell(I, H, S, D, write_mode=mode)
+    cell.load_state_dict(layer.state_dict())
+    x = torch.randn(T, B, I, requires_grad=True)
+    want = layer(x)[0]
+    want_step = cell(x[0])[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x)[0]
+        got_step = cell(x[0])[0]
+        got.sum().backward()  # backward inside the block as well
+    assert got.dtype == got_step.dtype == torch.float32
+    assert torch.equal(got, want) and torch.equal(got_step, want_step) and x.grad is not None

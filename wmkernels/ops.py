@@ -7,6 +7,7 @@ forward and backward (the protocol of ``wmkernels.backends.base``). Shapes:
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 from typing import Mapping, Optional, Tuple
 
@@ -49,9 +50,10 @@ def _make_function(op: str):
     def backward(ctx, *grads):
         needs_grad = ctx.needs_input_grad[2:]
         saved, inputs = ctx.saved_tensors[:ctx.n_saved], ctx.saved_tensors[ctx.n_saved:]
-        if torch.is_grad_enabled():  # create_graph=True: the kernels' backward is not differentiable
-            return (None, None, *_differentiable_backward(op, inputs, ctx.extras, grads, needs_grad))
-        input_grads = ctx.backend.backward(op, saved, ctx.info, grads, needs_grad)
+        with autocast_off(inputs[0].device.type):  # a backward called inside an autocast block
+            if torch.is_grad_enabled():  # create_graph=True: the kernels' backward is not differentiable
+                return (None, None, *_differentiable_backward(op, inputs, ctx.extras, grads, needs_grad))
+            input_grads = ctx.backend.backward(op, saved, ctx.info, grads, needs_grad)
         return (None, None, *input_grads)
 
     name = "".join(part.capitalize() for part in op.split("_")) + "Function"
@@ -140,10 +142,21 @@ def chosen_backend(op: str, device: torch.device, dtype: torch.dtype, inference:
 def _apply(op: str, backend, extras: dict, *inputs):
     """Run ``op`` on ``backend``: through its Function, or traced as plain
     PyTorch when compiling, jit-tracing or exporting a backend that is plain
-    PyTorch (reference, aten)."""
-    if (torch.compiler.is_compiling() or _recording()) and isinstance(backend, GraphBackend):
-        return backend.run_traceable(op, inputs, extras)
-    return FUNCTIONS[op].apply(backend, extras, *inputs)
+    PyTorch (reference, aten). Under ``torch.autocast`` the op computes in
+    its inputs' dtype, as a fused kernel does: autocast would recast the
+    matrix products inside some backends and not others."""
+    with autocast_off(inputs[0].device.type):
+        if (torch.compiler.is_compiling() or _recording()) and isinstance(backend, GraphBackend):
+            return backend.run_traceable(op, inputs, extras)
+        return FUNCTIONS[op].apply(backend, extras, *inputs)
+
+
+def autocast_off(device_type: str):
+    """A block where autocast is off for ``device_type`` (a no-op where it already is):
+    the ops, and the layers built on them, compute in their inputs' dtype."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:

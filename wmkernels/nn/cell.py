@@ -81,7 +81,10 @@ class LSTMCell(nn.LSTMCell):
         """True when lstm_cell's backend for these tensors is ``aten`` (on CUDA,
         auto's choice unless a kernel was measured faster): then the step is
         torch.nn.LSTMCell's own forward (one ``_VF.lstm_cell`` call, torch's
-        fused cell on CUDA), exactly the path the user had."""
+        fused cell on CUDA), exactly the path the user had. So is it under
+        ``torch.autocast``, whose casts for the cell are torch's to decide."""
+        if torch.is_autocast_enabled(x.device.type):
+            return True
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         inference = ops.wants_no_gradient(x, h, c, *weights)
         return ops.chosen_backend("lstm_cell", x.device, x.dtype, inference,

@@ -100,6 +100,7 @@ class WMLSTM(_WMParameters):
     laid out like ``x``, packed if ``x`` was), ``h, c [B, H]``, ``M [B, S, D]``
     (of each row's last valid step when packed). Compiles with
     ``torch.compile(fullgraph=True)`` on tensor input (not on a PackedSequence).
+    Under ``torch.autocast`` it computes in its inputs' dtype, as a fused op.
 
     Note: in ``gated`` mode a memory that starts with all slots equal (the zero
     state) stays so — the write weights are the read's attention, uniform over
@@ -145,6 +146,10 @@ class WMLSTMCell(_WMParameters):
 
     def forward(self, x: Tensor, state: Optional[State] = None):
         self.check_input(x, 2, "[B, I]")
+        with ops.autocast_off(x.device.type):  # a step of WMLSTM, which computes in its inputs' dtype
+            return self._step(x, state)
+
+    def _step(self, x: Tensor, state: Optional[State]):
         h, c, M = self.initial_state(state, x, x.shape[0])
         q = torch.addmm(self.b_q, h, self.w_q.t())
         r, attn = ops.wm_read(M, q)
