@@ -47,6 +47,16 @@ def test_run_benchmarks_lstm_rows():
     assert next(r for r in results if r.impl == "torch.nn.LSTM").ratio == 1.0
 
 
+def test_run_benchmarks_lstm_cell_rows():
+    """The cell layer on every backend here beside torch.nn.LSTMCell (the evidence
+    auto's choice for the cell waits for), each row a working forward+backward."""
+    results = bench.run_benchmarks("cpu", torch.float32, repeat=1, sizes=TINY, ops_wanted=("lstm_cell",))
+    assert {r.impl for r in results} == {"torch.nn.LSTMCell", "reference", "cpu", "aten"}
+    for r in results:
+        assert r.error is None and r.ms > 0 and r.saved_bytes > 0, r
+    assert next(r for r in results if r.impl == "torch.nn.LSTMCell").ratio == 1.0
+
+
 def test_cli_bench_prints_peak_and_table(capsys):
     args = ["bench", "--device", "cpu", "--repeat", "1", "--op", "lstm_sequence"]
     for key, value in TINY.items():
@@ -68,3 +78,11 @@ def test_cli_bench_plot_writes_scaling_curves(tmp_path, capsys):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10000
     err = capsys.readouterr().err
     assert err.count("[bench") >= 4 * 3  # every point of every axis was timed
+
+
+def test_saved_bytes_column_says_more_or_less():
+    rows = [bench.Result("lstm_cell", "base", "base", 1.0, 1.0, 100),
+            bench.Result("lstm_cell", "lean", "base", 1.0, 1.0, 50),
+            bench.Result("lstm_cell", "heavy", "base", 1.0, 1.0, 300)]
+    table = bench.format_table(rows)
+    assert "2.0x less" in table and "3.0x more" in table

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="float32", choices=list(DTYPES))
     run.add_argument("--repeat", type=int, default=5)
     run.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
-    run.add_argument("--op", action="append", choices=["lstm_sequence", "wm_lstm_sequence"])
+    run.add_argument("--op", action="append", choices=["lstm_cell", "lstm_sequence", "wm_lstm_sequence"])
     run.add_argument("--json", help="also write the results as JSON to this path")
     run.add_argument("--plot", help="also sweep T, B, H and S around the sizes and write the scaling "
                                     "curves against the baselines as a PNG to this path (needs matplotlib)")

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from wmkernels import ops, reference
-from wmkernels.backends import BACKENDS
+from wmkernels.backends import BACKENDS, use_backend
 from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
 
 DEFAULT_SIZES = dict(T=256, B=16, I=256, H=256, S=32, D=64)
@@ -171,6 +171,36 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
     return loads
 
 
+def lstm_cell_workloads(device, dtype, B, I, H, **_) -> List[Workload]:
+    """One step of ``wmkernels.nn.LSTMCell`` with its ``lstm_cell`` on each backend
+    beside ``torch.nn.LSTMCell`` with the same weights: the measurement behind
+    auto's choice for the cell (on aten the layer is torch's own forward)."""
+    from wmkernels.nn import LSTMCell
+
+    theirs = torch.nn.LSTMCell(I, H).to(device=device, dtype=dtype)
+    ours = LSTMCell(I, H, device=device, dtype=dtype)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(B, I, device=device, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, H, device=device, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(B, H, device=device, dtype=dtype, requires_grad=True)
+    inputs = [x, h0, c0, *theirs.parameters(), *ours.parameters()]
+    baseline = "torch.nn.LSTMCell"
+
+    def torch_forward():
+        return theirs(x, (h0, c0))
+
+    flops = lstm_flops(1, B, I, H)
+    loads = [Workload("lstm_cell", baseline, baseline, lambda: _loss_backward(torch_forward(), inputs),
+                      torch_forward, inputs, flops)]
+    for name in _backends_for("lstm_cell", device, dtype):
+        def forward(name=name):
+            with use_backend(name):
+                return ours(x, (h0, c0))
+        loads.append(Workload("lstm_cell", name, baseline, lambda f=forward: _loss_backward(f(), inputs),
+                              forward, inputs, flops))
+    return loads
+
+
 def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode,
                       compiled: bool = False) -> List[Workload]:
     """wm_lstm_sequence on each backend beside the reference backend (and,
@@ -272,6 +302,8 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
     stderr which group is being timed."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     groups: List[List[Workload]] = []
+    if "lstm_cell" in ops_wanted:
+        groups.append(lstm_cell_workloads(device, dtype, **sizes))
     if "lstm_sequence" in ops_wanted:
         groups.append(lstm_workloads(device, dtype, compiled=compiled, **sizes))
     if "wm_lstm_sequence" in ops_wanted:
@@ -345,7 +377,9 @@ def format_table(results: List[Result]) -> str:
         peak = f"{100 * r.peak_fraction:.0f}%" if r.peak_fraction else "-"
         base = base_bytes.get(r.op)
         memory = ("-" if r.impl == r.baseline or not base or r.error
-                  else f"{base / r.saved_bytes:.1f}x less" if r.saved_bytes else "none saved")
+                  else "none saved" if not r.saved_bytes
+                  else f"{base / r.saved_bytes:.1f}x less" if r.saved_bytes <= base
+                  else f"{r.saved_bytes / base:.1f}x more")
         low = "-" if r.min_ms is None else f"{r.min_ms:.2f}"
         iqr = "-" if r.iqr_ms is None else f"{r.iqr_ms:.2f}"
         lines.append(f"{r.op:<26} {r.impl:<18} {ms:>9} {low:>8} {iqr:>7} {ratio:>11} {gflops:>8} {peak:>7} "
