@@ -14,8 +14,6 @@ Writes ``char_lm.json``, ``char_lm.md`` and ``char_lm.png`` to ``--out``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import pathlib
 import sys
@@ -123,7 +121,7 @@ def run(args, kind: str, seed: int, train_ids: Tensor, held_ids: Tensor, vocabul
             "steps_per_epoch": steps_per_epoch, "curve": curve, "train_seconds": elapsed}
 
 
-def write_markdown(path: pathlib.Path, args, runs: List[Dict], timings: Dict, sizes: Dict) -> None:
+def markdown(args, runs: List[Dict], timings: Dict, sizes: Dict) -> List[str]:
     lines = [f"Machine: {common.machine()}. Text: pydoc_data.topics, {sizes['train']:,} training / "
              f"{sizes['held_out']:,} held-out characters, {sizes['vocabulary']} symbols. Windows of "
              f"{args.window}, batch {args.batch}, {args.epochs} epochs of {runs[0]['steps_per_epoch']} steps, "
@@ -135,25 +133,19 @@ def write_markdown(path: pathlib.Path, args, runs: List[Dict], timings: Dict, si
         last = [r["curve"][-1]["held_out_bpc"] for r in mine]
         best = [min(c["held_out_bpc"] for c in r["curve"]) for r in mine]
         seconds = [c["epoch_seconds"] for r in mine for c in r["curve"]]
-        name = "torch.nn.LSTM" if kind == "lstm" else f"WM-LSTM {kind}"
-        lines.append(f"| {name} | {mine[0]['params']:,} | {sum(last) / len(last):.3f} "
+        lines.append(f"| {common.label(kind)} | {mine[0]['params']:,} | {sum(last) / len(last):.3f} "
                      f"[{min(last):.3f}, {max(last):.3f}] | {sum(best) / len(best):.3f} | "
                      f"{sum(seconds) / len(seconds):.1f} |")
     lines += ["", f"One training step (window {args.window}, batch {args.batch}; forward + backward, "
               "7 runs):", ""] + common.cost_table(timings)
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def plot(path: pathlib.Path, runs: List[Dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = common.figure(1, (6, 4))
     colors = dict(zip(common.KINDS, ("C0", "C1", "C2")))
     for r in runs:
-        name = "torch.nn.LSTM" if r["kind"] == "lstm" else f"WM-LSTM {r['kind']}"
+        name = common.label(r["kind"])
         epochs = [c["epoch"] for c in r["curve"]]
         ax.plot(epochs, [c["held_out_bpc"] for c in r["curve"]], "-", color=colors[r["kind"]],
                 label=f"{name} held-out" if r["seed"] == 0 else None)
@@ -163,24 +155,14 @@ def plot(path: pathlib.Path, runs: List[Dict]) -> None:
     ax.set_ylabel("bits per character")
     ax.set_title("Character LM on pydoc_data.topics (equal parameters)", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv=None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, required=True)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    parser = common.argument_parser(__doc__.splitlines()[0], seeds=2, lr=3e-3, hidden=128)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--window", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--embedding", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--slots", type=int, default=16)
-    parser.add_argument("--width", type=int, default=32)
     args = parser.parse_args(argv)
     train_text, held_text = corpus()
     if args.quick:
@@ -197,13 +179,9 @@ def main(argv=None) -> Dict:
         *random_windows(train_ids, args.window, args.batch, torch.Generator().manual_seed(0)))
 
     sizes = {"train": len(train_text), "held_out": len(held_text), "vocabulary": len(vocabulary)}
-    report = {"machine": common.machine(), "sizes": sizes, "runs": runs, "timings": timings,
-              "args": {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()}}
-    (args.out / "char_lm.json").write_text(json.dumps(report, indent=1))
-    write_markdown(args.out / "char_lm.md", args, runs, timings, sizes)
     plot(args.out / "char_lm.png", runs)
-    print((args.out / "char_lm.md").read_text())
-    return report
+    return common.write_report(args, "char_lm", {"sizes": sizes, "runs": runs, "timings": timings},
+                               markdown(args, runs, timings, sizes))
 
 
 if __name__ == "__main__":

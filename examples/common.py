@@ -7,6 +7,9 @@ import this module as a sibling file.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import pathlib
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -155,3 +158,54 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def label(kind: str) -> str:
+    """The name of a model kind in tables and figures."""
+    return "torch.nn.LSTM" if kind == "lstm" else f"WM-LSTM {kind}"
+
+
+def argument_parser(description: str, seeds: int, lr: float, hidden: int) -> argparse.ArgumentParser:
+    """The options every example takes: --out, --quick, --seeds, --batch, --lr and
+    the WM-LSTM's --hidden, --slots, --width (the LSTM is sized from them)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="folder for the JSON, markdown and PNG")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--hidden", type=int, default=hidden)
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--width", type=int, default=32)
+    return parser
+
+
+def figure(columns: int, size: Tuple[float, float]):
+    """(fig, axes) of one row of ``columns`` plots, drawn without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, columns, figsize=size)
+
+
+def save_figure(fig, path: pathlib.Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(args: argparse.Namespace, name: str, report: Dict, markdown: List[str]) -> Dict:
+    """Write ``<out>/<name>.json`` (the report, with the run's options and the
+    machine) and ``<out>/<name>.md`` (the markdown lines), print the markdown,
+    and return the report as written."""
+    report = {"machine": machine(), "args": {k: str(v) if isinstance(v, pathlib.Path) else v
+                                             for k, v in vars(args).items()}, **report}
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    text = "\n".join(markdown) + "\n"
+    (args.out / f"{name}.md").write_text(text)
+    print(text)
+    return report

@@ -19,8 +19,6 @@ Writes ``memory_tasks.json``, ``memory_tasks.md`` and ``memory_tasks.png`` to ``
 """
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import statistics
 import sys
@@ -114,7 +112,7 @@ def summarise(results: List[Dict]) -> Dict[Tuple[str, int, str], Tuple[float, fl
     return {key: (statistics.fmean(v), min(v), max(v)) for key, v in groups.items()}
 
 
-def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
+def markdown(args, results, timings, summary) -> List[str]:
     lines = [f"Machine: {common.machine()}. {args.copy_steps} (copy) and {args.recall_steps} (recall) "
              f"training steps of batch {args.batch}, "
              f"seeds {list(range(args.seeds))}; accuracy on {args.eval_batches * args.batch} fresh "
@@ -136,16 +134,11 @@ def write_markdown(path: pathlib.Path, args, results, timings, summary) -> None:
     for task, rows in timings.items():
         lines += ["", f"One training step ({task} at its largest size, batch {args.batch}; "
                   "forward + backward, 7 runs):", ""] + common.cost_table(rows)
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def plot(path: pathlib.Path, args, results, summary) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = common.figure(3, (15, 4))
     for ax, (task, levels, label, chance) in zip(axes, (
             ("copy", args.delays, f"delay (steps; L={args.length}, S={args.slots})", 1 / args.symbols),
             ("recall", args.pairs, f"key-value pairs (S={args.slots})", 1 / args.values))):
@@ -153,8 +146,7 @@ def plot(path: pathlib.Path, args, results, summary) -> None:
             stats = [summary[(task, level, kind)] for level in levels]
             mean = [s[0] for s in stats]
             err = [[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]]
-            name = "torch.nn.LSTM" if kind == "lstm" else f"WM-LSTM {kind}"
-            ax.errorbar(levels, mean, yerr=err, fmt=style, capsize=3, label=name)
+            ax.errorbar(levels, mean, yerr=err, fmt=style, capsize=3, label=common.label(kind))
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy")
@@ -166,8 +158,8 @@ def plot(path: pathlib.Path, args, results, summary) -> None:
         for r in results:
             if (r["task"], r["level"], r["kind"]) == ("recall", level, kind) and r["curve"]:
                 steps, scores = zip(*r["curve"])
-                name = "torch.nn.LSTM" if kind == "lstm" else f"WM-LSTM {kind}"
-                ax.plot(steps, scores, "-", color=color, alpha=0.8, label=name if r["seed"] == 0 else None)
+                ax.plot(steps, scores, "-", color=color, alpha=0.8,
+                        label=common.label(kind) if r["seed"] == 0 else None)
     ax.axhline(1 / args.values, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy")
@@ -176,24 +168,14 @@ def plot(path: pathlib.Path, args, results, summary) -> None:
     ax.legend(fontsize=8)
     fig.suptitle(f"Equal parameter counts, {args.copy_steps} (copy) / {args.recall_steps} (recall) steps, "
                  f"{args.seeds} seeds (min-max bars)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv=None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, required=True)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    parser = common.argument_parser(__doc__.splitlines()[0], seeds=3, lr=1e-2, hidden=64)
     parser.add_argument("--copy-steps", type=int, default=1500)
     parser.add_argument("--recall-steps", type=int, default=4000, help="one target per example: more steps")
     parser.add_argument("--curve-every", type=int, default=250, help="steps between learning-curve points")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--slots", type=int, default=16)
-    parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--symbols", type=int, default=8)
     parser.add_argument("--length", type=int, default=5)
     parser.add_argument("--delays", type=int, nargs="+", default=[0, 8, 16, 32])
@@ -220,14 +202,9 @@ def main(argv=None) -> Dict:
                           f"loss {r['loss']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
     timings = {"copy": costs(args, "copy", max(args.delays)), "recall": costs(args, "recall", max(args.pairs))}
     summary = summarise(results)
-    report = {"machine": common.machine(), "args": {k: str(v) if isinstance(v, pathlib.Path) else v
-                                                    for k, v in vars(args).items()},
-              "results": results, "timings": timings}
-    (args.out / "memory_tasks.json").write_text(json.dumps(report, indent=1))
-    write_markdown(args.out / "memory_tasks.md", args, results, timings, summary)
     plot(args.out / "memory_tasks.png", args, results, summary)
-    print((args.out / "memory_tasks.md").read_text())
-    return report
+    return common.write_report(args, "memory_tasks", {"results": results, "timings": timings},
+                               markdown(args, results, timings, summary))
 
 
 if __name__ == "__main__":
