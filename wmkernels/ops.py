@@ -154,9 +154,9 @@ def _apply(op: str, backend, extras: dict, *inputs):
 def autocast_off(device_type: str):
     """A block where autocast is off for ``device_type`` (a no-op where it already is):
     the ops, and the layers built on them, compute in their inputs' dtype."""
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
+    return contextlib.nullcontext()  # also for device types autocast does not know (meta)
 
 
 def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
