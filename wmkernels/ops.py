@@ -151,12 +151,18 @@ def _apply(op: str, backend, extras: dict, *inputs):
         return FUNCTIONS[op].apply(backend, extras, *inputs)
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """True inside ``torch.autocast`` for ``device_type`` (False for device types
+    autocast does not know, such as meta)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 def autocast_off(device_type: str):
     """A block where autocast is off for ``device_type`` (a no-op where it already is):
     the ops, and the layers built on them, compute in their inputs' dtype."""
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    if autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()  # also for device types autocast does not know (meta)
+    return contextlib.nullcontext()
 
 
 def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:

@@ -83,7 +83,7 @@ class LSTMCell(nn.LSTMCell):
         torch.nn.LSTMCell's own forward (one ``_VF.lstm_cell`` call, torch's
         fused cell on CUDA), exactly the path the user had. So is it under
         ``torch.autocast``, whose casts for the cell are torch's to decide."""
-        if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
+        if ops.autocast_enabled(x.device.type):
             return True
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         inference = ops.wants_no_gradient(x, h, c, *weights)

@@ -123,21 +123,18 @@ class LSTM(nn.LSTM):
         whole stack is one ``torch._VF.lstm`` call, exactly torch.nn.LSTM's path
         (cuDNN runs all layers and both directions in one call), not one call
         per layer and direction. Empty sequences keep the layer-by-layer path.
-        Under ``torch.autocast`` the choice is made for the autocast dtype (the
-        one torch.nn.LSTM computes in): where no other backend runs it, the
-        stack goes to torch's LSTM, which autocast casts as for torch.nn.LSTM.
+        Under ``torch.autocast`` the stack is torch's LSTM too: its casts are
+        torch's to decide (the ops compute in their inputs' dtype).
         ``torch.jit.trace`` and ``torch.export`` always record torch's LSTM: a
         Python autograd Function can be neither saved in TorchScript nor
         differentiated in an exported program."""
         T, B, I = x.shape
         if T == 0 or B == 0:
             return False
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():
-            return True  # TorchScript and torch.export record torch's LSTM, not a Python autograd Function
-        device_type = x.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or ops.autocast_enabled(x.device.type):
+            return True
         inference = ops.wants_no_gradient(x, h0, c0, *self._current_weights())
-        return ops.chosen_backend("lstm_sequence", x.device, dtype, inference,
+        return ops.chosen_backend("lstm_sequence", x.device, x.dtype, inference,
                                   T=T, B=B, I=I, H=self.hidden_size) == "aten"
 
     def _current_weights(self) -> List[Tensor]:
