@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from wmkernels import ops
 from wmkernels.nn import checks
+from wmkernels.nn.torch_path import runs_on_torch
 
 NAME = "LSTMCell"
 
@@ -83,9 +84,5 @@ class LSTMCell(nn.LSTMCell):
         torch.nn.LSTMCell's own forward (one ``_VF.lstm_cell`` call, torch's
         fused cell on CUDA), exactly the path the user had. So is it under
         ``torch.autocast``, whose casts for the cell are torch's to decide."""
-        if ops.autocast_enabled(x.device.type):
-            return True
-        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        inference = ops.wants_no_gradient(x, h, c, *weights)
-        return ops.chosen_backend("lstm_cell", x.device, x.dtype, inference,
-                                  B=x.shape[0], H=self.hidden_size) == "aten"
+        return runs_on_torch("lstm_cell", x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                             B=x.shape[0], H=self.hidden_size)

@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 from wmkernels import ops
 from wmkernels.nn import checks
 from wmkernels.nn.sequences import repack, reverse_within, time_major, unpack
+from wmkernels.nn.torch_path import runs_on_torch
 
 NAME = "LSTM"
 
@@ -44,13 +45,11 @@ class LSTM(nn.LSTM):
     was measured faster), the whole stack is instead one ``torch._VF.lstm``
     call, torch.nn.LSTM's own path: cuDNN, its dropout, its packed input.
 
-    ``torch.compile(layer, fullgraph=True)`` traces it with tensor input; a
-    ``PackedSequence`` is not traceable (torch's packing functions are not, as
-    for ``torch.nn.LSTM``). Inside a compiled model, dynamo treats it as it
-    treats every ``torch.nn.LSTM``: a graph break around the layer (which then
-    runs its fused ops outside the graph), unless
-    ``torch._dynamo.config.allow_rnn = True``, with which ``fullgraph=True``
-    traces the whole model through the layer's ops.
+    Under ``torch.compile`` dynamo treats it as it treats every
+    ``torch.nn.LSTM``: a graph break around the layer (which then runs its
+    fused ops outside the graph), unless ``torch._dynamo.config.allow_rnn =
+    True``, with which ``fullgraph=True`` traces the layer's ops (tensor input;
+    a ``PackedSequence`` is not traceable, as torch's packing functions are not).
 
     A sequence of length 0 is valid here (empty output, ``h_n, c_n`` = the
     initial state), where torch.nn.LSTM raises: every call torch.nn.LSTM
@@ -131,11 +130,9 @@ class LSTM(nn.LSTM):
         T, B, I = x.shape
         if T == 0 or B == 0:
             return False
-        if torch.jit.is_tracing() or torch.compiler.is_exporting() or ops.autocast_enabled(x.device.type):
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
             return True
-        inference = ops.wants_no_gradient(x, h0, c0, *self._current_weights())
-        return ops.chosen_backend("lstm_sequence", x.device, x.dtype, inference,
-                                  T=T, B=B, I=I, H=self.hidden_size) == "aten"
+        return runs_on_torch("lstm_sequence", x, h0, c0, *self._current_weights(), T=T, B=B, I=I, H=self.hidden_size)
 
     def _current_weights(self) -> List[Tensor]:
         """Every weight as the module holds it now (parametrized ones recomputed),
