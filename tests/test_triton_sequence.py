@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from triton_support import assert_matches, gpu_only, needs_triton, quiet_interpreter
+from triton_support import DEVICE, assert_matches, gpu_only, needs_triton, quiet_interpreter
 from wmkernels import testing
 
 pytestmark = [needs_triton, quiet_interpreter]
@@ -38,3 +38,33 @@ def test_lstm_sequence_float32_tiled(monkeypatch):
 @pytest.mark.parametrize("T, B", [(0, 2), (3, 0)])
 def test_lstm_sequence_empty(T, B):
     assert_matches(testing.random_case("lstm_sequence", T=T, B=B, I=3, H=5))
+
+
+@pytest.mark.parametrize("order", ["", ":reversed"])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_lstm_sequence_split_across_programs(monkeypatch, order, with_lengths):
+    """The split step body (what the persistent schedule runs), one launch per step: three
+    hidden-unit programs share each step, run in both orders, so a program that read
+    another's output of the same step would give a wrong result in one of them."""
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps" + order)
+    assert_matches(testing.random_case("lstm_sequence", T=4, B=5, I=3, H=37, with_lengths=with_lengths))
+
+
+def test_lstm_sequence_split_batch_tiles(monkeypatch):
+    """Several batch tiles and hidden-unit programs per step (each batch tile has its own barrier counter)."""
+    from wmkernels.triton import schedule
+    real = schedule._split_config
+    monkeypatch.setattr(schedule, "_split_config", lambda B, H, like, resident: dict(
+        real(B, H, like, resident), BLOCK_B=16, BLOCK_N=16, BLOCK_K=16))
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps:reversed")
+    assert_matches(testing.random_case("lstm_sequence", T=3, B=18, I=3, H=19, with_lengths=True))
+
+
+def test_persistent_schedule_falls_back_where_it_cannot_run(monkeypatch):
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "persistent")
+    case = testing.random_case("lstm_sequence", T=2, B=3, I=3, H=20)
+    if DEVICE == "cpu":
+        with pytest.warns(RuntimeWarning, match="interpreter.*'steps'"):
+            assert_matches(case)
+    else:
+        assert_matches(case)

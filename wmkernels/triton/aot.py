@@ -38,6 +38,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from unittest import mock
 
 import torch
 
@@ -92,6 +93,10 @@ def _cases() -> List[CaptureCase]:
         for with_lengths in (False, True):
             cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
                                      {"with_lengths": with_lengths}))
+    for sizes in (AWKWARD, SMALL, BENCH, dict(BENCH, B=64)):  # the split grid (64-row batch tiles at B=64)
+        for with_lengths in (False, True):
+            cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
+                                     {"with_lengths": with_lengths, "schedule": "persistent"}))
     for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):
         for mode in ("fifo", "gated"):
             for with_lengths in (False, True):
@@ -158,22 +163,26 @@ def _kernel_name(kernel) -> Tuple[str, str, str]:
 def _run_case(case: CaptureCase, dtype: torch.dtype) -> None:
     """Forward then backward of ``case`` on the triton backend, straight
     through the backend protocol (the op checks and backend choice are not
-    what is being compiled)."""
+    what is being compiled). A ``schedule`` option sets the recurrent kernels'
+    schedule (``wmkernels.triton.schedule``) for the call."""
     from wmkernels import ops, testing
     from wmkernels.backends import BACKENDS
+    from wmkernels.triton import schedule
 
     sizes = dict(case.sizes)
-    made = testing.random_case(case.op, **sizes, **case.options)
-    named = {k: v.to(dtype) for k, v in made.tensors.items()}
-    inputs = tuple(named.get(name) for name in ops.OP_INPUTS[case.op])
-    extras = dict(made.extras)
-    if case.op == "wm_read":
-        extras["scale"] = 1.0 / math.sqrt(sizes["D"])
-    backend = BACKENDS["triton"]
-    needs = tuple(t is not None for t in inputs)
-    outputs, saved, info = backend.forward(case.op, inputs, extras, needs)
-    grads = tuple(torch.zeros_like(o) for o in outputs)
-    backend.backward(case.op, saved, info, grads, needs)
+    options = dict(case.options)
+    with mock.patch.dict(os.environ, {schedule.SCHEDULE_ENV: options.pop("schedule", "tile")}):
+        made = testing.random_case(case.op, **sizes, **options)
+        named = {k: v.to(dtype) for k, v in made.tensors.items()}
+        inputs = tuple(named.get(name) for name in ops.OP_INPUTS[case.op])
+        extras = dict(made.extras)
+        if case.op == "wm_read":
+            extras["scale"] = 1.0 / math.sqrt(sizes["D"])
+        backend = BACKENDS["triton"]
+        needs = tuple(t is not None for t in inputs)
+        outputs, saved, info = backend.forward(case.op, inputs, extras, needs)
+        grads = tuple(torch.zeros_like(o) for o in outputs)
+        backend.backward(case.op, saved, info, grads, needs)
 
 
 def capture(target, cases: Sequence[CaptureCase] = CASES,

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from wmkernels.triton import math as wm
-from wmkernels.triton.tiles import matmul_w, matmul_wt
+from wmkernels.triton.tiles import matmul_wt, row_block_matmul
 
 
 @triton.jit
@@ -88,8 +88,34 @@ def cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_p
 @triton.jit
 def hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
                               BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                              PRECISION: tl.constexpr):
-    """dg_t w_hh on this tile ([BLOCK_B, BLOCK_N] fp32): the gradient h_{t-1} gets through the gates."""
+                              PRECISION: tl.constexpr, DG_CACHE: tl.constexpr):
+    """dg_t w_hh on this tile ([BLOCK_B, BLOCK_N] fp32): the gradient h_{t-1} gets through the gates.
+    ``DG_CACHE``: dg's load cache modifier (".cg" where other programs wrote dg_t)."""
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    return matmul_w(acc, dg_ptr + t * B * 4 * H, 4 * H, rows, running, 4 * H, w_hh_ptr, H, cols, col_ok,
-                    BLOCK_K, PRECISION)
+    return row_block_matmul(acc, dg_ptr + t * B * 4 * H, 4 * H, rows, running, 4 * H, w_hh_ptr, 1, H, cols, col_ok,
+                            BLOCK_K, PRECISION, DG_CACHE)
+
+
+@triton.jit
+def add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_hh_ptr, cols, col_ok, H,
+                           BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """pre_* += h w_*ᵀ for the four gate blocks of w_hh [4H, H]; h [B, H] row-major.
+
+    Each chunk of h is loaded once for the four gates, past L1 (".cg"):
+    other programs of the launch wrote it."""
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_mask[:, None] & k_ok[None, :], other=0.0,
+                    cache_modifier=".cg")
+        w_off = cols[None, :] * H + ks[:, None]
+        w_mask = k_ok[:, None] & col_ok[None, :]
+        w_i = tl.load(w_hh_ptr + w_off, mask=w_mask, other=0.0)
+        h = h.to(w_i.dtype)
+        pre_i += tl.dot(h, w_i, input_precision=PRECISION)
+        pre_f += tl.dot(h, tl.load(w_hh_ptr + H * H + w_off, mask=w_mask, other=0.0), input_precision=PRECISION)
+        pre_g += tl.dot(h, tl.load(w_hh_ptr + 2 * H * H + w_off, mask=w_mask, other=0.0),
+                        input_precision=PRECISION)
+        pre_o += tl.dot(h, tl.load(w_hh_ptr + 3 * H * H + w_off, mask=w_mask, other=0.0),
+                        input_precision=PRECISION)
+    return pre_i, pre_f, pre_g, pre_o

@@ -1,12 +1,14 @@
-"""lstm_sequence (SPEC 1.2) in Triton, the time loop inside one launch.
+"""lstm_sequence (SPEC 1.2) in Triton, the time loop inside the kernels.
 
 Forward: the input projection of all steps is one matrix product up front
-(``xp = x w_ihᵀ + b``, [T, B, 4H]); then one launch walks time, each program
-owning a block of batch rows. Per step it tiles the hidden units, adds
-``h_{t-1} w_hhᵀ`` through ``tl.dot`` and applies the cell. The states go to
-``hs, cs [T+1, B, H]`` (fp32; index 0 is h0/c0), which are both the carried
-state the next step reads (from L2, behind a CTA barrier) and what backward
-keeps, with the gate activations ``act [T, B, 4H]``.
+(``xp = x w_ihᵀ + b``, [T, B, 4H]); then the kernel walks time. A program
+owns a block of batch rows and a set of hidden-unit blocks (all of them in
+the ``tile`` schedule, one in the split schedules: ``schedule.py``). Per
+step and block it adds ``h_{t-1} w_hhᵀ`` through ``tl.dot`` and applies the
+cell. The states go to ``hs, cs [T+1, B, H]`` (fp32; index 0 is h0/c0),
+which are both the carried state the next step reads (from L2, behind the
+step's barrier) and what backward keeps, with the gate activations
+``act [T, B, 4H]``.
 
 Backward walks time in reverse the same way and writes the pre-activation
 gradients ``dg [T, B, 4H]``; the gradients of x and of the weights are then
@@ -19,76 +21,80 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from wmkernels.triton import tiles
-from wmkernels.triton.launch import launch
-from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, hidden_grad_through_gates,
+from wmkernels.triton import schedule, tiles
+from wmkernels.triton.gates import (add_recurrent_products, cell_step, cell_step_backward, hidden_grad_through_gates,
                                     load_preacts, row_lengths)
+from wmkernels.triton.sync import program_ids, step_barrier
 
 
-@triton.jit
-def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T, B, H,
-                    HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+@triton.jit(do_not_specialize=["step_begin", "step_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T, B, H, counter_ptr, step_begin,
+                    step_end, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr,
+                    REVERSED: tl.constexpr):
+    """Steps [step_begin, step_end): h_t, c_t of this program's rows and hidden-unit blocks."""
+    pid_n, pid_b = program_ids(REVERSED)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
-    for t in range(0, T):
+    for t in range(step_begin, step_end):
         valid = (row_ok & (t < lengths))[:, None]
-        for n0 in range(0, H, BLOCK_N):
+        for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
             pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
-            pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H, rows,
-                                                           row_ok, H, w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+            pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H, rows,
+                                                                row_ok, w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
             cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H,
                       B, H)
-        tl.debug_barrier()  # h_t complete before step t+1 reads it
+        step_barrier(counter_ptr + pid_b, tl.num_programs(0) * (t + 1 - step_begin), GRID_SYNC)
 
 
-@triton.jit
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr, dg_ptr, T, B, H,
-                     HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 on exit."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr, dg_ptr, T, B, H, counter_ptr,
+                     stage_begin, stage_end, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                     GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr):
+    """Stages [stage_begin, stage_end) of T + 1; stage s is step t = T - 1 - s.
+
+    A stage first finishes the gradient of h_t on this program's columns from
+    dg_{t+1} (all of it, written by every program the stage before), then runs
+    the cell backward at t, writing dg_t on its columns: one barrier per step.
+    dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 after
+    stage T (which only finishes h0's)."""
+    pid_n, pid_b = program_ids(REVERSED)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
-    for step in range(0, T):
-        t = T - 1 - step
-        running = row_ok & (t < lengths)
-        valid = running[:, None]
-        for n0 in range(0, H, BLOCK_N):
+    for stage in range(stage_begin, stage_end):
+        t = T - 1 - stage
+        for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            tile = row_ok[:, None] & (cols < H)[None, :]
-            s_off = rows[:, None] * H + cols[None, :]
-            grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
-            grad_h += tl.load(dy_ptr + t * B * H + s_off, mask=tile & valid, other=0.0).to(tl.float32)
-            cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_ptr, dg_ptr, B, H)
-        tl.debug_barrier()  # dg_t complete before the product below reads it
-        for k0 in range(0, H, BLOCK_N):
-            cols = k0 + tl.arange(0, BLOCK_N)
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
             s_off = rows[:, None] * H + cols[None, :]
-            d_h_prev = hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
-                                                 BLOCK_B, BLOCK_N, BLOCK_K, PRECISION)
-            carried = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
-            tl.store(dh_ptr + s_off, tl.where(valid, d_h_prev, carried), mask=tile)
-        tl.debug_barrier()
+            grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
+            if t + 1 < T:
+                running_next = row_ok & (t + 1 < lengths)
+                through = hidden_grad_through_gates(t + 1, rows, running_next, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
+                                                    BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
+                grad_h = tl.where(running_next[:, None], through, grad_h)
+                tl.store(dh_ptr + s_off, grad_h, mask=tile)
+            if t >= 0:
+                valid = (row_ok & (t < lengths))[:, None]
+                grad_h += tl.load(dy_ptr + t * B * H + s_off, mask=tile & valid, other=0.0).to(tl.float32)
+                cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_ptr, dg_ptr, B, H)
+        step_barrier(counter_ptr + pid_b, tl.num_programs(0) * (stage + 1 - stage_begin), GRID_SYNC)
 
 
 def launch_config(B: int, H: int, like: Tensor) -> dict:
-    """Batch tile, hidden tile and reduction tile of the recurrent kernels."""
-    return dict(BLOCK_B=tiles.batch_tile(B, like),
-                BLOCK_N=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
-                BLOCK_K=tiles.block(H, 64, like, lo=tiles.DOT_MIN),
+    """Batch tile, hidden tile and reduction tile of the ``tile`` schedule."""
+    block_n = tiles.block(H, 64, like, lo=tiles.DOT_MIN)
+    return dict(BLOCK_B=tiles.batch_tile(B, like), BLOCK_N=block_n,
+                BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
                 PRECISION=tiles.precision(like.dtype), num_warps=4, num_stages=1,
                 maxnreg=tiles.MAX_REGISTERS)  # why: wm_sequence.launch_config
-
-
-def _grid(B: int, config: dict):
-    return (triton.cdiv(B, config["BLOCK_B"]),)
 
 
 @torch.library.custom_op("wmkernels_triton::lstm_sequence_forward", mutates_args=())
@@ -110,9 +116,10 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
     act = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
     y = x.new_empty(T, B, H)
     if T and B:
-        config = launch_config(B, H, x)
-        launch(_forward_kernel, _grid(B, config), xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y,
-               T, B, H, device=x.device, HAS_LENGTHS=lengths is not None, **config)
+        plan = schedule.plan(B, H, x, launch_config)
+        plan.config["HAS_LENGTHS"] = lengths is not None
+        schedule.run(_forward_kernel, plan, T, (xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y, T, B, H),
+                     x.device)
     return y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), hs, cs, act
 
 
@@ -136,9 +143,10 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
     dc = grad_c.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # these in place
     dg = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
     if T and B:
-        config = launch_config(B, H, x)
-        launch(_backward_kernel, _grid(B, config), grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths,
-               dh, dc, dg, T, B, H, device=x.device, HAS_LENGTHS=lengths is not None, **config)
+        plan = schedule.plan(B, H, x, launch_config)
+        plan.config["HAS_LENGTHS"] = lengths is not None
+        schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths, dh,
+                                                     dc, dg, T, B, H), x.device)
     dg2 = dg.reshape(T * B, 4 * H)
     dx = (dg2 @ w_ih.float()).reshape(T, B, I)
     dw_ih = dg2.t() @ x.reshape(T * B, I).float()

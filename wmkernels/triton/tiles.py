@@ -17,18 +17,20 @@ MAX_REGISTERS = 255  # per thread, the most a CUDA kernel may use
 
 @triton.jit
 def row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, w_stride_out, w_stride_red,
-                     cols, col_mask, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+                     cols, col_mask, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, A_CACHE: tl.constexpr):
     """acc[b, j] += Σ_k A[rows[b], k] · W(cols[j], k) over k in [0, K).
 
     A is row-major with row stride ``a_stride``; W(j, k) lives at
     ``w_ptr + j·w_stride_out + k·w_stride_red`` (``x Wᵀ`` for a row-major W is
     strides (row, 1); ``x W`` is (1, row)). A is cast to W's dtype, acc is fp32.
+    ``A_CACHE`` is A's load cache modifier: ".cg" (past L1) where other
+    programs wrote A during this launch.
     """
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < K
         a = tl.load(a_ptr + rows[:, None] * a_stride + ks[None, :],
-                    mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+                    mask=row_mask[:, None] & k_mask[None, :], other=0.0, cache_modifier=A_CACHE)
         w = tl.load(w_ptr + ks[:, None] * w_stride_red + cols[None, :] * w_stride_out,
                     mask=k_mask[:, None] & col_mask[None, :], other=0.0)
         acc += tl.dot(a.to(w.dtype), w, input_precision=PRECISION)
@@ -60,6 +62,17 @@ def batch_tile(B: int, t: torch.Tensor) -> int:
     return block(B, DOT_MIN, t, lo=DOT_MIN, interp_cap=64)
 
 
+def gate_reduction_block(K: int, block_n: int, t: torch.Tensor) -> int:
+    """Reduction tile of a four-gate product whose four weight tiles
+    [BLOCK_K, block_n] are live at once, sized on a GPU so they do not spill:
+    within 4096 elements for tensor-core dtypes, 1024 for float32 (its ieee
+    products run on the FMA units, whose operand layouts take more registers;
+    measured with the ahead-of-time compile)."""
+    budget = 1024 if t.dtype == torch.float32 else 4096
+    cap = 64 if interpreted(t) else max(DOT_MIN, budget // (4 * block_n))
+    return block(K, min(64, cap), t, lo=DOT_MIN)
+
+
 def warps(tile_elements: int) -> int:
     """num_warps for a program whose largest fp32 tile has this many elements."""
     return 8 if tile_elements >= 8192 else 4
@@ -70,7 +83,7 @@ def matmul_wt(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, cols, col_mask,
               BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """acc += A Wᵀ for a row-major W [*, K] (a linear layer)."""
     return row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, K, 1, cols, col_mask,
-                            BLOCK_K, PRECISION)
+                            BLOCK_K, PRECISION, "")
 
 
 @triton.jit
@@ -78,7 +91,7 @@ def matmul_w(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, N, cols, col_mask,
              BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """acc += A W for a row-major W [K, N] (the backward of a linear layer)."""
     return row_block_matmul(acc, a_ptr, a_stride, rows, row_mask, K, w_ptr, 1, N, cols, col_mask,
-                            BLOCK_K, PRECISION)
+                            BLOCK_K, PRECISION, "")
 
 
 INT32_LIMIT = 2 ** 31

@@ -212,7 +212,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
         tile = row_ok[:, None] & col_ok[None, :]
         s_off = rows[:, None] * H + cols[None, :]
         acc = hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
-                                        BLOCK_B, BLOCK_N, BLOCK_K, PRECISION)
+                                        BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, "")
         acc = matmul_w(acc, dq_ptr + t * BD, D, rows, running, D, w_q_ptr, H, cols, col_ok, BLOCK_K, PRECISION)
         carried = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
         tl.store(dh_ptr + s_off, tl.where(valid, acc, carried), mask=tile)

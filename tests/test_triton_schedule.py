@@ -1,0 +1,69 @@
+"""How the recurrent kernels are spread over programs and launches (wmkernels/triton/schedule.py)."""
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from wmkernels.triton import schedule  # noqa: E402
+from wmkernels.triton.launch import recording  # noqa: E402
+from wmkernels.triton.sequence import launch_config  # noqa: E402
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, schedule.Schedule("tile")), ("", schedule.Schedule("tile")),
+    ("steps", schedule.Schedule("steps")), (" Persistent:reversed ", schedule.Schedule("persistent", True)),
+])
+def test_requested_schedule(monkeypatch, text, expected):
+    if text is None:
+        monkeypatch.delenv(schedule.SCHEDULE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(schedule.SCHEDULE_ENV, text)
+    assert schedule.requested() == expected
+
+
+@pytest.mark.parametrize("text", ["fast", "steps:backwards", "tile:"])
+def test_unreadable_schedule_names_the_variable(monkeypatch, text):
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, text)
+    with pytest.raises(ValueError, match=schedule.SCHEDULE_ENV):
+        schedule.requested()
+
+
+def test_tile_schedule_is_one_program_per_batch_tile(monkeypatch):
+    monkeypatch.delenv(schedule.SCHEDULE_ENV, raising=False)
+    plan = schedule.plan(40, 768, torch.empty(0), launch_config)
+    assert plan.kind == "tile" and plan.grid[0] == 1 and plan.steps_per_launch is None
+    assert plan.config["GRID_SYNC"] is False
+
+
+@pytest.mark.parametrize("B, grid", [(16, (48, 1)), (64, (48, 1)), (128, (48, 2)), (512, (12, 8)), (1024, (6, 16))])
+def test_persistent_grid_fits_the_sms(monkeypatch, B, grid):
+    """Sized as on an H100 (while recording for the ahead-of-time compile): the smallest
+    hidden-unit block whose grid is resident, one cooperative launch for all steps."""
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent")
+    with recording():
+        plan = schedule.plan(B, 768, torch.empty(0, dtype=torch.bfloat16), launch_config)
+    assert plan.kind == "persistent" and plan.grid == grid
+    assert grid[0] * grid[1] <= schedule.RECORDED_SMS
+    assert plan.config["GRID_SYNC"] and plan.config["launch_cooperative_grid"]
+    assert plan.steps_per_launch is None
+
+
+def test_persistent_grid_too_large_falls_back_to_steps(monkeypatch):
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent")
+    with recording(), pytest.warns(RuntimeWarning, match="exceed the 132"):
+        plan = schedule.plan(4096, 768, torch.empty(0), launch_config)
+    assert plan.kind == "steps" and plan.steps_per_launch == 1
+    assert not plan.config["GRID_SYNC"] and "launch_cooperative_grid" not in plan.config
+
+
+def test_run_launches_once_per_step_or_once(monkeypatch):
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, "steps")
+    kernel = object()
+    with recording() as launches:
+        plan = schedule.plan(3, 20, torch.empty(0), launch_config)
+        schedule.run(kernel, plan, 4, ("a",), torch.device("cpu"))
+    assert [(lc.args[-2], lc.args[-1]) for lc in launches] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, "tile")
+    with recording() as launches:
+        schedule.run(kernel, schedule.plan(3, 20, torch.empty(0), launch_config), 4, ("a",), torch.device("cpu"))
+    assert [(lc.args[-2], lc.args[-1]) for lc in launches] == [(0, 4)]

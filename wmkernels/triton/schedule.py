@@ -1,0 +1,123 @@
+"""How the recurrent kernels spread a sequence over programs and launches.
+
+Three schedules run the same step body (``sequence._forward_kernel``):
+
+- ``tile``: one program per batch tile walks every hidden unit and every
+  step in one launch; its steps end with a CTA barrier.
+- ``persistent``: the hidden units are split across programs too (grid
+  ``[H / BLOCK_N, B / BLOCK_B]``), one cooperative launch runs all steps, and
+  each step ends with a grid barrier per batch tile. It needs every program
+  resident at once; where the grid is larger than the GPU's SMs, or under the
+  interpreter (which runs programs one after another), it falls back to
+- ``steps``: the same split grid, launched once per step (the launch
+  boundary is the barrier). Slow on a GPU (a launch per step); it is how the
+  split step body is tested on CPU.
+
+``WMKERNELS_TRITON_SCHEDULE`` picks one (default ``tile``; ``persistent`` is
+opt-in until measured on a GPU). A ``:reversed`` suffix runs each step's
+programs in reversed order, which the tests use to expose a program reading
+what another program writes in the same step.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Tuple
+
+import torch
+import triton
+
+from wmkernels.triton import tiles
+from wmkernels.triton.launch import launch, recording_active
+from wmkernels.triton.sync import BROKEN
+
+SCHEDULE_ENV = "WMKERNELS_TRITON_SCHEDULE"
+KINDS = ("tile", "steps", "persistent")
+# Recorded (ahead-of-time compiled) launches are sized for an H100 SXM's SMs.
+RECORDED_SMS = 132
+SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks tried for the split grid, smallest first
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: str = "tile"
+    reversed: bool = False
+
+
+def requested() -> Schedule:
+    """The schedule ``WMKERNELS_TRITON_SCHEDULE`` asks for (``ValueError`` when unreadable)."""
+    text = os.environ.get(SCHEDULE_ENV, "tile").strip().lower() or "tile"
+    kind, colon, order = text.partition(":")
+    if kind not in KINDS or (colon and order != "reversed"):
+        raise ValueError(f"{SCHEDULE_ENV}={text!r}: expected one of {', '.join(KINDS)}, "
+                         "optionally followed by ':reversed'")
+    return Schedule(kind, order == "reversed")
+
+
+def resident_programs(like: torch.Tensor) -> Optional[int]:
+    """How many programs of a split grid may run at once (one per SM), or None
+    under the interpreter, where a grid barrier can never complete."""
+    if like.device.type == "cuda":
+        return torch.cuda.get_device_properties(like.device).multi_processor_count
+    return RECORDED_SMS if recording_active() else None
+
+
+@dataclass
+class Plan:
+    """A resolved schedule: the grid, the kernel's constexprs and launch
+    options, and how many steps one launch runs (None: all of them)."""
+
+    kind: str
+    grid: Tuple[int, int]
+    config: dict = field(default_factory=dict)
+    steps_per_launch: Optional[int] = None
+
+
+def _split_config(B: int, H: int, like: torch.Tensor, resident: Optional[int]) -> dict:
+    # 64-row batch tiles fill the tensor cores' M; float32's ieee products do not use them
+    block_b = tiles.block(B, 16 if like.dtype == torch.float32 else 64, like, lo=tiles.DOT_MIN, interp_cap=64)
+    block_n = SPLIT_BLOCK_N[0]
+    if resident is not None:  # the smallest block whose grid fits the SMs (else the largest)
+        fitting = [n for n in SPLIT_BLOCK_N if triton.cdiv(H, n) * triton.cdiv(B, block_b) <= resident]
+        block_n = fitting[0] if fitting else SPLIT_BLOCK_N[-1]
+    return dict(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
+                PRECISION=tiles.precision(like.dtype), num_warps=4, num_stages=1, maxnreg=tiles.MAX_REGISTERS)
+
+
+def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, torch.Tensor], dict]) -> Plan:
+    """The launches of a recurrent kernel over a batch of B rows and H hidden
+    units: the requested schedule, or ``steps`` where ``persistent`` cannot run."""
+    wanted = requested()
+    if wanted.kind == "tile":
+        config = tile_config(B, H, like)
+        return Plan("tile", (1, triton.cdiv(B, config["BLOCK_B"])),
+                    dict(config, GRID_SYNC=False, REVERSED=wanted.reversed))
+    resident = resident_programs(like)
+    config = _split_config(B, H, like, resident)
+    grid = (triton.cdiv(H, config["BLOCK_N"]), triton.cdiv(B, config["BLOCK_B"]))
+    kind = wanted.kind
+    if kind == "persistent" and (resident is None or grid[0] * grid[1] > resident):
+        why = ("the interpreter runs programs one at a time" if resident is None else
+               f"its {grid[0] * grid[1]} programs exceed the {resident} that can be resident")
+        warnings.warn(f"triton schedule 'persistent' cannot run here ({why}); using 'steps' "
+                      "(one launch per step)", RuntimeWarning, stacklevel=3)
+        kind = "steps"
+    config.update(GRID_SYNC=kind == "persistent", REVERSED=wanted.reversed)
+    if kind == "persistent":
+        config["launch_cooperative_grid"] = True
+    return Plan(kind, grid, config, 1 if kind == "steps" else None)
+
+
+def run(kernel, plan: Plan, n_steps: int, args: tuple, device: torch.device) -> None:
+    """Launch ``kernel(*args, counter, step_begin, step_end)`` over steps
+    [0, n_steps) as ``plan`` says; ``counter`` holds the grid barrier's arrivals per batch tile."""
+    counter = torch.zeros(plan.grid[1], dtype=torch.int32, device=device)
+    chunk = plan.steps_per_launch or n_steps
+    for begin in range(0, n_steps, chunk):
+        launch(kernel, plan.grid, *args, counter, begin, min(begin + chunk, n_steps), device=device, **plan.config)
+    if plan.kind == "persistent" and not recording_active() and not torch.cuda.is_current_stream_capturing():
+        # one sync per call, until the barrier has been proven on GPUs
+        if int(counter.max()) >= BROKEN:
+            raise RuntimeError(f"{kernel.fn.__name__}: a grid barrier timed out (its {plan.grid[0] * plan.grid[1]} "
+                               f"programs were not all resident); the outputs are wrong. Set {SCHEDULE_ENV}=tile")
