@@ -2,7 +2,9 @@
 tiny sizes: every row runs, lstm_sequence rows carry GFLOP/s and a fraction of
 the measured peak, saved bytes are reported. Timings are not checked."""
 import math
+import os
 
+import pytest
 import torch
 
 from wmkernels import bench
@@ -86,3 +88,23 @@ def test_saved_bytes_column_says_more_or_less():
             bench.Result("lstm_cell", "heavy", "base", 1.0, 1.0, 300)]
     table = bench.format_table(rows)
     assert "2.0x less" in table and "3.0x more" in table
+
+
+def test_persistent_row_runs_forward_and_backward_under_its_schedule():
+    pytest.importorskip("triton")
+    from wmkernels.triton import schedule
+
+    seen = []
+    x = torch.ones(2, requires_grad=True)
+    before = os.environ.get(schedule.SCHEDULE_ENV)
+
+    def forward():
+        seen.append(schedule.requested())
+        return (x * 2,)
+    row = bench._persistent_workload(bench.Workload("lstm_sequence", "triton", "torch.nn.LSTM", None, forward, [x],
+                                                    flops=7.0))
+    assert (row.impl, row.baseline, row.flops) == ("triton persistent", "torch.nn.LSTM", 7.0)
+    row.forward()
+    row.run()
+    assert seen == [schedule.Schedule("persistent")] * 2 and x.grad is None
+    assert os.environ.get(schedule.SCHEDULE_ENV) == before

@@ -20,7 +20,7 @@ pytest.importorskip("triton")
 pytestmark = pytest.mark.skipif(os.environ.get("WMKERNELS_SKIP_AOT") == "1",
                                 reason="WMKERNELS_SKIP_AOT=1 (the GPU protocol compiles the kernels for real)")
 
-MODULES = ("cell", "memory", "sequence", "wm_sequence")
+MODULES = ("cell", "memory", "sequence", "wm_sequence", "probes")
 
 
 def launched_kernels():

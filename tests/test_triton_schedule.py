@@ -48,6 +48,19 @@ def test_persistent_grid_fits_the_sms(monkeypatch, B, grid):
     assert plan.steps_per_launch is None
 
 
+@pytest.mark.parametrize("B, grid, block_h", [(16, (16, 1), 256), (128, (16, 8), 256), (256, (16, 4), 0)])
+def test_persistent_keeps_small_weights_resident(monkeypatch, B, grid, block_h):
+    """16-bit w_hh stays in each program (16-row batch tiles) while the gate tiles
+    fit RESIDENT_ELEMENTS; else 64-row tiles stream it."""
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent")
+    with recording():
+        plan = schedule.plan(B, 256, torch.empty(0, dtype=torch.float16), launch_config)
+        streamed_fp32 = schedule.plan(B, 256, torch.empty(0), launch_config)
+    assert plan.grid == grid and plan.config["BLOCK_H"] == block_h
+    assert plan.config["BLOCK_B"] == (16 if block_h else 64)
+    assert streamed_fp32.config["BLOCK_H"] == 0 and streamed_fp32.config["BLOCK_B"] == 16
+
+
 def test_persistent_grid_too_large_falls_back_to_steps(monkeypatch):
     monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent")
     with recording(), pytest.warns(RuntimeWarning, match="exceed the 132"):
@@ -67,3 +80,14 @@ def test_run_launches_once_per_step_or_once(monkeypatch):
     with recording() as launches:
         schedule.run(kernel, schedule.plan(3, 20, torch.empty(0), launch_config), 4, ("a",), torch.device("cpu"))
     assert [(lc.args[-2], lc.args[-1]) for lc in launches] == [(0, 4)]
+
+
+def test_using_sets_and_restores(monkeypatch):
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, "steps")
+    with schedule.using("persistent:reversed") as chosen:
+        assert chosen == schedule.Schedule("persistent", True) and schedule.requested() == chosen
+    assert schedule.requested() == schedule.Schedule("steps")
+    monkeypatch.delenv(schedule.SCHEDULE_ENV)
+    with pytest.raises(ValueError, match=schedule.SCHEDULE_ENV), schedule.using("sideways"):
+        pass
+    assert schedule.SCHEDULE_ENV not in __import__("os").environ

@@ -1,4 +1,6 @@
 """The triton backend's lstm_sequence against the float64 reference."""
+import contextlib
+
 import pytest
 import torch
 
@@ -50,14 +52,29 @@ def test_lstm_sequence_split_across_programs(monkeypatch, order, with_lengths):
     assert_matches(testing.random_case("lstm_sequence", T=4, B=5, I=3, H=37, with_lengths=with_lengths))
 
 
-def test_lstm_sequence_split_batch_tiles(monkeypatch):
-    """Several batch tiles and hidden-unit programs per step (each batch tile has its own barrier counter)."""
+@pytest.mark.parametrize("weights", ["resident", "streamed"])
+def test_lstm_sequence_split_batch_tiles(monkeypatch, weights):
+    """Several batch tiles and hidden-unit programs per step (each batch tile has its own
+    barrier counter), with w_hh resident in each program or streamed in chunks."""
     from wmkernels.triton import schedule
+    if weights == "streamed":
+        monkeypatch.setattr(schedule, "RESIDENT_ELEMENTS", 0)
     real = schedule._split_config
-    monkeypatch.setattr(schedule, "_split_config", lambda B, H, like, resident: dict(
-        real(B, H, like, resident), BLOCK_B=16, BLOCK_N=16, BLOCK_K=16))
+    monkeypatch.setattr(schedule, "_split_config", lambda B, H, like, programs: dict(
+        real(B, H, like, programs), BLOCK_B=16, BLOCK_N=16, **({"BLOCK_K": 16} if weights == "streamed" else {})))
     monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps:reversed")
-    assert_matches(testing.random_case("lstm_sequence", T=3, B=18, I=3, H=19, with_lengths=True))
+    with schedule_recorded(monkeypatch) as plans:
+        assert_matches(testing.random_case("lstm_sequence", T=3, B=18, I=3, H=19, with_lengths=True))
+    assert {(p.grid, p.config["BLOCK_H"] > 0) for p in plans} == {((2, 2), weights == "resident")}
+
+
+@contextlib.contextmanager
+def schedule_recorded(monkeypatch):
+    """Collect every plan the kernels launch with."""
+    from wmkernels.triton import schedule
+    plans, real = [], schedule.plan
+    monkeypatch.setattr(schedule, "plan", lambda *a: plans.append(real(*a)) or plans[-1])
+    yield plans
 
 
 def test_persistent_schedule_falls_back_where_it_cannot_run(monkeypatch):
@@ -68,3 +85,17 @@ def test_persistent_schedule_falls_back_where_it_cannot_run(monkeypatch):
             assert_matches(case)
     else:
         assert_matches(case)
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sizes", [dict(T=33, B=16, I=64, H=768), dict(T=33, B=40, I=64, H=256),
+                                   dict(T=9, B=3, I=5, H=37)])
+@pytest.mark.parametrize("order", ["", ":reversed"])
+def test_lstm_sequence_persistent_on_gpu(monkeypatch, dtype, sizes, order):
+    """The persistent schedule for real: one cooperative launch, a grid barrier per step,
+    w_hh streamed (H = 768) or resident (H = 256, 16-bit), several batch tiles (B = 40)."""
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "persistent" + order)
+    with schedule_recorded(monkeypatch) as plans:
+        assert_matches(testing.random_case("lstm_sequence", **sizes, with_lengths=True), dtype)
+    assert plans and all(p.kind == "persistent" for p in plans)

@@ -99,8 +99,9 @@ def cmd_bench(args) -> int:
     results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op),
                                    compiled=args.compile, peak=peak, progress=True)
     print(bench.format_table(results))
-    print(f"forward+backward, median (min, IQR) of {args.repeat} interleaved rounds; 'vs baseline' = time / "
-          "baseline time (below 1 is faster); GFLOP/s counts the matrix products "
+    print(f"forward+backward, median (min, IQR) of {args.repeat} interleaved rounds; 'fwd ms' = the forward "
+          "alone; 'vs baseline' = time / baseline time (below 1 is faster); 'x floor' = time / the floor "
+          "model's forward+backward (GPU); GFLOP/s counts the matrix products "
           "(2*B*4H*(I+H) per step forward, twice that backward), 'of peak' divides by the peak "
           "above; saved bytes = what autograd keeps between forward and backward")
     if args.json:

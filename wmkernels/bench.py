@@ -11,7 +11,11 @@ tensors, measured with ``torch.autograd.graph.saved_tensors_hooks``).
 lstm_sequence rows also give the achieved GFLOP/s, counting the matrix
 products only (2·B·4H·(I+H) per step forward, twice that backward), and its
 fraction of the machine's peak, measured in the same process as the GFLOP/s
-of one large matrix product (``peak_gflops``).
+of one large matrix product (``peak_gflops``). On a GPU they also give the
+floor model's time for the persistent schedule (``wmkernels.floor``, rates
+measured in the same process) and how far each row is from it; the triton
+backend then has a second row, ``triton persistent``, with that schedule.
+Every row also times the forward alone (``forward_ms``).
 """
 from __future__ import annotations
 
@@ -63,6 +67,8 @@ class Result:
     peak_fraction: Optional[float] = None  # gflops / the machine's measured peak
     min_ms: Optional[float] = None  # fastest round
     iqr_ms: Optional[float] = None  # interquartile range of the rounds (the spread)
+    forward_ms: Optional[float] = None  # the forward alone (median)
+    floor: Optional[dict] = None  # the floor model of the op here (wmkernels.floor), GPU only
 
     @property
     def noisy(self) -> bool:
@@ -157,6 +163,8 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
             return ops.lstm_sequence(x, h0, c0, *weights, backend=name)
         loads.append(Workload("lstm_sequence", name, baseline,
                               lambda f=forward: _loss_backward(f(), inputs), forward, inputs, flops))
+        if name == "triton":
+            loads.append(_persistent_workload(loads[-1]))
     if compiled:
         step = torch.compile(reference.lstm_step)
 
@@ -169,6 +177,21 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
         loads.append(Workload("lstm_sequence", COMPILED, baseline,
                               lambda: _loss_backward(forward(), inputs), forward, inputs, flops))
     return loads
+
+
+def _persistent_workload(triton_load: Workload) -> Workload:
+    """The triton row again with the persistent schedule (``wmkernels.triton.schedule``)."""
+    from wmkernels.triton import schedule
+
+    def forward():
+        with schedule.using("persistent"):
+            return triton_load.forward()
+
+    def run():  # backward runs outside the forward's block: the schedule must hold there too
+        with schedule.using("persistent"):
+            _loss_backward(triton_load.forward(), triton_load.inputs)
+    return Workload(triton_load.op, "triton persistent", triton_load.baseline, run, forward, triton_load.inputs,
+                    triton_load.flops)
 
 
 def lstm_cell_workloads(device, dtype, B, I, H, **_) -> List[Workload]:
@@ -316,8 +339,10 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
             print(f"[bench {number}/{len(groups)}] {loads[0].op}: {', '.join(l.impl for l in loads)} "
                   f"x {repeat + 1} rounds", file=sys.stderr, flush=True)
         timings = time_interleaved([load.run for load in loads], device, repeat)
+        forwards = time_interleaved([load.forward for load in loads], device, repeat)
         base = next((t.median for load, t in zip(loads, timings) if load.impl == load.baseline), None)
-        for load, timing in zip(loads, timings):
+        floor = _floor(loads[0].op, device, dtype, sizes)
+        for load, timing, forward in zip(loads, timings, forwards):
             ms = timing.median
             try:
                 if math.isnan(ms):
@@ -329,8 +354,23 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
             results.append(Result(load.op, load.impl, load.baseline, ms,
                                   ms / base if base and not error else None, memory, error,
                                   gflops, gflops / peak if gflops and peak else None,
-                                  None if error else timing.min, None if error else timing.iqr))
+                                  None if error else timing.min, None if error else timing.iqr,
+                                  None if error else forward.median, floor))
     return results
+
+
+def _floor(op: str, device, dtype, sizes) -> Optional[dict]:
+    """The floor model of lstm_sequence on a GPU (None elsewhere; a failed
+    measurement is reported in place of the floor)."""
+    if op != "lstm_sequence" or torch.device(device).type != "cuda":
+        return None
+    from wmkernels import floor
+
+    try:
+        found = floor.lstm_floor_on(device, dtype, *(sizes[k] for k in "TBIH"))
+    except Exception as exc:  # the probes need Triton and a cooperative launch
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return found.describe() if found else {"error": "the persistent schedule cannot run at these sizes"}
 
 
 def machine_description(device) -> Dict[str, object]:
@@ -367,8 +407,8 @@ def _cpu_name() -> str:
 
 
 def format_table(results: List[Result]) -> str:
-    lines = [f"{'op':<26} {'impl':<18} {'ms':>9} {'min':>8} {'IQR':>7} {'vs baseline':>11} {'GFLOP/s':>8} "
-             f"{'of peak':>7} {'saved bytes':>12} {'saved vs base':>13}"]
+    lines = [f"{'op':<26} {'impl':<18} {'ms':>9} {'min':>8} {'IQR':>7} {'fwd ms':>8} {'vs baseline':>11} "
+             f"{'x floor':>7} {'GFLOP/s':>8} {'of peak':>7} {'saved bytes':>12} {'saved vs base':>13}"]
     base_bytes = {r.op: r.saved_bytes for r in results if r.impl == r.baseline}
     for r in results:
         ratio = "baseline" if r.impl == r.baseline else (f"{r.ratio:.2f}x" if r.ratio else "-")
@@ -382,16 +422,33 @@ def format_table(results: List[Result]) -> str:
                   else f"{r.saved_bytes / base:.1f}x more")
         low = "-" if r.min_ms is None else f"{r.min_ms:.2f}"
         iqr = "-" if r.iqr_ms is None else f"{r.iqr_ms:.2f}"
-        lines.append(f"{r.op:<26} {r.impl:<18} {ms:>9} {low:>8} {iqr:>7} {ratio:>11} {gflops:>8} {peak:>7} "
-                     f"{r.saved_bytes:>12} {memory:>13}" + ("  NOISY" if r.noisy else ""))
+        fwd = "-" if r.forward_ms is None else f"{r.forward_ms:.2f}"
+        floor = (f"{r.ms / r.floor['total_ms']:.1f}x" if r.floor and "total_ms" in r.floor and not r.error
+                 else "-")
+        lines.append(f"{r.op:<26} {r.impl:<18} {ms:>9} {low:>8} {iqr:>7} {fwd:>8} {ratio:>11} {floor:>7} "
+                     f"{gflops:>8} {peak:>7} {r.saved_bytes:>12} {memory:>13}" + ("  NOISY" if r.noisy else ""))
         if r.error:
             lines.append(f"    {r.error}")
+    for op, model in {r.op: r.floor for r in results if r.floor}.items():
+        lines.append(describe_floor(op, model))
     noisy = [f"{r.op} {r.impl}" for r in results if r.noisy]
     if noisy:
         lines.append(f"warning: the rounds of {len(noisy)} row(s) spread by more than {NOISY:.0%} of their "
                      f"median (IQR): {', '.join(noisy)}; the machine is busy or the rounds too few "
                      "(--repeat): treat those ratios with care")
     return "\n".join(lines)
+
+
+def describe_floor(op: str, model: dict) -> str:
+    """One line: the floor model's times and the rates they rest on."""
+    if "error" in model:
+        return f"floor of {op}: not measured ({model['error']})"
+    rates = model["rates"]
+    return (f"floor of {op} (persistent schedule, model of wmkernels.floor): forward {model['forward_ms']:.2f} ms, "
+            f"forward+backward {model['total_ms']:.2f} ms (matrix products {model['matmul_ms']:.2f} ms); "
+            f"measured here: HBM {rates['hbm_GB_s']} GB/s, L2 {rates['l2_GB_s']} GB/s, grid barrier "
+            f"{rates['barrier_us']} us with {rates['barrier_programs']} programs, "
+            f"matmul {rates['matmul_TFLOP_s']} TFLOP/s")
 
 
 def results_json(results: List[Result], device, dtype, sizes,
@@ -402,4 +459,7 @@ def results_json(results: List[Result], device, dtype, sizes,
             "peak_meaning": "GFLOP/s of one 2048x2048x2048 torch.mm in this process and dtype",
             "gflops_meaning": "matrix-product FLOPs (2*B*4H*(I+H) per step forward, twice that "
                               "backward) / time",
-            "ratio_meaning": "ms / baseline ms; below 1 is faster than the baseline"}
+            "ratio_meaning": "ms / baseline ms; below 1 is faster than the baseline",
+            "floor_meaning": "wmkernels.floor: T x (barrier + max(HBM bytes / HBM rate, L2 bytes / L2 rate)) "
+                             "per direction + the non-recurrent matrix products at the measured peak; "
+                             "rates measured in this process"}

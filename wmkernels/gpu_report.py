@@ -9,10 +9,12 @@
    tensors, bfloat16 included), spread over the CPU cores with pytest-xdist
    where it is installed; the ahead-of-time compile check is skipped (the
    kernels are compiled for real there);
-3. *bench*: forward+backward at T=1024, B=16, I=H=768, interleaved in one
-   process (``wmkernels.bench``): lstm_sequence in float16 and bfloat16
-   against cuDNN ``torch.nn.LSTM``, the reference and ``torch.compile`` of the
-   reference step, and the WM-LSTM (fifo, gated) at S=32 and S=128, D=64
+3. *bench*: forward+backward (and the forward alone) at T=1024, B=16,
+   I=H=768, interleaved in one process (``wmkernels.bench``): lstm_sequence
+   in float16 and bfloat16 against cuDNN ``torch.nn.LSTM``, the reference and
+   ``torch.compile`` of the reference step, the triton backend with its
+   ``tile`` and ``persistent`` schedules, beside the floor model
+   (``wmkernels.floor``, rates measured there), and the WM-LSTM (fifo, gated) at S=32 and S=128, D=64
    against the reference and its compiled step (bfloat16, then float16 in
    what is left of the budget).
 
@@ -159,12 +161,18 @@ def markdown(report: Dict[str, object]) -> str:
         if group["skipped"]:
             lines += [f"skipped: {group['skipped']}", ""]
             continue
-        lines += ["| impl | baseline | ms | ratio | GFLOP/s | saved bytes | error |", "|---|---|---|---|---|---|---|"]
+        lines += ["| impl | baseline | ms | forward ms | ratio | x floor | GFLOP/s | saved bytes | error |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in group["results"]:
             ratio = f"{r['ratio']:.3f}" if r["ratio"] else "-"
             gflops = f"{r['gflops']:.0f}" if r["gflops"] else "-"
-            lines.append(f"| {r['impl']} | {r['baseline']} | {r['ms']:.2f} | {ratio} | {gflops} | "
-                         f"{r['saved_bytes']:,} | {r['error'] or ''} |")
+            forward = f"{r['forward_ms']:.2f}" if r.get("forward_ms") else "-"
+            floor = r.get("floor") or {}
+            vs_floor = f"{r['ms'] / floor['total_ms']:.1f}" if "total_ms" in floor and not r["error"] else "-"
+            lines.append(f"| {r['impl']} | {r['baseline']} | {r['ms']:.2f} | {forward} | {ratio} | {vs_floor} | "
+                         f"{gflops} | {r['saved_bytes']:,} | {r['error'] or ''} |")
+        models = {r["op"]: r["floor"] for r in group["results"] if r.get("floor")}
+        lines += [""] + [bench.describe_floor(op, model) for op, model in models.items()]
         lines.append("")
     return "\n".join(lines) + "\n"
 

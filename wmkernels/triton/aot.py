@@ -38,7 +38,6 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
-from unittest import mock
 
 import torch
 
@@ -93,7 +92,8 @@ def _cases() -> List[CaptureCase]:
         for with_lengths in (False, True):
             cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
                                      {"with_lengths": with_lengths}))
-    for sizes in (AWKWARD, SMALL, BENCH, dict(BENCH, B=64)):  # the split grid (64-row batch tiles at B=64)
+    # the split grid: streamed weights (64-row batch tiles at B=64), resident ones (H = 256)
+    for sizes in (AWKWARD, SMALL, BENCH, dict(BENCH, B=64), dict(BENCH, I=256, H=256)):
         for with_lengths in (False, True):
             cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
                                      {"with_lengths": with_lengths, "schedule": "persistent"}))
@@ -151,7 +151,8 @@ class Report:
 
 
 KERNEL_OP = {  # module of wmkernels.triton -> the op family its kernels serve
-    "cell": "lstm_cell", "memory": "memory", "sequence": "lstm_sequence", "wm_sequence": "wm_lstm_sequence"}
+    "cell": "lstm_cell", "memory": "memory", "sequence": "lstm_sequence", "wm_sequence": "wm_lstm_sequence",
+    "probes": "probes"}
 
 
 def _kernel_name(kernel) -> Tuple[str, str, str]:
@@ -171,7 +172,7 @@ def _run_case(case: CaptureCase, dtype: torch.dtype) -> None:
 
     sizes = dict(case.sizes)
     options = dict(case.options)
-    with mock.patch.dict(os.environ, {schedule.SCHEDULE_ENV: options.pop("schedule", "tile")}):
+    with schedule.using(options.pop("schedule", "tile")):
         made = testing.random_case(case.op, **sizes, **options)
         named = {k: v.to(dtype) for k, v in made.tensors.items()}
         inputs = tuple(named.get(name) for name in ops.OP_INPUTS[case.op])
@@ -185,6 +186,14 @@ def _run_case(case: CaptureCase, dtype: torch.dtype) -> None:
         backend.backward(case.op, saved, info, grads, needs)
 
 
+def _run_probes() -> None:
+    """The floor model's probes (``wmkernels.triton.probes``), as the bench launches them."""
+    from wmkernels.triton import probes
+
+    probes.launch_barrier_probe(torch.zeros(1, dtype=torch.int32), 48, 2)
+    probes.launch_l2_probe(torch.zeros(1024), torch.zeros(4 * probes.L2_PROBE_BLOCK), 4, 2)
+
+
 def capture(target, cases: Sequence[CaptureCase] = CASES,
             dtypes: Iterable[str] = DTYPES) -> List[Variant]:
     """The distinct kernel variants the cases launch, bound for ``target``."""
@@ -196,28 +205,30 @@ def capture(target, cases: Sequence[CaptureCase] = CASES,
     backend = make_backend(target)
     binders: Dict[object, object] = {}  # one binder per kernel, as Triton keeps one per device
     variants: Dict[tuple, Variant] = {}
-    for dtype_name in dtypes:
-        for case in cases:
-            with recording() as launches:
-                _run_case(case, DTYPES[dtype_name])
-            for launch in launches:
-                kernel = launch.kernel
-                if not hasattr(kernel, "params"):
-                    raise RuntimeError(f"{kernel} is not a compiled-mode Triton kernel: "
-                                       "unset TRITON_INTERPRET to run the ahead-of-time check")
-                if kernel not in binders:
-                    binders[kernel] = create_function_from_signature(kernel.signature, kernel.params, backend)
-                bound, specialization, options = binders[kernel](*launch.args, **launch.options)
-                _, signature, constexprs, attrs = kernel._pack_args(
-                    backend, dict(launch.options), bound, specialization, options)
-                # launch options (num_warps, ...) only: the target sets the rest per arch
-                launch_options = {k: v for k, v in launch.options.items() if k not in kernel.arg_names}
-                name, module, function = _kernel_name(kernel)
-                key = (name, repr(signature), repr(sorted(constexprs.items())), repr(sorted(attrs.items())),
-                       repr(sorted(launch_options.items())))
-                if key not in variants:
-                    variants[key] = Variant(name, module, function, dtype_name, case.label(), signature,
-                                            constexprs, attrs, launch_options)
+    runs = [(case, dtype_name, lambda c=case, d=dtype_name: _run_case(c, DTYPES[d]))
+            for dtype_name in dtypes for case in cases]
+    runs.append((CaptureCase("probes", {}), "float32", _run_probes))
+    for case, dtype_name, run in runs:
+        with recording() as launches:
+            run()
+        for launch in launches:
+            kernel = launch.kernel
+            if not hasattr(kernel, "params"):
+                raise RuntimeError(f"{kernel} is not a compiled-mode Triton kernel: "
+                                   "unset TRITON_INTERPRET to run the ahead-of-time check")
+            if kernel not in binders:
+                binders[kernel] = create_function_from_signature(kernel.signature, kernel.params, backend)
+            bound, specialization, options = binders[kernel](*launch.args, **launch.options)
+            _, signature, constexprs, attrs = kernel._pack_args(
+                backend, dict(launch.options), bound, specialization, options)
+            # launch options (num_warps, ...) only: the target sets the rest per arch
+            launch_options = {k: v for k, v in launch.options.items() if k not in kernel.arg_names}
+            name, module, function = _kernel_name(kernel)
+            key = (name, repr(signature), repr(sorted(constexprs.items())), repr(sorted(attrs.items())),
+                   repr(sorted(launch_options.items())))
+            if key not in variants:
+                variants[key] = Variant(name, module, function, dtype_name, case.label(), signature,
+                                        constexprs, attrs, launch_options)
     return list(variants.values())
 
 

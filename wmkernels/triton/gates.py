@@ -119,3 +119,64 @@ def add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_
         pre_o += tl.dot(h, tl.load(w_hh_ptr + 3 * H * H + w_off, mask=w_mask, other=0.0),
                         input_precision=PRECISION)
     return pre_i, pre_f, pre_g, pre_o
+
+
+@triton.jit
+def load_gate_rows(w_hh_ptr, cols, col_ok, H, BLOCK_H: tl.constexpr):
+    """The rows of w_hh [4H, H] that feed this program's hidden units, as four
+    [BLOCK_H, BLOCK_N] tiles (tile_g[k, n] = w_hh[g·H + cols[n], k], zero past H):
+    loaded once and kept for every step."""
+    ks = tl.arange(0, BLOCK_H)
+    off = cols[None, :] * H + ks[:, None]
+    mask = (ks < H)[:, None] & col_ok[None, :]
+    return (tl.load(w_hh_ptr + off, mask=mask, other=0.0), tl.load(w_hh_ptr + H * H + off, mask=mask, other=0.0),
+            tl.load(w_hh_ptr + 2 * H * H + off, mask=mask, other=0.0),
+            tl.load(w_hh_ptr + 3 * H * H + off, mask=mask, other=0.0))
+
+
+@triton.jit
+def load_gate_columns(w_hh_ptr, cols, col_ok, H, BLOCK_H: tl.constexpr):
+    """The columns of w_hh [4H, H] for this program's hidden units, as four
+    [BLOCK_H, BLOCK_N] tiles (tile_g[j, n] = w_hh[g·H + j, cols[n]], zero past H):
+    what backward multiplies dg by, loaded once."""
+    js = tl.arange(0, BLOCK_H)
+    off = js[:, None] * H + cols[None, :]
+    mask = (js < H)[:, None] & col_ok[None, :]
+    return (tl.load(w_hh_ptr + off, mask=mask, other=0.0), tl.load(w_hh_ptr + H * H + off, mask=mask, other=0.0),
+            tl.load(w_hh_ptr + 2 * H * H + off, mask=mask, other=0.0),
+            tl.load(w_hh_ptr + 3 * H * H + off, mask=mask, other=0.0))
+
+
+@triton.jit
+def resident_product(a_ptr, a_stride, rows, row_mask, K, w_a, w_b, w_c, w_d, acc, BLOCK_H: tl.constexpr,
+                     PRECISION: tl.constexpr):
+    """acc + Σ_g A_g w_g for four resident tiles w_g [BLOCK_H, BLOCK_N], where
+    A_g [BLOCK_B, K] starts at column g·K of the row-major A (row stride
+    ``a_stride``); A is read past L1 (".cg"): other programs wrote it."""
+    ks = tl.arange(0, BLOCK_H)
+    off = rows[:, None] * a_stride + ks[None, :]
+    mask = row_mask[:, None] & (ks < K)[None, :]
+    acc += tl.dot(tl.load(a_ptr + off, mask=mask, other=0.0, cache_modifier=".cg").to(w_a.dtype), w_a,
+                  input_precision=PRECISION)
+    acc += tl.dot(tl.load(a_ptr + K + off, mask=mask, other=0.0, cache_modifier=".cg").to(w_b.dtype), w_b,
+                  input_precision=PRECISION)
+    acc += tl.dot(tl.load(a_ptr + 2 * K + off, mask=mask, other=0.0, cache_modifier=".cg").to(w_c.dtype), w_c,
+                  input_precision=PRECISION)
+    acc += tl.dot(tl.load(a_ptr + 3 * K + off, mask=mask, other=0.0, cache_modifier=".cg").to(w_d.dtype), w_d,
+                  input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def add_resident_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_i, w_f, w_g, w_o, H,
+                          BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
+    """pre_* += h w_*ᵀ with the gate rows resident (``load_gate_rows``); h [B, H],
+    the whole of it in one [BLOCK_B, BLOCK_H] tile, read past L1."""
+    ks = tl.arange(0, BLOCK_H)
+    h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_mask[:, None] & (ks < H)[None, :], other=0.0,
+                cache_modifier=".cg").to(w_i.dtype)
+    pre_i += tl.dot(h, w_i, input_precision=PRECISION)
+    pre_f += tl.dot(h, w_f, input_precision=PRECISION)
+    pre_g += tl.dot(h, w_g, input_precision=PRECISION)
+    pre_o += tl.dot(h, w_o, input_precision=PRECISION)
+    return pre_i, pre_f, pre_g, pre_o

@@ -20,10 +20,11 @@ what another program writes in the same step.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import triton
@@ -37,6 +38,13 @@ KINDS = ("tile", "steps", "persistent")
 # Recorded (ahead-of-time compiled) launches are sized for an H100 SXM's SMs.
 RECORDED_SMS = 132
 SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks tried for the split grid, smallest first
+# The largest gate tile (BLOCK_H x BLOCK_N elements) a split program keeps
+# resident across steps: 16-bit weights, 16-row batch tiles, 4 warps. The
+# ahead-of-time compile shows no spills up to H = 256 and spills past it
+# (12-88 B a thread at H = 512, with lengths; 8 warps spill sooner: the
+# tiny 16x16 products replicate their operands across warps), in both
+# kernels, on sm_80 and sm_90.
+RESIDENT_ELEMENTS = 256 * 16
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,20 @@ def requested() -> Schedule:
         raise ValueError(f"{SCHEDULE_ENV}={text!r}: expected one of {', '.join(KINDS)}, "
                          "optionally followed by ':reversed'")
     return Schedule(kind, order == "reversed")
+
+
+@contextlib.contextmanager
+def using(text: str) -> Iterator[Schedule]:
+    """Run the block with ``WMKERNELS_TRITON_SCHEDULE=text`` (checked first)."""
+    previous = os.environ.get(SCHEDULE_ENV)
+    os.environ[SCHEDULE_ENV] = text
+    try:
+        yield requested()
+    finally:
+        if previous is None:
+            del os.environ[SCHEDULE_ENV]
+        else:
+            os.environ[SCHEDULE_ENV] = previous
 
 
 def resident_programs(like: torch.Tensor) -> Optional[int]:
@@ -74,15 +96,36 @@ class Plan:
     steps_per_launch: Optional[int] = None
 
 
-def _split_config(B: int, H: int, like: torch.Tensor, resident: Optional[int]) -> dict:
-    # 64-row batch tiles fill the tensor cores' M; float32's ieee products do not use them
+def _fitting_block_n(B: int, H: int, block_b: int, programs: Optional[int]) -> int:
+    """The smallest hidden-unit block whose split grid has at most ``programs``
+    programs (else the largest; the smallest when there is no limit)."""
+    if programs is None:
+        return SPLIT_BLOCK_N[0]
+    fitting = [n for n in SPLIT_BLOCK_N if triton.cdiv(H, n) * triton.cdiv(B, block_b) <= programs]
+    return fitting[0] if fitting else SPLIT_BLOCK_N[-1]
+
+
+def _split_config(B: int, H: int, like: torch.Tensor, programs: Optional[int]) -> dict:
+    """Blocks of the split grid, at most ``programs`` programs where possible.
+
+    Where a program's gate tiles fit ``RESIDENT_ELEMENTS`` it keeps w_hh
+    resident (``BLOCK_H``, 16-row batch tiles): on a GPU for 16-bit
+    weights, whose tiles the compiler keeps in shared memory for the matrix
+    units (float32's ieee products would need them in registers), under the
+    interpreter for every dtype. Else the weights stream from L1/L2 in BLOCK_K
+    chunks, with 64-row batch tiles for the tensor cores' M (16 for float32).
+    """
+    common = dict(PRECISION=tiles.precision(like.dtype), num_stages=1, maxnreg=tiles.MAX_REGISTERS)
+    block_h = tiles.pow2(H, tiles.DOT_MIN)
+    if tiles.interpreted(like) or like.dtype != torch.float32:
+        block_b = tiles.block(B, tiles.DOT_MIN, like, lo=tiles.DOT_MIN, interp_cap=64)
+        block_n = _fitting_block_n(B, H, block_b, programs)
+        if block_h * block_n <= RESIDENT_ELEMENTS:
+            return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_h, BLOCK_H=block_h, num_warps=4)
     block_b = tiles.block(B, 16 if like.dtype == torch.float32 else 64, like, lo=tiles.DOT_MIN, interp_cap=64)
-    block_n = SPLIT_BLOCK_N[0]
-    if resident is not None:  # the smallest block whose grid fits the SMs (else the largest)
-        fitting = [n for n in SPLIT_BLOCK_N if triton.cdiv(H, n) * triton.cdiv(B, block_b) <= resident]
-        block_n = fitting[0] if fitting else SPLIT_BLOCK_N[-1]
-    return dict(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
-                PRECISION=tiles.precision(like.dtype), num_warps=4, num_stages=1, maxnreg=tiles.MAX_REGISTERS)
+    block_n = _fitting_block_n(B, H, block_b, programs)
+    return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
+                BLOCK_H=0, num_warps=4)
 
 
 def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, torch.Tensor], dict]) -> Plan:
@@ -92,14 +135,14 @@ def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, to
     if wanted.kind == "tile":
         config = tile_config(B, H, like)
         return Plan("tile", (1, triton.cdiv(B, config["BLOCK_B"])),
-                    dict(config, GRID_SYNC=False, REVERSED=wanted.reversed))
-    resident = resident_programs(like)
-    config = _split_config(B, H, like, resident)
+                    dict(config, GRID_SYNC=False, REVERSED=wanted.reversed, BLOCK_H=0))
+    programs = resident_programs(like)
+    config = _split_config(B, H, like, programs)
     grid = (triton.cdiv(H, config["BLOCK_N"]), triton.cdiv(B, config["BLOCK_B"]))
     kind = wanted.kind
-    if kind == "persistent" and (resident is None or grid[0] * grid[1] > resident):
-        why = ("the interpreter runs programs one at a time" if resident is None else
-               f"its {grid[0] * grid[1]} programs exceed the {resident} that can be resident")
+    if kind == "persistent" and (programs is None or grid[0] * grid[1] > programs):
+        why = ("the interpreter runs programs one at a time" if programs is None else
+               f"its {grid[0] * grid[1]} programs exceed the {programs} that can be resident")
         warnings.warn(f"triton schedule 'persistent' cannot run here ({why}); using 'steps' "
                       "(one launch per step)", RuntimeWarning, stacklevel=3)
         kind = "steps"

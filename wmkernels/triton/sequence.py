@@ -22,8 +22,9 @@ import triton.language as tl
 from torch import Tensor
 
 from wmkernels.triton import schedule, tiles
-from wmkernels.triton.gates import (add_recurrent_products, cell_step, cell_step_backward, hidden_grad_through_gates,
-                                    load_preacts, row_lengths)
+from wmkernels.triton.gates import (add_recurrent_products, add_resident_products, cell_step, cell_step_backward,
+                                    hidden_grad_through_gates, load_gate_columns, load_gate_rows, load_preacts,
+                                    resident_product, row_lengths)
 from wmkernels.triton.sync import program_ids, step_barrier
 
 
@@ -31,12 +32,17 @@ from wmkernels.triton.sync import program_ids, step_barrier
 def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T, B, H, counter_ptr, step_begin,
                     step_end, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr,
-                    REVERSED: tl.constexpr):
-    """Steps [step_begin, step_end): h_t, c_t of this program's rows and hidden-unit blocks."""
+                    REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Steps [step_begin, step_end): h_t, c_t of this program's rows and hidden-unit blocks.
+    With ``BLOCK_H`` (> 0; the program then owns one block) its rows of w_hh
+    are loaded once and stay resident; else they stream in BLOCK_K chunks."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    if BLOCK_H > 0:
+        own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_i, w_f, w_g, w_o = load_gate_rows(w_hh_ptr, own, own < H, H, BLOCK_H)
     for t in range(step_begin, step_end):
         valid = (row_ok & (t < lengths))[:, None]
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
@@ -44,8 +50,14 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
             pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
-            pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H, rows,
-                                                                row_ok, w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+            if BLOCK_H > 0:
+                pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H,
+                                                                   rows, row_ok, w_i, w_f, w_g, w_o, H, BLOCK_H,
+                                                                   PRECISION)
+            else:
+                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H,
+                                                                    rows, row_ok, w_hh_ptr, cols, col_ok, H, BLOCK_K,
+                                                                    PRECISION)
             cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H,
                       B, H)
         step_barrier(counter_ptr + pid_b, tl.num_programs(0) * (t + 1 - step_begin), GRID_SYNC)
@@ -55,18 +67,22 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T
 def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr, dg_ptr, T, B, H, counter_ptr,
                      stage_begin, stage_end, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                     GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr):
+                     GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1; stage s is step t = T - 1 - s.
 
     A stage first finishes the gradient of h_t on this program's columns from
     dg_{t+1} (all of it, written by every program the stage before), then runs
     the cell backward at t, writing dg_t on its columns: one barrier per step.
     dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 after
-    stage T (which only finishes h0's)."""
+    stage T (which only finishes h0's). ``BLOCK_H`` as in the forward: the
+    program's columns of w_hh stay resident."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    if BLOCK_H > 0:
+        own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_i, w_f, w_g, w_o = load_gate_columns(w_hh_ptr, own, own < H, H, BLOCK_H)
     for stage in range(stage_begin, stage_end):
         t = T - 1 - stage
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
@@ -77,8 +93,13 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
             grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
             if t + 1 < T:
                 running_next = row_ok & (t + 1 < lengths)
-                through = hidden_grad_through_gates(t + 1, rows, running_next, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
-                                                    BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
+                if BLOCK_H > 0:
+                    through = resident_product(dg_ptr + (t + 1) * B * 4 * H, 4 * H, rows, running_next, H, w_i, w_f,
+                                               w_g, w_o, tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), BLOCK_H,
+                                               PRECISION)
+                else:
+                    through = hidden_grad_through_gates(t + 1, rows, running_next, cols, col_ok, dg_ptr, w_hh_ptr, B,
+                                                        H, BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
                 grad_h = tl.where(running_next[:, None], through, grad_h)
                 tl.store(dh_ptr + s_off, grad_h, mask=tile)
             if t >= 0:

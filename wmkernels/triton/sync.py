@@ -64,3 +64,4 @@ def program_ids(REVERSED: tl.constexpr):
         pid_n = tl.num_programs(0) - 1 - pid_n
         pid_b = tl.num_programs(1) - 1 - pid_b
     return pid_n, pid_b
+

@@ -1,0 +1,162 @@
+"""The floor under a recurrent op on a GPU, and how far a measured time is from it.
+
+A persistent LSTM step cannot beat the slowest of what it must do between two
+grid barriers, plus the barrier itself:
+
+- HBM: what each step must read or write once (the input projections of the
+  step, the states and gate activations kept for backward, the output);
+- L2: what the programs exchange (every program of a batch tile reads all of
+  h_{t-1} forward, all of dg_{t+1} backward) and, when a program does not keep
+  its slice of w_hh resident, the weights streamed again each step;
+- the grid barrier: one per step in each direction.
+
+So ``floor = T · (barrier + max(HBM bytes / HBM rate, L2 bytes / L2 rate))``
+per direction, plus the non-recurrent matrix products (input projection
+forward; dx, dW_ih, dW_hh backward) at the measured matrix-product peak. The
+rates are measured in the same process (``measure_rates``), never taken from
+a data sheet. It is a model: it leaves out the latency of the dependent loads
+inside a step, so a measured time of 1-2x the floor is near what the
+hardware allows.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional
+
+import torch
+
+
+@dataclass
+class Rates:
+    """What the device does, measured here: bytes/s from HBM and from L2,
+    seconds per grid barrier (with ``programs`` programs), matrix FLOP/s."""
+
+    hbm_bytes_s: float
+    l2_bytes_s: float
+    barrier_s: float
+    programs: int
+    matmul_flop_s: float
+
+    def describe(self) -> Dict[str, object]:
+        return {"hbm_GB_s": round(self.hbm_bytes_s / 1e9, 1), "l2_GB_s": round(self.l2_bytes_s / 1e9, 1),
+                "barrier_us": round(self.barrier_s * 1e6, 3),
+                "barrier_programs": self.programs, "matmul_TFLOP_s": round(self.matmul_flop_s / 1e12, 1)}
+
+
+@dataclass
+class StepTraffic:
+    """Bytes one step moves (per direction) and its barriers."""
+
+    hbm_bytes: float
+    l2_bytes: float
+    barriers: int
+
+
+@dataclass
+class Floor:
+    """The model's floor of one lstm_sequence forward and forward+backward (ms), and its parts."""
+
+    forward_ms: float
+    total_ms: float
+    forward_step: StepTraffic
+    backward_step: StepTraffic
+    matmul_ms: float
+    rates: Rates
+
+    def describe(self) -> Dict[str, object]:
+        return {"forward_ms": self.forward_ms, "total_ms": self.total_ms, "matmul_ms": self.matmul_ms,
+                "forward_step": asdict(self.forward_step), "backward_step": asdict(self.backward_step),
+                "rates": self.rates.describe()}
+
+
+def lstm_step_traffic(B: int, H: int, dtype: torch.dtype, programs_per_tile: int, batch_tiles: int,
+                      resident: bool) -> tuple:
+    """(forward, backward) ``StepTraffic`` of one persistent lstm_sequence step:
+    ``programs_per_tile`` hidden-unit programs per batch tile, w_hh kept
+    ``resident`` or streamed. Kept tensors are float32 (hs, cs, act, dg)."""
+    e = torch.finfo(dtype).bits // 8
+    f32 = 4
+    forward_hbm = B * 4 * H * e + B * 4 * H * f32 + 2 * B * H * f32 + B * H * e  # xp_t in; act, h, c, y out
+    backward_hbm = B * 4 * H * f32 + 2 * B * H * f32 + B * H * e + B * 4 * H * f32  # act, c_t, c_{t-1}, dy in; dg out
+    weights = 0 if resident else batch_tiles * 4 * H * H * e
+    forward_l2 = programs_per_tile * B * H * f32 + weights  # h_{t-1} gathered by every program
+    backward_l2 = programs_per_tile * B * 4 * H * f32 + weights  # dg_{t+1} gathered by every program
+    return (StepTraffic(forward_hbm, forward_l2, 1), StepTraffic(backward_hbm, backward_l2, 1))
+
+
+def lstm_matmul_flops(T: int, B: int, I: int, H: int) -> tuple:
+    """(forward, backward) FLOPs of the matrix products outside the time loop."""
+    projection = 2 * T * B * 4 * H * I
+    return projection, 2 * projection + 2 * T * B * 4 * H * H
+
+
+def lstm_floor(T: int, B: int, I: int, H: int, dtype: torch.dtype, rates: Rates, programs_per_tile: int,
+               batch_tiles: int, resident: bool) -> Floor:
+    """The floor of lstm_sequence at these sizes on a persistent schedule."""
+    forward, backward = lstm_step_traffic(B, H, dtype, programs_per_tile, batch_tiles, resident)
+    def step_s(traffic: StepTraffic) -> float:
+        return traffic.barriers * rates.barrier_s + max(traffic.hbm_bytes / rates.hbm_bytes_s,
+                                                traffic.l2_bytes / rates.l2_bytes_s)
+
+    mm_forward, mm_backward = (f / rates.matmul_flop_s for f in lstm_matmul_flops(T, B, I, H))
+    forward_s = T * step_s(forward) + mm_forward
+    total_s = forward_s + T * step_s(backward) + mm_backward
+    return Floor(forward_s * 1e3, total_s * 1e3, forward, backward, (mm_forward + mm_backward) * 1e3, rates)
+
+
+def _seconds(run, device, repeat: int = 5) -> float:
+    """Fastest of ``repeat`` timed calls (after one untimed)."""
+    run()
+    best = math.inf
+    for _ in range(repeat):
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_rates(device, dtype: torch.dtype, programs: int) -> Rates:
+    """Measure the device's rates in this process (CUDA and Triton only):
+    HBM from a 256 MiB copy, L2 and the grid barrier from Triton probes
+    (``wmkernels.triton.probes``), matrix FLOP/s from a 4096³ product in ``dtype``."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"measure_rates: device must be a CUDA device, got {device}")
+    from wmkernels.triton import probes
+
+    big = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device=device)  # far past any L2
+    hbm = 2 * big.numel() / _seconds(lambda: big.clone(), device)
+    n = 4096
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    flop_s = 2 * n ** 3 / _seconds(lambda: torch.mm(a, b), device)
+    barrier = probes.barrier_seconds(device, programs, _seconds)
+    return Rates(hbm, probes.l2_read_bytes_per_s(device, _seconds), barrier, programs, flop_s)
+
+
+_MEASURED: Dict[tuple, Rates] = {}
+
+
+def lstm_floor_on(device, dtype: torch.dtype, T: int, B: int, I: int, H: int) -> Optional[Floor]:
+    """The floor of lstm_sequence at these sizes on this GPU, for the persistent
+    schedule as the triton backend plans it here (rates measured once per
+    device, dtype and grid); None where that schedule cannot run."""
+    import warnings
+
+    from wmkernels.triton import schedule
+    from wmkernels.triton.sequence import launch_config
+
+    like = torch.empty(0, device=device, dtype=dtype)
+    with schedule.using("persistent"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the fall-back warning: reported as None
+        plan = schedule.plan(B, H, like, launch_config)
+    if plan.kind != "persistent":
+        return None
+    programs = plan.grid[0] * plan.grid[1]
+    key = (str(device), dtype, programs)
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_rates(device, dtype, programs)
+    return lstm_floor(T, B, I, H, dtype, _MEASURED[key], plan.grid[0], plan.grid[1], plan.config["BLOCK_H"] > 0)
