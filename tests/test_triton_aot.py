@@ -50,6 +50,10 @@ def test_every_launched_variant_compiles_for_sm80_and_sm90(tmp_path, capsys):
     assert {r["dtype"] for r in reports} == {"float32", "float16", "bfloat16"}
     compiled = {r["kernel"] for r in reports}
     assert launched_kernels() <= compiled, launched_kernels() - compiled
+    persistent = [r for r in reports if "GRID_SYNC=True" in r["constexprs"]]
+    assert {r["kernel"] for r in persistent} == {"lstm_sequence._forward_kernel", "lstm_sequence._backward_kernel"}
+    assert all(r["grid_sync"] for r in persistent)
+    assert any("BLOCK_H=0" not in r["constexprs"] for r in persistent)  # a resident-weights variant
     for kernel in ("lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel"):
         lengths_on = [r for r in reports if r["kernel"] == kernel and "HAS_LENGTHS=True" in r["constexprs"]]
         assert lengths_on and all(r["error"] is None for r in lengths_on)
@@ -71,6 +75,9 @@ def test_judging_a_report():
     assert any("shared memory" in p for p in problems)
     assert any("spills 8 B" in p for p in problems)
     assert any("tensor-core" in p for p in problems)
+    unordered = aot.Report(variant.kernel, 90, "float16", "case", "", registers=100, spill_stores=0, spill_loads=0,
+                           shared=1024, tensor_cores=True, grid_sync=False)
+    assert any("grid barrier" in p for p in aot.judge(unordered, variant))
     fine = aot.Report(variant.kernel, 80, "float32", "case", "", registers=100, spill_stores=0,
                       spill_loads=0, shared=1024, tensor_cores=False)
     assert aot.judge(fine, aot.Variant(variant.kernel, "m", "f", "float32", "c", {}, {}, {}, {})) == []

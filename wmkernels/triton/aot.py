@@ -16,8 +16,10 @@ actually launches on CUDA:
    own) for registers and spills; shared memory from Triton's metadata.
 
 Each variant must compile, fit the target's shared memory per block, stay
-within its kernel's spill budget (``SPILL_BUDGET``), and, for 16-bit dtypes
-in kernels with matrix products, use tensor-core instructions.
+within its kernel's spill budget (``SPILL_BUDGET``), for 16-bit dtypes in
+kernels with matrix products use tensor-core instructions, and, where it
+runs a grid barrier (``GRID_SYNC``), carry the barrier's GPU-scope
+release/acquire and read what other programs wrote past L1.
 
     python -m wmkernels.triton.aot [--arch 80 --arch 90] [--jobs 2] [--json out.json]
 
@@ -142,6 +144,7 @@ class Report:
     spill_loads: Optional[int] = None
     shared: Optional[int] = None
     tensor_cores: Optional[bool] = None
+    grid_sync: Optional[bool] = None  # a persistent variant: whether its PTX orders the barrier (see judge)
     error: Optional[str] = None
     problems: List[str] = field(default_factory=list)
 
@@ -235,6 +238,16 @@ def capture(target, cases: Sequence[CaptureCase] = CASES,
 _PTXAS_USED = re.compile(r"Used (\d+) registers")
 _PTXAS_SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _TENSOR_CORE_PTX = ("mma.sync.aligned", "wgmma.mma_async")
+# What a grid barrier needs in the PTX: the arrival released and the wait
+# acquired at GPU scope, and the exchanged h / dg read past L1.
+_GRID_SYNC_PTX = (re.compile(r"atom\.global\.gpu\.release\.add"), re.compile(r"\.gpu\.acquire"),
+                  re.compile(r"ld\.global\.cg"))
+
+
+def _constexpr(variant: Variant, name: str):
+    """The value of one of the variant's constexprs (None when it has none of that name)."""
+    names = list(variant.signature)
+    return next((value for key, value in variant.constexprs.items() if names[key[0]] == name), None)
 
 
 def _ptxas_resources(ptx: str, arch: int) -> Tuple[int, int, int]:
@@ -270,6 +283,8 @@ def compile_variant(variant: Variant, arch: int) -> Report:
         report.registers, report.spill_stores, report.spill_loads = _ptxas_resources(compiled.asm["ptx"], arch)
         report.shared = int(compiled.metadata.shared)
         report.tensor_cores = any(op in compiled.asm["ptx"] for op in _TENSOR_CORE_PTX)
+        if _constexpr(variant, "GRID_SYNC"):
+            report.grid_sync = all(pattern.search(compiled.asm["ptx"]) for pattern in _GRID_SYNC_PTX)
     except Exception as error:  # a compile error is a finding, reported per variant
         report.error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300] if str(error).strip() else ''}"
         report.problems.append("does not compile: " + report.error)
@@ -290,6 +305,8 @@ def judge(report: Report, variant: Variant) -> List[str]:
         problems.append(f"spills {report.spill_stores} B/thread > budget {budget} B")
     if variant.kernel in DOT_KERNELS and variant.dtype != "float32" and not report.tensor_cores:
         problems.append("no tensor-core instruction (mma/wgmma) in a 16-bit matrix kernel")
+    if report.grid_sync is False:
+        problems.append("grid barrier without a GPU-scope release/acquire pair or with h/dg read through L1")
     return problems
 
 
