@@ -14,8 +14,8 @@ def test_step_traffic_counts_what_a_persistent_step_moves():
                                                 resident=False)
     # forward: xp_t (bf16) in; act (fp32, 4H), h and c (fp32), y (bf16) out
     assert forward.hbm_bytes == B * (4 * H * 2 + 4 * H * 4 + 2 * H * 4 + H * 2)
-    # every one of the 48 programs gathers h_{t-1} (fp32); w_hh (bf16) streams once per batch tile
-    assert forward.l2_bytes == 48 * B * H * 4 + 4 * H * H * 2
+    # every one of the 48 programs gathers h_{t-1} (exchanged in bf16); w_hh (bf16) streams once per batch tile
+    assert forward.l2_bytes == 48 * B * H * 2 + 4 * H * H * 2
     # backward gathers all of dg_{t+1} (fp32, 4H wide)
     assert backward.l2_bytes == 48 * B * 4 * H * 4 + 4 * H * H * 2
     assert forward.barriers == backward.barriers == 1

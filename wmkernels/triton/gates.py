@@ -48,12 +48,13 @@ def cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs
               B, H):
     """The cell on this tile: stores h_t, c_t (carried where the row is not
     ``valid``), the gate activations and y rows (zero where not valid; row
-    stride ``y_stride``)."""
+    stride ``y_stride``). Returns the h_t tile it stored."""
     s_off = rows[:, None] * H + cols[None, :]
     h_old = tl.load(hs_ptr + t * B * H + s_off, mask=tile, other=0.0)
     c_old = tl.load(cs_ptr + t * B * H + s_off, mask=tile, other=0.0)
     i, f, g, o, c, h = wm.lstm_cell_forward(pre_i, pre_f, pre_g, pre_o, c_old)
-    tl.store(hs_ptr + (t + 1) * B * H + s_off, tl.where(valid, h, h_old), mask=tile)
+    h_kept = tl.where(valid, h, h_old)
+    tl.store(hs_ptr + (t + 1) * B * H + s_off, h_kept, mask=tile)
     tl.store(cs_ptr + (t + 1) * B * H + s_off, tl.where(valid, c, c_old), mask=tile)
     tl.store(y_ptr + t * B * y_stride + rows[:, None] * y_stride + cols[None, :],
              tl.where(valid, h, 0.0).to(y_ptr.dtype.element_ty), mask=tile)
@@ -62,6 +63,7 @@ def cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs
     tl.store(act_ptr + g_off + H, f, mask=tile)
     tl.store(act_ptr + g_off + 2 * H, g, mask=tile)
     tl.store(act_ptr + g_off + 3 * H, o, mask=tile)
+    return h_kept
 
 
 @triton.jit

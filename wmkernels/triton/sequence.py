@@ -29,13 +29,16 @@ from wmkernels.triton.sync import program_ids, step_barrier
 
 
 @triton.jit(do_not_specialize=["step_begin", "step_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T, B, H, counter_ptr, step_begin,
-                    step_end, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, hx_ptr, T, B, H, counter_ptr,
+                    step_begin, step_end, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr,
                     REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """Steps [step_begin, step_end): h_t, c_t of this program's rows and hidden-unit blocks.
     With ``BLOCK_H`` (> 0; the program then owns one block) its rows of w_hh
-    are loaded once and stay resident; else they stream in BLOCK_K chunks."""
+    are loaded once and stay resident; else they stream in BLOCK_K chunks.
+    The programs exchange h through ``hx [2, B, H]`` in w_hh's dtype (h_t in
+    slot t % 2): the products read h in that dtype anyway, and every program
+    reads all of it each step, so half the bytes in 16-bit."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
@@ -50,16 +53,17 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, T
             col_ok = cols < H
             tile = row_ok[:, None] & col_ok[None, :]
             pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
+            h_prev = hx_ptr + (t % 2) * B * H
             if BLOCK_H > 0:
-                pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H,
-                                                                   rows, row_ok, w_i, w_f, w_g, w_o, H, BLOCK_H,
-                                                                   PRECISION)
+                pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, h_prev, rows, row_ok,
+                                                                   w_i, w_f, w_g, w_o, H, BLOCK_H, PRECISION)
             else:
-                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H,
-                                                                    rows, row_ok, w_hh_ptr, cols, col_ok, H, BLOCK_K,
-                                                                    PRECISION)
-            cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H,
-                      B, H)
+                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_prev, rows, row_ok,
+                                                                    w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+            h = cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H,
+                          B, H)
+            tl.store(hx_ptr + ((t + 1) % 2) * B * H + rows[:, None] * H + cols[None, :],
+                     h.to(hx_ptr.dtype.element_ty), mask=tile)
         step_barrier(counter_ptr + pid_b, tl.num_programs(0) * (t + 1 - step_begin), GRID_SYNC)
 
 
@@ -75,7 +79,9 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
     the cell backward at t, writing dg_t on its columns: one barrier per step.
     dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 after
     stage T (which only finishes h0's). ``BLOCK_H`` as in the forward: the
-    program's columns of w_hh stay resident."""
+    program's columns of w_hh stay resident. Unlike h forward, dg is
+    exchanged in fp32 (from ``dg``): a second, 16-bit copy spilled registers
+    (8-56 B a thread in the ahead-of-time compile)."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
@@ -93,13 +99,13 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
             grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
             if t + 1 < T:
                 running_next = row_ok & (t + 1 < lengths)
+                dg_next = dg_ptr + (t + 1) * B * 4 * H
                 if BLOCK_H > 0:
-                    through = resident_product(dg_ptr + (t + 1) * B * 4 * H, 4 * H, rows, running_next, H, w_i, w_f,
-                                               w_g, w_o, tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), BLOCK_H,
-                                               PRECISION)
+                    through = resident_product(dg_next, 4 * H, rows, running_next, H, w_i, w_f, w_g, w_o,
+                                               tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), BLOCK_H, PRECISION)
                 else:
-                    through = hidden_grad_through_gates(t + 1, rows, running_next, cols, col_ok, dg_ptr, w_hh_ptr, B,
-                                                        H, BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
+                    through = hidden_grad_through_gates(0, rows, running_next, cols, col_ok, dg_next, w_hh_ptr, B, H,
+                                                        BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
                 grad_h = tl.where(running_next[:, None], through, grad_h)
                 tl.store(dh_ptr + s_off, grad_h, mask=tile)
             if t >= 0:
@@ -137,10 +143,12 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
     act = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
     y = x.new_empty(T, B, H)
     if T and B:
+        h_exchange = torch.empty(2, B, H, device=x.device, dtype=w_hh.dtype)
+        h_exchange[0] = h0
         plan = schedule.plan(B, H, x, launch_config)
         plan.config["HAS_LENGTHS"] = lengths is not None
-        schedule.run(_forward_kernel, plan, T, (xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y, T, B, H),
-                     x.device)
+        schedule.run(_forward_kernel, plan, T, (xp.contiguous(), w_hh.contiguous(), lengths, hs, cs, act, y,
+                                                h_exchange, T, B, H), x.device)
     return y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), hs, cs, act
 
 
