@@ -21,7 +21,6 @@ hardware allows.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional
 
@@ -109,16 +108,13 @@ def lstm_floor(T: int, B: int, I: int, H: int, dtype: torch.dtype, rates: Rates,
 
 
 def _seconds(run, device, repeat: int = 5) -> float:
-    """Fastest of ``repeat`` timed calls (after one untimed)."""
-    run()
-    best = math.inf
-    for _ in range(repeat):
-        torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    """Fastest of ``repeat`` timed calls (after one untimed), in seconds; a call that fails raises."""
+    from wmkernels import bench
+
+    fastest = bench.time_interleaved([run], device, repeat)[0].min
+    if math.isnan(fastest):
+        run()  # raises again, for the message
+    return fastest / 1e3
 
 
 def measure_rates(device, dtype: torch.dtype, programs: int) -> Rates:

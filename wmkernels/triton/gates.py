@@ -124,26 +124,15 @@ def add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_
 
 
 @triton.jit
-def load_gate_rows(w_hh_ptr, cols, col_ok, H, BLOCK_H: tl.constexpr):
-    """The rows of w_hh [4H, H] that feed this program's hidden units, as four
-    [BLOCK_H, BLOCK_N] tiles (tile_g[k, n] = w_hh[g·H + cols[n], k], zero past H):
-    loaded once and kept for every step."""
+def load_gate_tiles(w_hh_ptr, cols, col_ok, H, k_stride, n_stride, BLOCK_H: tl.constexpr):
+    """Four [BLOCK_H, BLOCK_N] tiles of w_hh [4H, H], one per gate g, tile_g[k, n]
+    at ``w_hh_ptr + g·H·H + k·k_stride + cols[n]·n_stride`` (zero past H), loaded
+    once and kept for every step. Strides (1, H) give the rows feeding this
+    program's units (forward: tile_g[k, n] = w_hh[g·H + cols[n], k]); (H, 1) its
+    columns (backward: tile_g[j, n] = w_hh[g·H + j, cols[n]])."""
     ks = tl.arange(0, BLOCK_H)
-    off = cols[None, :] * H + ks[:, None]
+    off = ks[:, None] * k_stride + cols[None, :] * n_stride
     mask = (ks < H)[:, None] & col_ok[None, :]
-    return (tl.load(w_hh_ptr + off, mask=mask, other=0.0), tl.load(w_hh_ptr + H * H + off, mask=mask, other=0.0),
-            tl.load(w_hh_ptr + 2 * H * H + off, mask=mask, other=0.0),
-            tl.load(w_hh_ptr + 3 * H * H + off, mask=mask, other=0.0))
-
-
-@triton.jit
-def load_gate_columns(w_hh_ptr, cols, col_ok, H, BLOCK_H: tl.constexpr):
-    """The columns of w_hh [4H, H] for this program's hidden units, as four
-    [BLOCK_H, BLOCK_N] tiles (tile_g[j, n] = w_hh[g·H + j, cols[n]], zero past H):
-    what backward multiplies dg by, loaded once."""
-    js = tl.arange(0, BLOCK_H)
-    off = js[:, None] * H + cols[None, :]
-    mask = (js < H)[:, None] & col_ok[None, :]
     return (tl.load(w_hh_ptr + off, mask=mask, other=0.0), tl.load(w_hh_ptr + H * H + off, mask=mask, other=0.0),
             tl.load(w_hh_ptr + 2 * H * H + off, mask=mask, other=0.0),
             tl.load(w_hh_ptr + 3 * H * H + off, mask=mask, other=0.0))

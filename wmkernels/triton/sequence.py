@@ -23,7 +23,7 @@ from torch import Tensor
 
 from wmkernels.triton import schedule, tiles
 from wmkernels.triton.gates import (add_recurrent_products, add_resident_products, cell_step, cell_step_backward,
-                                    hidden_grad_through_gates, load_gate_columns, load_gate_rows, load_preacts,
+                                    hidden_grad_through_gates, load_gate_tiles, load_preacts,
                                     resident_product, row_lengths)
 from wmkernels.triton.sync import program_ids, step_barrier
 
@@ -45,7 +45,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, h
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     if BLOCK_H > 0:
         own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        w_i, w_f, w_g, w_o = load_gate_rows(w_hh_ptr, own, own < H, H, BLOCK_H)
+        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, 1, H, BLOCK_H)  # rows
     for t in range(step_begin, step_end):
         valid = (row_ok & (t < lengths))[:, None]
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
@@ -88,7 +88,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     if BLOCK_H > 0:
         own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        w_i, w_f, w_g, w_o = load_gate_columns(w_hh_ptr, own, own < H, H, BLOCK_H)
+        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H, 1, BLOCK_H)  # columns
     for stage in range(stage_begin, stage_end):
         t = T - 1 - stage
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
