@@ -176,11 +176,12 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
         plan.config["HAS_LENGTHS"] = lengths is not None
         schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths, dh,
                                                      dc, dg, T, B, H), x.device)
-    dg2 = dg.reshape(T * B, 4 * H)
-    dx = (dg2 @ w_ih.float()).reshape(T, B, I)
-    dw_ih = dg2.t() @ x.reshape(T * B, I).float()
-    dw_hh = dg2.t() @ hs[:T].reshape(T * B, H)
     dtype = x.dtype
+    dg2 = dg.reshape(T * B, 4 * H)
+    grad_gates = tiles.product_operand(dg2, dtype)
+    dx = (grad_gates @ tiles.product_operand(w_ih, dtype)).reshape(T, B, I)
+    dw_ih = grad_gates.t() @ tiles.product_operand(x.reshape(T * B, I), dtype)
+    dw_hh = grad_gates.t() @ tiles.product_operand(hs[:T].reshape(T * B, H), dtype)
     return (dx.to(dtype), dh.to(dtype), dc.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype),
             dg2.sum(0).to(dtype))
 

@@ -23,6 +23,7 @@ Backward walks time in reverse in one launch and writes the per-step
 gradients of the pre-activations (gates, query, written and erase vectors);
 the weight gradients are then matrix products over all steps at once.
 """
+import functools
 import math
 from typing import List, Optional, Tuple
 
@@ -396,14 +397,15 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
             device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     dtype = x.dtype
     G, dpv2, dq2 = dg.reshape(T * B, 4 * H), dpv.reshape(T * B, D), dq.reshape(T * B, D)
-    h_prev, h_next = hs[:T].reshape(T * B, H), hs[1:].reshape(T * B, H)
-    grads = [(G @ w_ih.float()).reshape(T, B, I), dh, dc,
+    op = functools.partial(tiles.product_operand, dtype=dtype)
+    h_prev, h_next, G_op = op(hs[:T].reshape(T * B, H)), op(hs[1:].reshape(T * B, H)), op(G)
+    grads = [(G_op @ op(w_ih)).reshape(T, B, I), dh, dc,
              dmem if gated else dmem[:S].transpose(0, 1),
-             G.t() @ x.reshape(T * B, I).float(), G.t() @ h_prev, G.t() @ R.reshape(T * B, D), G.sum(0),
-             dq2.t() @ h_prev, dq2.sum(0), dpv2.t() @ h_next, dpv2.sum(0)]
+             G_op.t() @ op(x.reshape(T * B, I)), G_op.t() @ h_prev, G_op.t() @ op(R.reshape(T * B, D)), G.sum(0),
+             op(dq2).t() @ h_prev, dq2.sum(0), op(dpv2).t() @ h_next, dpv2.sum(0)]
     if gated:
         dpe2 = dpe.reshape(T * B, D)
-        grads += [dpe2.t() @ h_next, dpe2.sum(0)]
+        grads += [op(dpe2).t() @ h_next, dpe2.sum(0)]
     else:
         grads += [x.new_empty(0, dtype=torch.float32), x.new_empty(0, dtype=torch.float32)]
     return [g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grads]
