@@ -16,8 +16,10 @@ def test_step_traffic_counts_what_a_persistent_step_moves():
     assert forward.hbm_bytes == B * (4 * H * 2 + 4 * H * 4 + 2 * H * 4 + H * 2)
     # every one of the 48 programs gathers h_{t-1} (exchanged in bf16); w_hh (bf16) streams once per batch tile
     assert forward.l2_bytes == 48 * B * H * 2 + 4 * H * H * 2
-    # backward gathers all of dg_{t+1} (fp32, 4H wide)
-    assert backward.l2_bytes == 48 * B * 4 * H * 4 + 4 * H * H * 2
+    # backward gathers all of dg_{t+1} (bf16, 4H wide)
+    assert backward.l2_bytes == 48 * B * 4 * H * 2 + 4 * H * H * 2
+    # act, c_t, c_{t-1} (fp32) and dy (bf16) in; dg (bf16) out
+    assert backward.hbm_bytes == B * (4 * H * 4 + 2 * H * 4 + H * 2 + 4 * H * 2)
     assert forward.barriers == backward.barriers == 1
     kept, _ = floor.lstm_step_traffic(B, H, torch.bfloat16, 48, 1, resident=True)
     assert forward.l2_bytes - kept.l2_bytes == 4 * H * H * 2

@@ -74,16 +74,16 @@ def lstm_step_traffic(B: int, H: int, dtype: torch.dtype, programs_per_tile: int
                       resident: bool) -> tuple:
     """(forward, backward) ``StepTraffic`` of one persistent lstm_sequence step:
     ``programs_per_tile`` hidden-unit programs per batch tile, w_hh kept
-    ``resident`` or streamed. Kept tensors are float32 (hs, cs, act, dg); h is
-    exchanged in the weights' dtype, dg in float32, and every program of a
-    batch tile reads all of the exchanged one."""
+    ``resident`` or streamed. hs, cs, act are kept in float32; dg is kept, and
+    h exchanged, in the weights' dtype; every program of a batch tile reads all
+    of the exchanged h (forward) or dg (backward)."""
     e = torch.finfo(dtype).bits // 8
     f32 = 4
     forward_hbm = B * 4 * H * e + B * 4 * H * f32 + 2 * B * H * f32 + B * H * e  # xp_t in; act, h, c, y out
-    backward_hbm = B * 4 * H * f32 + 2 * B * H * f32 + B * H * e + B * 4 * H * f32  # act, c_t, c_{t-1}, dy in; dg out
+    backward_hbm = B * 4 * H * f32 + 2 * B * H * f32 + B * H * e + B * 4 * H * e  # act, c_t, c_{t-1}, dy in; dg out
     weights = 0 if resident else batch_tiles * 4 * H * H * e
     forward_l2 = programs_per_tile * B * H * e + weights  # h_{t-1} gathered by every program
-    backward_l2 = programs_per_tile * B * 4 * H * f32 + weights  # dg_{t+1} gathered by every program
+    backward_l2 = programs_per_tile * B * 4 * H * e + weights  # dg_{t+1} gathered by every program
     return (StepTraffic(forward_hbm, forward_l2, 1), StepTraffic(backward_hbm, backward_l2, 1))
 
 

@@ -1,7 +1,8 @@
 """Gate-tile helpers shared by the recurrent kernels (sequence.py, wm_sequence.py).
 
 A program owns a block of batch ``rows``; at step t it walks the hidden units
-in tiles of columns ``cols``. Layouts (fp32 where kept for backward):
+in tiles of columns ``cols``. Layouts (fp32 where kept for backward, but
+lstm_sequence keeps dg in 16-bit weights' dtype):
 ``xp, act, dg [T, B, 4H]`` (gate order i, f, g, o), ``hs, cs [T+1, B, H]``
 (index 0 the initial state), ``dh, dc [B, H]``.
 """

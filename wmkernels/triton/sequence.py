@@ -79,9 +79,9 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
     the cell backward at t, writing dg_t on its columns: one barrier per step.
     dh, dc [B, H] hold the gradients of h_T, c_T on entry and of h0, c0 after
     stage T (which only finishes h0's). ``BLOCK_H`` as in the forward: the
-    program's columns of w_hh stay resident. Unlike h forward, dg is
-    exchanged in fp32 (from ``dg``): a second, 16-bit copy spilled registers
-    (8-56 B a thread in the ahead-of-time compile)."""
+    program's columns of w_hh stay resident. ``dg`` is in w_hh's dtype where
+    that is 16-bit (what every program gathers, and what the after-loop
+    products read), else fp32."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
@@ -170,7 +170,9 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
     H = hs.shape[2]
     dh = grad_h.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # the kernel updates
     dc = grad_c.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # these in place
-    dg = torch.empty(T, B, 4 * H, device=x.device, dtype=torch.float32)
+    # dg in the products' dtype: all the after-loop products read, and the
+    # gather every program does backward (16-bit halves it)
+    dg = torch.empty(T, B, 4 * H, device=x.device, dtype=tiles.product_dtype(x.dtype))
     if T and B:
         plan = schedule.plan(B, H, x, launch_config)
         plan.config["HAS_LENGTHS"] = lengths is not None
@@ -183,7 +185,7 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
     dw_ih = grad_gates.t() @ tiles.product_operand(x.reshape(T * B, I), dtype)
     dw_hh = grad_gates.t() @ tiles.product_operand(hs[:T].reshape(T * B, H), dtype)
     return (dx.to(dtype), dh.to(dtype), dc.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype),
-            dg2.sum(0).to(dtype))
+            dg2.sum(0, dtype=torch.float32).to(dtype))
 
 
 @lstm_sequence_backward.register_fake

@@ -48,6 +48,11 @@ def precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def product_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the after-loop products for inputs of ``dtype`` (see ``product_operand``)."""
+    return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
+
+
 def product_operand(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """An operand of the matrix products over all steps that follow a recurrent
     kernel (input and weight gradients), for inputs of ``dtype``: 16-bit ones
@@ -56,7 +61,7 @@ def product_operand(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     float32, where its accuracy is promised. At T=1024, B=16, I=H=768 they are
     four products of 77 GFLOP each: float32 without tensor cores would take
     longer than cuDNN's whole backward."""
-    return t.to(dtype) if dtype in (torch.float16, torch.bfloat16) else t.float()
+    return t.to(product_dtype(dtype))
 
 
 def pow2(n: int, lo: int = 1) -> int:
