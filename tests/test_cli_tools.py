@@ -33,14 +33,19 @@ def test_availability_takes_a_string():
 def test_bad_environment_values_are_named(monkeypatch, capsys):
     monkeypatch.setenv("WMKERNELS_BACKEND", "cuda2")
     monkeypatch.setenv("WMKERNELS_CPU_CAPABILITY", "avx9000")
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "fastest")
     problems = environment_problems()
-    assert len(problems) == 2 and "cuda2" in problems[0] and "avx9000" in problems[1]
+    assert len(problems) == 3 and "cuda2" in problems[0] and "avx9000" in problems[1]
+    assert "WMKERNELS_TRITON_SCHEDULE='fastest'" in problems[2]
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "environment: WMKERNELS_BACKEND='cuda2'" in out and "avx9000" in out
+    assert "environment: WMKERNELS_BACKEND='cuda2'" in out and "avx9000" in out and "'fastest'" in out
     monkeypatch.setenv("WMKERNELS_BACKEND", "reference")
     monkeypatch.setenv("WMKERNELS_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "persistent")
     assert environment_problems() == []
+    assert main(["info"]) == 0
+    assert "triton schedule of lstm_sequence: persistent" in capsys.readouterr().out
 
 
 def test_bad_environment_is_reported_at_import():

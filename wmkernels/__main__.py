@@ -17,6 +17,7 @@ import torch
 import wmkernels
 from wmkernels import bench, gpu_report, testing
 from wmkernels.backends import BACKENDS, environment_problems
+from wmkernels.triton import schedule_env
 from wmkernels.ops import OP_INPUTS
 
 # The dimensions auto's rules see for each op (wmkernels.backends.MEASURED_FASTER).
@@ -36,6 +37,12 @@ def cmd_info(args) -> int:
           f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
     for problem in environment_problems():
         print(f"environment: {problem}")
+    try:
+        chosen = schedule_env.requested()
+        print(f"triton schedule of lstm_sequence: {chosen.kind}{':reversed' if chosen.reversed else ''} "
+              f"({schedule_env.SCHEDULE_ENV}: one of {', '.join(schedule_env.KINDS)})")
+    except ValueError:
+        pass  # reported as an environment problem above
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         print(f"backends on {device}:")
         for name, reason in wmkernels.availability(torch.device(device)).items():

@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
+from wmkernels.triton import schedule_env
 from wmkernels.backends.aten import AtenBackend
 from wmkernels.backends.base import Backend
 from wmkernels.backends.cpu import CpuBackend
@@ -253,4 +254,8 @@ def environment_problems() -> List[str]:
     if capability is not None and capability not in CPU_CAPABILITIES:
         problems.append(f"{CPU_CAPABILITY_ENV_VAR}={capability!r} is not one of {list(CPU_CAPABILITIES)}: "
                         "it is ignored (the best instruction set of this CPU is used)")
+    try:
+        schedule_env.requested()
+    except ValueError as error:
+        problems.append(f"{error}: every lstm_sequence call on the triton backend will raise until it is fixed")
     return problems

@@ -20,21 +20,18 @@ what another program writes in the same step.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
 
 from wmkernels.triton import tiles
 from wmkernels.triton.launch import launch, recording_active
+from wmkernels.triton.schedule_env import KINDS, SCHEDULE_ENV, Schedule, requested, using  # noqa: F401
 from wmkernels.triton.sync import BROKEN
 
-SCHEDULE_ENV = "WMKERNELS_TRITON_SCHEDULE"
-KINDS = ("tile", "steps", "persistent")
 # Recorded (ahead-of-time compiled) launches are sized for an H100 SXM's SMs.
 RECORDED_SMS = 132
 SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks tried for the split grid, smallest first
@@ -45,36 +42,6 @@ SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks tried for the split grid
 # tiny 16x16 products replicate their operands across warps), in both
 # kernels, on sm_80 and sm_90.
 RESIDENT_ELEMENTS = 256 * 16
-
-
-@dataclass(frozen=True)
-class Schedule:
-    kind: str = "tile"
-    reversed: bool = False
-
-
-def requested() -> Schedule:
-    """The schedule ``WMKERNELS_TRITON_SCHEDULE`` asks for (``ValueError`` when unreadable)."""
-    text = os.environ.get(SCHEDULE_ENV, "tile").strip().lower() or "tile"
-    kind, colon, order = text.partition(":")
-    if kind not in KINDS or (colon and order != "reversed"):
-        raise ValueError(f"{SCHEDULE_ENV}={text!r}: expected one of {', '.join(KINDS)}, "
-                         "optionally followed by ':reversed'")
-    return Schedule(kind, order == "reversed")
-
-
-@contextlib.contextmanager
-def using(text: str) -> Iterator[Schedule]:
-    """Run the block with ``WMKERNELS_TRITON_SCHEDULE=text`` (checked first)."""
-    previous = os.environ.get(SCHEDULE_ENV)
-    os.environ[SCHEDULE_ENV] = text
-    try:
-        yield requested()
-    finally:
-        if previous is None:
-            del os.environ[SCHEDULE_ENV]
-        else:
-            os.environ[SCHEDULE_ENV] = previous
 
 
 def resident_programs(like: torch.Tensor) -> Optional[int]:
