@@ -97,6 +97,7 @@ def lstm_floor(T: int, B: int, I: int, H: int, dtype: torch.dtype, rates: Rates,
                batch_tiles: int, resident: bool) -> Floor:
     """The floor of lstm_sequence at these sizes on a persistent schedule."""
     forward, backward = lstm_step_traffic(B, H, dtype, programs_per_tile, batch_tiles, resident)
+
     def step_s(traffic: StepTraffic) -> float:
         return traffic.barriers * rates.barrier_s + max(traffic.hbm_bytes / rates.hbm_bytes_s,
                                                 traffic.l2_bytes / rates.l2_bytes_s)

@@ -162,7 +162,7 @@ def resident_product(a_ptr, a_stride, rows, row_mask, K, w_a, w_b, w_c, w_d, acc
 @triton.jit
 def add_resident_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_i, w_f, w_g, w_o, H,
                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
-    """pre_* += h w_*ᵀ with the gate rows resident (``load_gate_rows``); h [B, H],
+    """pre_* += h w_*ᵀ with the gate rows resident (``load_gate_tiles``); h [B, H],
     the whole of it in one [BLOCK_B, BLOCK_H] tile, read past L1."""
     ks = tl.arange(0, BLOCK_H)
     h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_mask[:, None] & (ks < H)[None, :], other=0.0,

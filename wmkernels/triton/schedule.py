@@ -122,7 +122,9 @@ def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, to
 def run(kernel, plan: Plan, n_steps: int, args: tuple, device: torch.device) -> None:
     """Launch ``kernel(*args, counter, step_begin, step_end)`` over steps
     [0, n_steps) as ``plan`` says; ``counter`` holds the grid barrier's arrivals per batch tile."""
-    counter = torch.zeros(plan.grid[1], dtype=torch.int32, device=device)
+    # only the grid barrier reads it: the other schedules skip the zeroing launch
+    counter = (torch.zeros if plan.kind == "persistent" else torch.empty)(plan.grid[1], dtype=torch.int32,
+                                                                            device=device)
     chunk = plan.steps_per_launch or n_steps
     for begin in range(0, n_steps, chunk):
         launch(kernel, plan.grid, *args, counter, begin, min(begin + chunk, n_steps), device=device, **plan.config)

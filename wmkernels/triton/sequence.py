@@ -6,9 +6,9 @@ owns a block of batch rows and a set of hidden-unit blocks (all of them in
 the ``tile`` schedule, one in the split schedules: ``schedule.py``). Per
 step and block it adds ``h_{t-1} w_hhᵀ`` through ``tl.dot`` and applies the
 cell. The states go to ``hs, cs [T+1, B, H]`` (fp32; index 0 is h0/c0),
-which are both the carried state the next step reads (from L2, behind the
-step's barrier) and what backward keeps, with the gate activations
-``act [T, B, 4H]``.
+what backward keeps with the gate activations ``act [T, B, 4H]``; the next
+step reads h_t (from L2, behind the step's barrier) from a two-slot exchange
+buffer in the weights' dtype.
 
 Backward walks time in reverse the same way and writes the pre-activation
 gradients ``dg [T, B, 4H]``; the gradients of x and of the weights are then
