@@ -54,7 +54,8 @@ SHARED_LIMIT = {80: 166912, 90: 232448}
 SPILL_BUDGET = {"wm_lstm_sequence._backward_kernel": 32}
 # Kernels with tl.dot: for float16/bfloat16 they must use the tensor cores.
 DOT_KERNELS = frozenset({"lstm_sequence._forward_kernel", "lstm_sequence._backward_kernel",
-                         "wm_lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel"})
+                         "wm_lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel",
+                         "wm_lstm_split._forward_kernel", "wm_lstm_split._backward_kernel"})
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Sizes of the captured calls. Block sizes depend on H, S, D (and B up to 16);
@@ -104,6 +105,11 @@ def _cases() -> List[CaptureCase]:
             for with_lengths in (False, True):
                 cases.append(CaptureCase("wm_lstm_sequence", dict(sizes),
                                          {"write_mode": mode, "with_lengths": with_lengths}))
+    # fifo's split grid (gated has only the tile kernels so far)
+    for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):
+        for with_lengths in (False, True):
+            cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {"write_mode": "fifo", "with_lengths": with_lengths,
+                                                                      "schedule": "persistent"}))
     return cases
 
 
@@ -155,7 +161,7 @@ class Report:
 
 KERNEL_OP = {  # module of wmkernels.triton -> the op family its kernels serve
     "cell": "lstm_cell", "memory": "memory", "sequence": "lstm_sequence", "wm_sequence": "wm_lstm_sequence",
-    "probes": "probes"}
+    "wm_split": "wm_lstm_split", "probes": "probes"}
 
 
 def _kernel_name(kernel) -> Tuple[str, str, str]:

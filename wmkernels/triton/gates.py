@@ -23,6 +23,14 @@ def row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
+def column_tile(n0, row_ok, H, BLOCK_N: tl.constexpr):
+    """Hidden units [n0, n0 + BLOCK_N): cols, col_ok, and the [BLOCK_B, BLOCK_N] tile mask with ``row_ok``."""
+    cols = n0 + tl.arange(0, BLOCK_N)
+    col_ok = cols < H
+    return cols, col_ok, row_ok[:, None] & col_ok[None, :]
+
+
+@triton.jit
 def load_preacts(xp_ptr, t, rows, cols, tile, B, H):
     """The input projections of step t for this tile: four [BLOCK_B, BLOCK_N] fp32 tiles."""
     g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
@@ -70,7 +78,8 @@ def cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs
 @triton.jit
 def cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_ptr, dg_ptr, B, H):
     """Backward of ``cell_step`` on this tile, given the total gradient of h_t:
-    stores dg_t (zero where not valid) and updates dc in place to the gradient of c_{t-1}."""
+    stores dg_t (zero where not valid) and updates dc in place to the gradient
+    of c_{t-1}. Returns the four dg_t tiles it stored (fp32)."""
     g_off = t * B * 4 * H + rows[:, None] * 4 * H + cols[None, :]
     s_off = rows[:, None] * H + cols[None, :]
     grad_c = tl.load(dc_ptr + s_off, mask=tile, other=0.0)
@@ -81,11 +90,14 @@ def cell_step_backward(grad_h, t, rows, cols, tile, valid, act_ptr, cs_ptr, dc_p
     c_prev = tl.load(cs_ptr + t * B * H + s_off, mask=tile & valid, other=0.0)
     c = tl.load(cs_ptr + (t + 1) * B * H + s_off, mask=tile & valid, other=0.0)
     d_i, d_f, d_g, d_o, d_c_prev = wm.lstm_cell_backward(i, f, g, o, c_prev, c, grad_h, grad_c)
-    tl.store(dg_ptr + g_off, tl.where(valid, d_i, 0.0), mask=tile)
-    tl.store(dg_ptr + g_off + H, tl.where(valid, d_f, 0.0), mask=tile)
-    tl.store(dg_ptr + g_off + 2 * H, tl.where(valid, d_g, 0.0), mask=tile)
-    tl.store(dg_ptr + g_off + 3 * H, tl.where(valid, d_o, 0.0), mask=tile)
+    d_i, d_f = tl.where(valid, d_i, 0.0), tl.where(valid, d_f, 0.0)
+    d_g, d_o = tl.where(valid, d_g, 0.0), tl.where(valid, d_o, 0.0)
+    tl.store(dg_ptr + g_off, d_i, mask=tile)
+    tl.store(dg_ptr + g_off + H, d_f, mask=tile)
+    tl.store(dg_ptr + g_off + 2 * H, d_g, mask=tile)
+    tl.store(dg_ptr + g_off + 3 * H, d_o, mask=tile)
     tl.store(dc_ptr + s_off, tl.where(valid, d_c_prev, grad_c), mask=tile)
+    return d_i, d_f, d_g, d_o
 
 
 @triton.jit

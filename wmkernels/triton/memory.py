@@ -45,12 +45,13 @@ def masked_softmax(scores, allowed):
 
 @triton.jit
 def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
-                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, Q_CACHE: tl.constexpr = ""):
     """Scores, masked softmax and weighted sum for a block of rows.
 
     ``row_ok`` [BLOCK_B] marks the rows to compute (in the batch, running);
     ``allowed`` [BLOCK_B, BLOCK_S] the (row, slot) pairs that may be read. Stores
     r rows ([B, D] at r_ptr) and attn rows ([B, S] at attn_ptr); returns attn (fp32).
+    ``Q_CACHE``: q's load cache modifier (".cg" where other programs wrote q).
     """
     slots = tl.arange(0, BLOCK_S)
     scores = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
@@ -60,7 +61,7 @@ def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, at
         m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
                     other=0.0).to(tl.float32)
         q = tl.load(q_ptr + rows[:, None] * D + ds[None, :], mask=row_ok[:, None] & d_ok[None, :],
-                    other=0.0).to(tl.float32)
+                    other=0.0, cache_modifier=Q_CACHE).to(tl.float32)
         scores += tl.sum(m * q[:, None, :], axis=2)
     attn = masked_softmax(scores * scale, allowed)
     whole = row_ok[:, None] & (slots < S)[None, :]

@@ -63,7 +63,7 @@ class Plan:
     steps_per_launch: Optional[int] = None
 
 
-def _fitting_block_n(B: int, H: int, block_b: int, programs: Optional[int]) -> int:
+def fitting_block_n(B: int, H: int, block_b: int, programs: Optional[int]) -> int:
     """The smallest hidden-unit block whose split grid has at most ``programs``
     programs (else the largest; the smallest when there is no limit)."""
     if programs is None:
@@ -86,25 +86,28 @@ def _split_config(B: int, H: int, like: torch.Tensor, programs: Optional[int]) -
     block_h = tiles.pow2(H, tiles.DOT_MIN)
     if tiles.interpreted(like) or like.dtype != torch.float32:
         block_b = tiles.block(B, tiles.DOT_MIN, like, lo=tiles.DOT_MIN, interp_cap=64)
-        block_n = _fitting_block_n(B, H, block_b, programs)
+        block_n = fitting_block_n(B, H, block_b, programs)
         if block_h * block_n <= RESIDENT_ELEMENTS:
             return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_h, BLOCK_H=block_h, num_warps=4)
     block_b = tiles.block(B, 16 if like.dtype == torch.float32 else 64, like, lo=tiles.DOT_MIN, interp_cap=64)
-    block_n = _fitting_block_n(B, H, block_b, programs)
+    block_n = fitting_block_n(B, H, block_b, programs)
     return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
                 BLOCK_H=0, num_warps=4)
 
 
-def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, torch.Tensor], dict]) -> Plan:
+def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, torch.Tensor], dict],
+         split_config: Optional[Callable[[int, int, torch.Tensor, Optional[int]], dict]] = None) -> Plan:
     """The launches of a recurrent kernel over a batch of B rows and H hidden
-    units: the requested schedule, or ``steps`` where ``persistent`` cannot run."""
+    units: the requested schedule, or ``steps`` where ``persistent`` cannot run.
+    ``split_config(B, H, like, programs)`` gives the split grid's blocks
+    (lstm_sequence's by default)."""
     wanted = requested()
     if wanted.kind == "tile":
         config = tile_config(B, H, like)
         return Plan("tile", (1, triton.cdiv(B, config["BLOCK_B"])),
                     dict(config, GRID_SYNC=False, REVERSED=wanted.reversed, BLOCK_H=0))
     programs = resident_programs(like)
-    config = _split_config(B, H, like, programs)
+    config = (split_config or _split_config)(B, H, like, programs)
     grid = (triton.cdiv(H, config["BLOCK_N"]), triton.cdiv(B, config["BLOCK_B"]))
     kind = wanted.kind
     if kind == "persistent" and (programs is None or grid[0] * grid[1] > programs):

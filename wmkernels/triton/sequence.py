@@ -23,7 +23,7 @@ from torch import Tensor
 
 from wmkernels.triton import schedule, tiles
 from wmkernels.triton.gates import (add_recurrent_products, add_resident_products, cell_step, cell_step_backward,
-                                    hidden_grad_through_gates, load_gate_tiles, load_preacts,
+                                    column_tile, hidden_grad_through_gates, load_gate_tiles, load_preacts,
                                     resident_product, row_lengths)
 from wmkernels.triton.sync import program_ids, step_barrier
 
@@ -49,9 +49,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, h
     for t in range(step_begin, step_end):
         valid = (row_ok & (t < lengths))[:, None]
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            col_ok = cols < H
-            tile = row_ok[:, None] & col_ok[None, :]
+            cols, col_ok, tile = column_tile(n0, row_ok, H, BLOCK_N)
             pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
             h_prev = hx_ptr + (t % 2) * B * H
             if BLOCK_H > 0:
@@ -92,9 +90,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
     for stage in range(stage_begin, stage_end):
         t = T - 1 - stage
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            col_ok = cols < H
-            tile = row_ok[:, None] & col_ok[None, :]
+            cols, col_ok, tile = column_tile(n0, row_ok, H, BLOCK_N)
             s_off = rows[:, None] * H + cols[None, :]
             grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
             if t + 1 < T:

@@ -25,6 +25,7 @@ the weight gradients are then matrix products over all steps at once.
 """
 import functools
 import math
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -34,11 +35,11 @@ from torch import Tensor
 
 from wmkernels.backends.base import checkpoint_interval
 from wmkernels.triton import math as wm
-from wmkernels.triton import tiles
+from wmkernels.triton import schedule, tiles, wm_split
 from wmkernels.triton.launch import launch
 from wmkernels.triton.memory import read_backward, read_forward, view, write_backward, write_forward
-from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, hidden_grad_through_gates,
-                                    load_preacts, row_lengths)
+from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, column_tile,
+                                    hidden_grad_through_gates, load_preacts, row_lengths)
 from wmkernels.triton.tiles import matmul_w, matmul_wt
 
 
@@ -100,9 +101,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
                      r.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
         # the gates and the cell
         for n0 in range(0, H, BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            col_ok = cols < H
-            tile = row_ok[:, None] & col_ok[None, :]
+            cols, col_ok, tile = column_tile(n0, row_ok, H, BLOCK_N)
             pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
             pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, h_prev, rows, running, H,
                                                            w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
@@ -294,6 +293,21 @@ def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
                 maxnreg=tiles.MAX_REGISTERS)
 
 
+def _split_plan(B: int, H: int, S: int, D: int, like: Tensor, gated: bool) -> Optional[schedule.Plan]:
+    """The split grid's launches (``wm_split.py``) where ``WMKERNELS_TRITON_SCHEDULE``
+    asks for a split schedule, else None: the one-program-per-tile kernels here.
+    Gated mode has only those so far (its in-place memory update is not split)."""
+    wanted = schedule.requested()
+    if wanted.kind == "tile":
+        return None
+    if gated:
+        warnings.warn(f"triton schedule {wanted.kind!r} is not implemented for wm_lstm_sequence's gated mode; "
+                      "using 'tile'", RuntimeWarning, stacklevel=4)
+        return None
+    return schedule.plan(B, H, like, lambda B, H, like: launch_config(B, H, S, D, like),
+                         lambda B, H, like, programs: wm_split.split_config(B, H, S, D, like, programs))
+
+
 def _window_index(lengths: Optional[Tensor], T: int, B: int, S: int, device) -> Tuple[Tensor, Tensor]:
     """Tape rows and batch columns of the final FIFO memory: row b's last S tape rows."""
     start = lengths if lengths is not None else torch.full((B,), T, dtype=torch.int64, device=device)
@@ -332,7 +346,11 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         mem = torch.empty(S + T, B, D, **f32)
         mem[:S] = M0.transpose(0, 1)
         V, E, ck = (torch.empty(0, **f32) for _ in range(3))
-    if T and B:
+    split = _split_plan(B, H, S, D, x, gated) if T and B else None
+    if split is not None:
+        wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, lengths, hs, cs, act, Q, R, A, y, mem,
+                         _scale(D))
+    elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
@@ -387,7 +405,11 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dg = torch.empty(T, B, 4 * H, **f32)
     dpv, dq = torch.zeros(T, B, D, **f32), torch.zeros(T, B, D, **f32)
     dpe = torch.zeros(T, B, D, **f32) if gated else None
-    if T and B:
+    split = _split_plan(B, H, S, D, x, gated) if T and B else None
+    if split is not None:
+        wm_split.backward(split, grad_y, act, cs, w_hh, w_rh, w_q, w_v, lengths, Q, A, mem, dmem, dh, dc, dg, dpv,
+                          dq, _scale(D))
+    elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
             _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
