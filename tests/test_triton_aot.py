@@ -78,6 +78,9 @@ def test_judging_a_report():
     unordered = aot.Report(variant.kernel, 90, "float16", "case", "", registers=100, spill_stores=0, spill_loads=0,
                            shared=1024, tensor_cores=True, grid_sync=False)
     assert any("grid barrier" in p for p in aot.judge(unordered, variant))
+    wide = aot.Variant(variant.kernel, "m", "f", "float16", "case", {}, {}, {}, {"num_warps": 16})
+    assert any("255 registers x 512 threads" in p for p in aot.judge(report, wide))  # > 65536
+    assert not any("registers" in p for p in aot.judge(unordered, wide))  # 100 x 512 fits
     fine = aot.Report(variant.kernel, 80, "float32", "case", "", registers=100, spill_stores=0,
                       spill_loads=0, shared=1024, tensor_cores=False)
     assert aot.judge(fine, aot.Variant(variant.kernel, "m", "f", "float32", "c", {}, {}, {}, {})) == []

@@ -64,7 +64,7 @@ def test_saved_bytes_grow_with_attention_and_checkpoints_only(mode):
     assert grown < T * B * 8 * D * 4 / 2
 
 
-# ----------------------------------------------------------------- fifo on the split grid (wm_split.py)
+# ----------------------------------------------------------------- the split grid (wm_split.py)
 
 def plans_of(monkeypatch):
     """Every plan the split WM kernels launch with (collected into the returned list)."""
@@ -74,42 +74,47 @@ def plans_of(monkeypatch):
     return plans
 
 
+@pytest.mark.parametrize("write_mode", ["fifo", "gated"])
 @pytest.mark.parametrize("order", ["", ":reversed"])
 @pytest.mark.parametrize("sizes, with_lengths", [
     (dict(T=5, B=3, I=7, H=40, S=5, D=6), False),
-    (dict(T=6, B=4, I=5, H=37, S=3, D=17), True),
+    (dict(T=10, B=4, I=5, H=37, S=3, D=17), True),  # gated: three checkpoint segments
     (dict(T=4, B=2, I=3, H=20, S=1, D=3), True),
     (dict(T=1, B=1, I=1, H=1, S=1, D=1), False),
 ])
-def test_fifo_split_across_programs(monkeypatch, order, sizes, with_lengths):
-    """fifo on the split grid, one launch per step: two or three hidden-unit programs share
-    each step (summing their shares of q, v's pre-activation and dr), run in both orders,
-    so a program reading what another writes in the same step fails in one of them."""
+def test_split_across_programs(monkeypatch, write_mode, order, sizes, with_lengths):
+    """The split grid, one launch per step: two or three hidden-unit programs share
+    each step (summing their shares of q, the write's pre-activations and dr), run in
+    both orders, so a program reading what another writes in the same step fails in
+    one of them."""
     monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps" + order)
     plans = plans_of(monkeypatch)
-    assert_matches(testing.random_case("wm_lstm_sequence", **sizes, write_mode="fifo", with_lengths=with_lengths))
+    assert_matches(testing.random_case("wm_lstm_sequence", **sizes, write_mode=write_mode,
+                                       with_lengths=with_lengths))
     assert [p.grid[0] for p in plans] == [-(-sizes["H"] // 16)] * 2  # forward, backward
 
 
-def test_fifo_split_batch_tiles_float16(monkeypatch):
+@pytest.mark.parametrize("write_mode", ["fifo", "gated"])
+def test_split_batch_tiles_float16(monkeypatch, write_mode):
     """Two batch tiles (each its own barrier counter) of three hidden-unit programs, in float16."""
     from wmkernels.triton import wm_split
     real = wm_split.split_config
     monkeypatch.setattr(wm_split, "split_config", lambda *a: dict(real(*a), BLOCK_B=16, BLOCK_D=16, BLOCK_DM=4))
     monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps:reversed")
     plans = plans_of(monkeypatch)
-    assert_matches(testing.random_case("wm_lstm_sequence", T=3, B=17, I=3, H=33, S=4, D=18, write_mode="fifo",
+    assert_matches(testing.random_case("wm_lstm_sequence", T=5, B=17, I=3, H=33, S=4, D=18, write_mode=write_mode,
                                        with_lengths=True), torch.float16)
     assert {p.grid for p in plans} == {(3, 2)}
 
 
+@pytest.mark.parametrize("write_mode", ["fifo", "gated"])
 @pytest.mark.parametrize("forward, backward", [("steps", "tile"), ("tile", "steps")])
-def test_fifo_either_backward_follows_either_forward(monkeypatch, forward, backward):
+def test_either_backward_follows_either_forward(write_mode, forward, backward):
     """The split and tile kernels keep the same buffers: a forward on one grid
-    and a backward on the other give the reference's gradients."""
+    and a backward on the other give the tile kernels' gradients."""
     from wmkernels import ops
     from wmkernels.triton import schedule
-    case = testing.random_case("wm_lstm_sequence", T=4, B=3, I=3, H=20, S=3, D=5, write_mode="fifo",
+    case = testing.random_case("wm_lstm_sequence", T=5, B=3, I=3, H=20, S=3, D=5, write_mode=write_mode,
                                with_lengths=True)
     grads = []
     for order in ((forward, backward), ("tile", "tile")):
@@ -117,7 +122,8 @@ def test_fifo_either_backward_follows_either_forward(monkeypatch, forward, backw
         params = {k: inputs[k] for k in inputs if k not in ("x", "h0", "c0", "M0")}
         with schedule.using(order[0]):
             y, (h, c, M) = ops.wm_lstm_sequence(inputs["x"], (inputs["h0"], inputs["c0"], inputs["M0"]), params,
-                                                write_mode="fifo", lengths=case.extras["lengths"], backend="triton")
+                                                write_mode=write_mode, lengths=case.extras["lengths"],
+                                                backend="triton")
         with schedule.using(order[1]):
             torch.autograd.backward([y, h, c, M], [torch.ones_like(t) for t in (y, h, c, M)])
         grads.append([inputs[k].grad for k in inputs])
@@ -125,28 +131,21 @@ def test_fifo_either_backward_follows_either_forward(monkeypatch, forward, backw
         assert testing.rel_err(mixed, tiled) < 1e-5, name
 
 
-def test_gated_split_schedule_warns_and_uses_the_tile_kernels(monkeypatch):
+@pytest.mark.parametrize("write_mode", ["fifo", "gated"])
+def test_split_saves_what_the_tile_kernels_save(monkeypatch, write_mode):
+    tiled = testing.wm_lstm_saved_bytes("triton", write_mode, 6, 2, 20, 8, 16, DEVICE)
     monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps")
-    plans = plans_of(monkeypatch)
-    with pytest.warns(RuntimeWarning, match="gated mode; using 'tile'"):
-        assert_matches(testing.random_case("wm_lstm_sequence", T=3, B=2, I=3, H=5, S=3, D=4, write_mode="gated"))
-    assert plans == []
-
-
-@pytest.mark.parametrize("S", [8, 16])
-def test_fifo_split_saves_what_the_tile_kernels_save(monkeypatch, S):
-    tiled = testing.wm_lstm_saved_bytes("triton", "fifo", 6, 2, 20, S, 16, DEVICE)
-    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps")
-    assert testing.wm_lstm_saved_bytes("triton", "fifo", 6, 2, 20, S, 16, DEVICE) == tiled
+    assert testing.wm_lstm_saved_bytes("triton", write_mode, 6, 2, 20, 8, 16, DEVICE) == tiled
 
 
 @gpu_only
+@pytest.mark.parametrize("write_mode", ["fifo", "gated"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("sizes", [dict(T=33, B=16, I=64, H=768, S=32, D=64), dict(T=9, B=40, I=5, H=130, S=13, D=70)])
 @pytest.mark.parametrize("order", ["", ":reversed"])
-def test_fifo_persistent_on_gpu(monkeypatch, dtype, sizes, order):
-    """fifo's split grid for real: one cooperative launch, a grid barrier per step, several batch tiles (B = 40)."""
+def test_persistent_on_gpu(monkeypatch, write_mode, dtype, sizes, order):
+    """The split grid for real: one cooperative launch, a grid barrier per step, several batch tiles (B = 40)."""
     monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "persistent" + order)
     plans = plans_of(monkeypatch)
-    assert_matches(testing.random_case("wm_lstm_sequence", **sizes, write_mode="fifo", with_lengths=True), dtype)
+    assert_matches(testing.random_case("wm_lstm_sequence", **sizes, write_mode=write_mode, with_lengths=True), dtype)
     assert plans and all(p.kind == "persistent" for p in plans)

@@ -15,7 +15,7 @@ of one large matrix product (``peak_gflops``). On a GPU they also give the
 floor model's time for the persistent schedule (``wmkernels.floor``, rates
 measured in the same process) and how far each row is from it; the triton
 backend then has a second row, ``triton persistent``, with that schedule (for
-lstm_sequence and wm_lstm_sequence's fifo mode).
+lstm_sequence and wm_lstm_sequence).
 Every row also times the forward alone (``forward_ms``).
 """
 from __future__ import annotations
@@ -246,7 +246,7 @@ def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode,
             return ops.wm_lstm_sequence(x, state, params, write_mode, backend=name)
         loads.append(Workload(op, name, "reference", lambda f=forward: _loss_backward(f(), inputs),
                               forward, inputs))
-        if name == "triton" and write_mode == "fifo":  # gated has no split kernels yet
+        if name == "triton":
             loads.append(_persistent_workload(loads[-1]))
     if compiled:
         step = torch.compile(reference.wm_lstm_step)

@@ -51,7 +51,17 @@ SHARED_LIMIT = {80: 166912, 90: 232448}
 # the memory tiles of the read and the write and the segment state live at
 # once: at 255 registers its gated, lengths, 16-bit variant spills 8-16 B on
 # sm_80 (none on sm_90), outside the matrix-product loops.
-SPILL_BUDGET = {"wm_lstm_sequence._backward_kernel": 32}
+# The split WM-LSTM kernels (wm_split.py), gated at S = 128 (8 warps), keep the
+# read's and the write's [16, 128] tiles of one slot column live beside each
+# other (backward: the memory before and after the step and its gradient):
+# 8-36 B on sm_90, 120-172 B on sm_80 (backward); fewer live tiles would need
+# a narrower batch tile than tl.dot's 16 rows, more warps a register file
+# larger than the SM's. Every other variant of theirs spills nothing.
+SPILL_BUDGET = {"wm_lstm_sequence._backward_kernel": 32, "wm_lstm_split._forward_kernel": 16,
+                "wm_lstm_split._backward_kernel": 176}
+# 32-bit registers per SM (sm_80, sm_90): a block of num_warps warps at R
+# registers a thread must fit, or the launch fails.
+REGISTER_FILE = 65536
 # Kernels with tl.dot: for float16/bfloat16 they must use the tensor cores.
 DOT_KERNELS = frozenset({"lstm_sequence._forward_kernel", "lstm_sequence._backward_kernel",
                          "wm_lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel",
@@ -105,11 +115,11 @@ def _cases() -> List[CaptureCase]:
             for with_lengths in (False, True):
                 cases.append(CaptureCase("wm_lstm_sequence", dict(sizes),
                                          {"write_mode": mode, "with_lengths": with_lengths}))
-    # fifo's split grid (gated has only the tile kernels so far)
-    for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):
-        for with_lengths in (False, True):
-            cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {"write_mode": "fifo", "with_lengths": with_lengths,
-                                                                      "schedule": "persistent"}))
+    for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):  # the WM-LSTM's split grid (wm_split.py)
+        for mode in ("fifo", "gated"):
+            for with_lengths in (False, True):
+                cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {
+                    "write_mode": mode, "with_lengths": with_lengths, "schedule": "persistent"}))
     return cases
 
 
@@ -301,11 +311,15 @@ def compile_variant(variant: Variant, arch: int) -> Report:
 
 def judge(report: Report, variant: Variant) -> List[str]:
     """What is wrong with a compiled variant: shared memory over the target's
-    limit, spills over its kernel's budget, 16-bit matrix products without tensor cores."""
+    limit, registers over the SM's for its block, spills over its kernel's
+    budget, 16-bit matrix products without tensor cores."""
     problems = []
     if report.shared > SHARED_LIMIT[report.arch]:
         problems.append(f"shared memory {report.shared} B > {SHARED_LIMIT[report.arch]} B per block "
                         f"on sm_{report.arch}")
+    threads = 32 * variant.options.get("num_warps", 4)
+    if report.registers is not None and report.registers * threads > REGISTER_FILE:
+        problems.append(f"{report.registers} registers x {threads} threads > the SM's {REGISTER_FILE}")
     budget = SPILL_BUDGET.get(variant.kernel, 0)
     if report.spill_stores > budget:
         problems.append(f"spills {report.spill_stores} B/thread > budget {budget} B")

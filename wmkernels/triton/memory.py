@@ -44,8 +44,20 @@ def masked_softmax(scores, allowed):
 
 
 @triton.jit
+def copy_memory(src_ptr, dst_ptr, rows, row_ok, S, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Copy the [S, D] memories of the rows ``row_ok`` between two [B, S, D] buffers."""
+    slots = tl.arange(0, BLOCK_S)
+    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        mk = whole & (ds < D)[None, None, :]
+        m = tl.load(view(src_ptr, rows * S * D, D, slots, ds), mask=mk, other=0.0)
+        tl.store(view(dst_ptr, rows * S * D, D, slots, ds), m, mask=mk)
+
+
+@triton.jit
 def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
-                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, Q_CACHE: tl.constexpr = ""):
+                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, Q_CACHE: tl.constexpr):
     """Scores, masked softmax and weighted sum for a block of rows.
 
     ``row_ok`` [BLOCK_B] marks the rows to compute (in the batch, running);
@@ -182,7 +194,7 @@ def _read_forward_kernel(m_ptr, q_ptr, mask_ptr, r_ptr, attn_ptr, scale, B, S, D
         flags = tl.load(mask_ptr + rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :], mask=allowed, other=0)
         allowed = allowed & (flags != 0)
     read_forward(m_ptr, rows * S * D, D, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
-                 BLOCK_B, BLOCK_S, BLOCK_D)
+                 BLOCK_B, BLOCK_S, BLOCK_D, "")
 
 
 @triton.jit

@@ -25,7 +25,6 @@ the weight gradients are then matrix products over all steps at once.
 """
 import functools
 import math
-import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -36,23 +35,12 @@ from torch import Tensor
 from wmkernels.backends.base import checkpoint_interval
 from wmkernels.triton import math as wm
 from wmkernels.triton import schedule, tiles, wm_split
+from wmkernels.triton.wm_split import recompute_segment
 from wmkernels.triton.launch import launch
-from wmkernels.triton.memory import read_backward, read_forward, view, write_backward, write_forward
+from wmkernels.triton.memory import copy_memory, read_backward, read_forward, view, write_backward, write_forward
 from wmkernels.triton.gates import (add_gate_products, cell_step, cell_step_backward, column_tile,
                                     hidden_grad_through_gates, load_preacts, row_lengths)
 from wmkernels.triton.tiles import matmul_w, matmul_wt
-
-
-@triton.jit
-def _copy_memory(src_ptr, dst_ptr, rows, row_ok, S, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Copy the [S, D] memories of the rows ``row_ok`` between two [B, S, D] buffers."""
-    slots = tl.arange(0, BLOCK_S)
-    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
-    for d0 in range(0, D, BLOCK_D):
-        ds = d0 + tl.arange(0, BLOCK_D)
-        mk = whole & (ds < D)[None, None, :]
-        m = tl.load(view(src_ptr, rows * S * D, D, slots, ds), mask=mk, other=0.0)
-        tl.store(view(dst_ptr, rows * S * D, D, slots, ds), m, mask=mk)
 
 
 @triton.jit
@@ -77,7 +65,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             m_off = rows * S * D
             m_stride = D
             if t % K_CK == 0:
-                _copy_memory(mem_ptr, ck_ptr + (t // K_CK) * B * S * D, rows, row_ok, S, D, BLOCK_S, BLOCK_DM)
+                copy_memory(mem_ptr, ck_ptr + (t // K_CK) * B * S * D, rows, row_ok, S, D, BLOCK_S, BLOCK_DM)
         else:
             m_off = tl.minimum(lengths, t) * BD + rows * D
             m_stride = BD
@@ -91,7 +79,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             tl.store(q_ptr + t * BD + rows[:, None] * D + ds[None, :], q, mask=valid & d_ok[None, :])
         tl.debug_barrier()
         attn = read_forward(mem_ptr, m_off, m_stride, rows, running, valid & slot_ok[None, :], q_ptr + t * BD,
-                            r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM)
+                            r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "")
         tl.debug_barrier()
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
@@ -235,22 +223,11 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     BD = B * D
     BSD = B * S * D
     if GATED:
-        slots = tl.arange(0, BLOCK_S)
         for seg_back in range(0, tl.cdiv(T, K_CK)):
             t0 = (tl.cdiv(T, K_CK) - 1 - seg_back) * K_CK
             steps = tl.minimum(T - t0, K_CK)
-            _copy_memory(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, rows, row_ok, S, D, BLOCK_S, BLOCK_DM)
-            tl.debug_barrier()
-            for j in range(1, steps):
-                t = t0 + j - 1
-                running = row_ok & (t < lengths)
-                w = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :],
-                            mask=running[:, None] & (slots < S)[None, :], other=0.0)
-                write_forward(seg_ptr + (j - 1) * BSD, rows * S * D, D, seg_ptr + j * BSD, rows * S * D, D, rows,
-                              running, w, e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_DM)
-                _copy_memory(seg_ptr + (j - 1) * BSD, seg_ptr + j * BSD, rows, row_ok & (t >= lengths), S, D,
-                             BLOCK_S, BLOCK_DM)
-                tl.debug_barrier()
+            recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, steps, rows, row_ok,
+                              lengths, B, S, D, BLOCK_S, BLOCK_DM)
             for back in range(0, steps):
                 j = steps - 1 - back
                 _backward_step(t0 + j, rows, row_ok, lengths, seg_ptr + j * BSD, rows * S * D, D,
@@ -293,16 +270,10 @@ def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
                 maxnreg=tiles.MAX_REGISTERS)
 
 
-def _split_plan(B: int, H: int, S: int, D: int, like: Tensor, gated: bool) -> Optional[schedule.Plan]:
+def _split_plan(B: int, H: int, S: int, D: int, like: Tensor) -> Optional[schedule.Plan]:
     """The split grid's launches (``wm_split.py``) where ``WMKERNELS_TRITON_SCHEDULE``
-    asks for a split schedule, else None: the one-program-per-tile kernels here.
-    Gated mode has only those so far (its in-place memory update is not split)."""
-    wanted = schedule.requested()
-    if wanted.kind == "tile":
-        return None
-    if gated:
-        warnings.warn(f"triton schedule {wanted.kind!r} is not implemented for wm_lstm_sequence's gated mode; "
-                      "using 'tile'", RuntimeWarning, stacklevel=4)
+    asks for a split schedule, else None: the one-program-per-tile kernels here."""
+    if schedule.requested().kind == "tile":
         return None
     return schedule.plan(B, H, like, lambda B, H, like: launch_config(B, H, S, D, like),
                          lambda B, H, like, programs: wm_split.split_config(B, H, S, D, like, programs))
@@ -346,10 +317,11 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         mem = torch.empty(S + T, B, D, **f32)
         mem[:S] = M0.transpose(0, 1)
         V, E, ck = (torch.empty(0, **f32) for _ in range(3))
-    split = _split_plan(B, H, S, D, x, gated) if T and B else None
+    split = _split_plan(B, H, S, D, x) if T and B else None
     if split is not None:
-        wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, lengths, hs, cs, act, Q, R, A, y, mem,
-                         _scale(D))
+        mem = wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, w_e if gated else None,
+                               b_e if gated else None, lengths, hs, cs, act, Q, R, A, y, mem, V if gated else None,
+                               E if gated else None, ck if gated else None, k, _scale(D))
     elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
@@ -405,10 +377,11 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dg = torch.empty(T, B, 4 * H, **f32)
     dpv, dq = torch.zeros(T, B, D, **f32), torch.zeros(T, B, D, **f32)
     dpe = torch.zeros(T, B, D, **f32) if gated else None
-    split = _split_plan(B, H, S, D, x, gated) if T and B else None
+    split = _split_plan(B, H, S, D, x) if T and B else None
     if split is not None:
-        wm_split.backward(split, grad_y, act, cs, w_hh, w_rh, w_q, w_v, lengths, Q, A, mem, dmem, dh, dc, dg, dpv,
-                          dq, _scale(D))
+        dmem = wm_split.backward(split, grad_y, act, cs, w_hh, w_rh, w_q, w_v, w_e if gated else None, lengths, Q,
+                                 A, mem, V if gated else None, E if gated else None, ck if gated else None, k, dmem,
+                                 dh, dc, dg, dpv, dpe, dq, _scale(D))
     elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
