@@ -63,3 +63,48 @@ def test_floor_on_a_gpu():
     assert 1e11 < rates.hbm_bytes_s < 1e14 and rates.l2_bytes_s > rates.hbm_bytes_s / 2
     assert 0 < rates.barrier_s < 1e-4 and rates.programs == 48
     assert 0 < model.forward_ms < model.total_ms
+
+
+def test_wm_step_traffic_counts_the_memory_work_of_each_program():
+    B, H, S, D, P = 16, 768, 32, 64, 48
+    fifo_fwd, fifo_bwd = floor.wm_step_traffic(B, H, S, D, torch.bfloat16, False, P, 1)
+    gated_fwd, gated_bwd = floor.wm_step_traffic(B, H, S, D, torch.bfloat16, True, P, 1)
+    memory = B * S * D * 4
+    weights = (4 * H * (H + D) + 2 * D * H) * 2  # w_hh, w_rh, w_q, w_v in bf16
+    # forward: every program gathers h_{t-1} (fp32), adds its q and v shares, reads the memory once
+    assert fifo_fwd.l2_bytes == P * B * H * 4 + weights + P * B * 2 * D * 4 + P * memory
+    # gated adds w_e, the e shares, and each program's read of M_t and write of M_{t+1}
+    assert gated_fwd.l2_bytes - fifo_fwd.l2_bytes == D * H * 2 + P * B * D * 4 + 2 * P * memory
+    # backward: gathers dg_{t+1} (fp32), adds dr shares, reads the window twice; fifo's first
+    # program adds the window's gradient to the tape (a read and a write)
+    assert fifo_bwd.l2_bytes == P * B * 4 * H * 4 + weights + P * B * D * 4 + 2 * P * memory + 2 * memory
+    assert gated_fwd.hbm_bytes - fifo_fwd.hbm_bytes == B * D * 4  # e kept
+    assert gated_bwd.hbm_bytes - fifo_bwd.hbm_bytes == 2 * B * D * 4  # e in, dpe out
+    assert fifo_fwd.barriers == gated_bwd.barriers == 1
+
+
+def test_wm_floor_adds_the_memory_work_to_the_lstm_parts():
+    T, B, I, H, S, D = 100, 16, 32, 64, 8, 16
+    fifo = floor.wm_floor(T, B, I, H, S, D, torch.float16, False, RATES, 4, 1)
+    fwd, bwd = floor.wm_step_traffic(B, H, S, D, torch.float16, False, 4, 1)
+    step = lambda s: 1e-6 + max(s.hbm_bytes / 4e12, s.l2_bytes / 8e12)  # noqa: E731
+    mm_fwd = 2 * T * B * 4 * H * I
+    mm_bwd = 2 * mm_fwd + 2 * T * B * (4 * H * (H + D) + 2 * D * H)
+    assert floor.wm_matmul_flops(T, B, I, H, D, False) == (mm_fwd, mm_bwd)
+    assert fifo.total_ms == pytest.approx((T * (step(fwd) + step(bwd)) + (mm_fwd + mm_bwd) / 5e14) * 1e3)
+    gated = floor.wm_floor(T, B, I, H, S, D, torch.float16, True, RATES, 4, 1)
+    assert gated.total_ms > fifo.total_ms and gated.forward_ms > fifo.forward_ms
+
+
+def test_bench_asks_for_the_wm_floor_on_a_gpu_only():
+    assert bench._floor("wm_lstm_sequence[fifo]", "cpu", torch.float32, bench.DEFAULT_SIZES) is None
+    assert bench._floor("lstm_cell", "cpu", torch.float32, bench.DEFAULT_SIZES) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU-only: the rates are measured on the device")
+@pytest.mark.parametrize("gated", [False, True])
+def test_wm_floor_on_a_gpu(gated):
+    pytest.importorskip("triton")
+    model = floor.wm_floor_on("cuda", torch.bfloat16, 1024, 16, 768, 768, 32, 64, gated)
+    assert model is not None and model.rates.programs == 48
+    assert 0 < model.forward_ms < model.total_ms

@@ -363,14 +363,18 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
 
 
 def _floor(op: str, device, dtype, sizes) -> Optional[dict]:
-    """The floor model of lstm_sequence on a GPU (None elsewhere; a failed
-    measurement is reported in place of the floor)."""
-    if op != "lstm_sequence" or torch.device(device).type != "cuda":
+    """The floor model of lstm_sequence or wm_lstm_sequence on a GPU (None
+    elsewhere; a failed measurement is reported in place of the floor)."""
+    if op not in ("lstm_sequence", "wm_lstm_sequence[fifo]", "wm_lstm_sequence[gated]") or \
+            torch.device(device).type != "cuda":
         return None
     from wmkernels import floor
 
     try:
-        found = floor.lstm_floor_on(device, dtype, *(sizes[k] for k in "TBIH"))
+        if op == "lstm_sequence":
+            found = floor.lstm_floor_on(device, dtype, *(sizes[k] for k in "TBIH"))
+        else:
+            found = floor.wm_floor_on(device, dtype, *(sizes[k] for k in "TBIHSD"), gated=op.endswith("[gated]"))
     except Exception as exc:  # the probes need Triton and a cooperative launch
         return {"error": f"{type(exc).__name__}: {exc}"}
     return found.describe() if found else {"error": "the persistent schedule cannot run at these sizes"}

@@ -1,7 +1,8 @@
 """The floor under a recurrent op on a GPU, and how far a measured time is from it.
 
-A persistent LSTM step cannot beat the slowest of what it must do between two
-grid barriers, plus the barrier itself:
+A persistent LSTM step cannot beat the slowest of what it must do between
+two grid barriers, plus the barrier itself (the WM-LSTM's likewise, with its
+memory work: ``wm_step_traffic``):
 
 - HBM: what each step must read or write once (the input projections of the
   step, the states and gate activations kept for backward, the output);
@@ -93,19 +94,66 @@ def lstm_matmul_flops(T: int, B: int, I: int, H: int) -> tuple:
     return projection, 2 * projection + 2 * T * B * 4 * H * H
 
 
-def lstm_floor(T: int, B: int, I: int, H: int, dtype: torch.dtype, rates: Rates, programs_per_tile: int,
-               batch_tiles: int, resident: bool) -> Floor:
-    """The floor of lstm_sequence at these sizes on a persistent schedule."""
-    forward, backward = lstm_step_traffic(B, H, dtype, programs_per_tile, batch_tiles, resident)
-
+def _floor(T: int, forward: StepTraffic, backward: StepTraffic, matmul_flops: tuple, rates: Rates) -> Floor:
+    """T steps each way at the slower of their memory levels plus their barriers,
+    and the (forward, backward) matrix-product FLOPs at the measured peak."""
     def step_s(traffic: StepTraffic) -> float:
         return traffic.barriers * rates.barrier_s + max(traffic.hbm_bytes / rates.hbm_bytes_s,
                                                 traffic.l2_bytes / rates.l2_bytes_s)
 
-    mm_forward, mm_backward = (f / rates.matmul_flop_s for f in lstm_matmul_flops(T, B, I, H))
+    mm_forward, mm_backward = (f / rates.matmul_flop_s for f in matmul_flops)
     forward_s = T * step_s(forward) + mm_forward
     total_s = forward_s + T * step_s(backward) + mm_backward
     return Floor(forward_s * 1e3, total_s * 1e3, forward, backward, (mm_forward + mm_backward) * 1e3, rates)
+
+
+def lstm_floor(T: int, B: int, I: int, H: int, dtype: torch.dtype, rates: Rates, programs_per_tile: int,
+               batch_tiles: int, resident: bool) -> Floor:
+    """The floor of lstm_sequence at these sizes on a persistent schedule."""
+    forward, backward = lstm_step_traffic(B, H, dtype, programs_per_tile, batch_tiles, resident)
+    return _floor(T, forward, backward, lstm_matmul_flops(T, B, I, H), rates)
+
+
+def wm_step_traffic(B: int, H: int, S: int, D: int, dtype: torch.dtype, gated: bool, programs_per_tile: int,
+                    batch_tiles: int) -> tuple:
+    """(forward, backward) ``StepTraffic`` of one step of wm_lstm_sequence on
+    the split grid (``wmkernels.triton.wm_split``): per-step vectors kept in
+    float32; every program of a batch tile reads all of h_{t-1} (fp32) forward,
+    all of dg_{t+1} (fp32) backward, streams its slices of the weights, and
+    does the read (twice over the memory backward), the gated write and the
+    gated segment recompute itself; fp32 atomics add each program's shares
+    (q, v's and e's pre-activations; dr). The memory itself stays in L2."""
+    e, f32, P = torch.finfo(dtype).bits // 8, 4, programs_per_tile
+    writes = 2 if gated else 1  # v (and e) per row
+    memory = B * S * D * f32
+    # xp_t in; act, h, c, q, r, attn, v (e) out; y (H + D) out
+    forward_hbm = B * (4 * H * e + 4 * H * f32 + 2 * H * f32 + 2 * D * f32 + S * f32 + writes * D * f32
+                       + (H + D) * e)
+    # act, c_t, c_{t-1}, q, attn, v (e) in; dy in; dg, dq, dpv (dpe) out
+    backward_hbm = B * (4 * H * f32 + 2 * H * f32 + D * f32 + S * f32 + writes * D * f32 + (H + D) * e
+                        + 4 * H * f32 + (1 + writes) * D * f32)
+    weights = batch_tiles * (4 * H * (H + D) + (1 + writes) * D * H) * e  # w_hh, w_rh; w_q, w_v (w_e)
+    shares = P * B * (1 + writes) * D * f32
+    # gated: each program reads M_t and writes M_{t+1}; backward also the gradient in and out, M_t, and
+    # the recompute of the segment (a read and a write of one memory per step)
+    forward_l2 = P * B * H * f32 + weights + shares + P * memory * (3 if gated else 1)
+    backward_l2 = (P * B * 4 * H * f32 + weights + P * B * D * f32
+                   + P * memory * (2 + (5 if gated else 0)) + (0 if gated else 2 * memory))
+    return (StepTraffic(forward_hbm, forward_l2, 1), StepTraffic(backward_hbm, backward_l2, 1))
+
+
+def wm_matmul_flops(T: int, B: int, I: int, H: int, D: int, gated: bool) -> tuple:
+    """(forward, backward) FLOPs of wm_lstm_sequence's matrix products outside
+    the time loop: the input projection; dx, dW_ih, dW_hh, dW_rh, dW_q, dW_v (dW_e)."""
+    projection = 2 * T * B * 4 * H * I
+    return projection, 2 * projection + 2 * T * B * (4 * H * (H + D) + (3 if gated else 2) * D * H)
+
+
+def wm_floor(T: int, B: int, I: int, H: int, S: int, D: int, dtype: torch.dtype, gated: bool, rates: Rates,
+             programs_per_tile: int, batch_tiles: int) -> Floor:
+    """The floor of wm_lstm_sequence at these sizes on the split grid's persistent schedule."""
+    forward, backward = wm_step_traffic(B, H, S, D, dtype, gated, programs_per_tile, batch_tiles)
+    return _floor(T, forward, backward, wm_matmul_flops(T, B, I, H, D, gated), rates)
 
 
 def _seconds(run, device, repeat: int = 5) -> float:
@@ -139,23 +187,48 @@ def measure_rates(device, dtype: torch.dtype, programs: int) -> Rates:
 _MEASURED: Dict[tuple, Rates] = {}
 
 
-def lstm_floor_on(device, dtype: torch.dtype, T: int, B: int, I: int, H: int) -> Optional[Floor]:
-    """The floor of lstm_sequence at these sizes on this GPU, for the persistent
-    schedule as the triton backend plans it here (rates measured once per
-    device, dtype and grid); None where that schedule cannot run."""
+def _persistent_plan(device, dtype: torch.dtype, plan_it):
+    """The plan ``plan_it(like)`` makes under the persistent schedule, or None where it falls back."""
     import warnings
 
     from wmkernels.triton import schedule
-    from wmkernels.triton.sequence import launch_config
 
     like = torch.empty(0, device=device, dtype=dtype)
     with schedule.using("persistent"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the fall-back warning: reported as None
-        plan = schedule.plan(B, H, like, launch_config)
-    if plan.kind != "persistent":
-        return None
-    programs = plan.grid[0] * plan.grid[1]
+        plan = plan_it(like)
+    return plan if plan.kind == "persistent" else None
+
+
+def _rates(device, dtype: torch.dtype, programs: int) -> Rates:
     key = (str(device), dtype, programs)
     if key not in _MEASURED:
         _MEASURED[key] = measure_rates(device, dtype, programs)
-    return lstm_floor(T, B, I, H, dtype, _MEASURED[key], plan.grid[0], plan.grid[1], plan.config["BLOCK_H"] > 0)
+    return _MEASURED[key]
+
+
+def lstm_floor_on(device, dtype: torch.dtype, T: int, B: int, I: int, H: int) -> Optional[Floor]:
+    """The floor of lstm_sequence at these sizes on this GPU, for the persistent
+    schedule as the triton backend plans it here (rates measured once per
+    device, dtype and grid); None where that schedule cannot run."""
+    from wmkernels.triton import schedule
+    from wmkernels.triton.sequence import launch_config
+
+    plan = _persistent_plan(device, dtype, lambda like: schedule.plan(B, H, like, launch_config))
+    if plan is None:
+        return None
+    rates = _rates(device, dtype, plan.grid[0] * plan.grid[1])
+    return lstm_floor(T, B, I, H, dtype, rates, plan.grid[0], plan.grid[1], plan.config["BLOCK_H"] > 0)
+
+
+def wm_floor_on(device, dtype: torch.dtype, T: int, B: int, I: int, H: int, S: int, D: int,
+                gated: bool) -> Optional[Floor]:
+    """The floor of wm_lstm_sequence at these sizes on this GPU, for the split
+    grid's persistent schedule as planned here; None where it cannot run."""
+    from wmkernels.triton import wm_sequence
+
+    plan = _persistent_plan(device, dtype, lambda like: wm_sequence.split_plan(B, H, S, D, like))
+    if plan is None:
+        return None
+    rates = _rates(device, dtype, plan.grid[0] * plan.grid[1])
+    return wm_floor(T, B, I, H, S, D, dtype, gated, rates, plan.grid[0], plan.grid[1])

@@ -270,7 +270,7 @@ def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
                 maxnreg=tiles.MAX_REGISTERS)
 
 
-def _split_plan(B: int, H: int, S: int, D: int, like: Tensor) -> Optional[schedule.Plan]:
+def split_plan(B: int, H: int, S: int, D: int, like: Tensor) -> Optional[schedule.Plan]:
     """The split grid's launches (``wm_split.py``) where ``WMKERNELS_TRITON_SCHEDULE``
     asks for a split schedule, else None: the one-program-per-tile kernels here."""
     if schedule.requested().kind == "tile":
@@ -317,7 +317,7 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         mem = torch.empty(S + T, B, D, **f32)
         mem[:S] = M0.transpose(0, 1)
         V, E, ck = (torch.empty(0, **f32) for _ in range(3))
-    split = _split_plan(B, H, S, D, x) if T and B else None
+    split = split_plan(B, H, S, D, x) if T and B else None
     if split is not None:
         mem = wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, w_e if gated else None,
                                b_e if gated else None, lengths, hs, cs, act, Q, R, A, y, mem, V if gated else None,
@@ -377,7 +377,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dg = torch.empty(T, B, 4 * H, **f32)
     dpv, dq = torch.zeros(T, B, D, **f32), torch.zeros(T, B, D, **f32)
     dpe = torch.zeros(T, B, D, **f32) if gated else None
-    split = _split_plan(B, H, S, D, x) if T and B else None
+    split = split_plan(B, H, S, D, x) if T and B else None
     if split is not None:
         dmem = wm_split.backward(split, grad_y, act, cs, w_hh, w_rh, w_q, w_v, w_e if gated else None, lengths, Q,
                                  A, mem, V if gated else None, E if gated else None, ck if gated else None, k, dmem,
