@@ -51,7 +51,8 @@ def test_every_launched_variant_compiles_for_sm80_and_sm90(tmp_path, capsys):
     compiled = {r["kernel"] for r in reports}
     assert launched_kernels() <= compiled, launched_kernels() - compiled
     persistent = [r for r in reports if "GRID_SYNC=True" in r["constexprs"]]
-    assert {r["kernel"] for r in persistent} == {"lstm_sequence._forward_kernel", "lstm_sequence._backward_kernel"}
+    assert {r["kernel"] for r in persistent} == {"lstm_sequence._forward_kernel", "lstm_sequence._backward_kernel",
+                                                 "wm_lstm_split._forward_kernel", "wm_lstm_split._backward_kernel"}
     assert all(r["grid_sync"] for r in persistent)
     assert any("BLOCK_H=0" not in r["constexprs"] for r in persistent)  # a resident-weights variant
     for kernel in ("lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel"):
