@@ -75,9 +75,9 @@ def test_wm_step_traffic_counts_the_memory_work_of_each_program():
     assert fifo_fwd.l2_bytes == P * B * H * 4 + weights + P * B * 2 * D * 4 + P * memory
     # gated adds w_e, the e shares, and each program's read of M_t and write of M_{t+1}
     assert gated_fwd.l2_bytes - fifo_fwd.l2_bytes == D * H * 2 + P * B * D * 4 + 2 * P * memory
-    # backward: gathers dg_{t+1} (fp32), adds dr shares, reads the window twice; fifo's first
+    # backward: gathers dg_{t+1} (bf16), adds dr shares, reads the window twice; fifo's first
     # program adds the window's gradient to the tape (a read and a write)
-    assert fifo_bwd.l2_bytes == P * B * 4 * H * 4 + weights + P * B * D * 4 + 2 * P * memory + 2 * memory
+    assert fifo_bwd.l2_bytes == P * B * 4 * H * 2 + weights + P * B * D * 4 + 2 * P * memory + 2 * memory
     assert gated_fwd.hbm_bytes - fifo_fwd.hbm_bytes == B * D * 4  # e kept
     assert gated_bwd.hbm_bytes - fifo_bwd.hbm_bytes == 2 * B * D * 4  # e in, dpe out
     assert fifo_fwd.barriers == gated_bwd.barriers == 1

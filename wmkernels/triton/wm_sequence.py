@@ -374,10 +374,14 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         dmem, seg = torch.zeros(S + T, B, D, **f32), None
         dmem[_window_index(lengths, T, B, S, x.device)] = grad_M.to(torch.float32)
     dr = torch.empty(B, D, **f32)
-    dg = torch.empty(T, B, 4 * H, **f32)
+    split = split_plan(B, H, S, D, x) if T and B else None
+    # dg: on the split grid every program gathers all of it each step, so it is
+    # kept in the products' dtype (as lstm_sequence keeps it: half the bytes in
+    # 16-bit); the tile kernel keeps fp32 (16-bit there spills more on sm_80)
+    dg = torch.empty(T, B, 4 * H, device=x.device,
+                     dtype=torch.float32 if split is None else tiles.product_dtype(x.dtype))
     dpv, dq = torch.zeros(T, B, D, **f32), torch.zeros(T, B, D, **f32)
     dpe = torch.zeros(T, B, D, **f32) if gated else None
-    split = split_plan(B, H, S, D, x) if T and B else None
     if split is not None:
         dmem = wm_split.backward(split, grad_y, act, cs, w_hh, w_rh, w_q, w_v, w_e if gated else None, lengths, Q,
                                  A, mem, V if gated else None, E if gated else None, ck if gated else None, k, dmem,
@@ -396,7 +400,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     h_prev, h_next, G_op = op(hs[:T].reshape(T * B, H)), op(hs[1:].reshape(T * B, H)), op(G)
     grads = [(G_op @ op(w_ih)).reshape(T, B, I), dh, dc,
              dmem if gated else dmem[:S].transpose(0, 1),
-             G_op.t() @ op(x.reshape(T * B, I)), G_op.t() @ h_prev, G_op.t() @ op(R.reshape(T * B, D)), G.sum(0),
+             G_op.t() @ op(x.reshape(T * B, I)), G_op.t() @ h_prev, G_op.t() @ op(R.reshape(T * B, D)), G.sum(0, dtype=torch.float32),
              op(dq2).t() @ h_prev, dq2.sum(0), op(dpv2).t() @ h_next, dpv2.sum(0)]
     if gated:
         dpe2 = dpe.reshape(T * B, D)
