@@ -22,6 +22,10 @@ The memory, kept small as SPEC 1.4 asks:
 Backward walks time in reverse in one launch and writes the per-step
 gradients of the pre-activations (gates, query, written and erase vectors);
 the weight gradients are then matrix products over all steps at once.
+
+These are the ``tile`` schedule's kernels; the ``steps`` and ``persistent``
+schedules (``WMKERNELS_TRITON_SCHEDULE``) run ``wm_split.py``'s on the same
+buffers.
 """
 import functools
 import math

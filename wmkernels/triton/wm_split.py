@@ -1,20 +1,25 @@
-"""wm_lstm_sequence, fifo, over a split grid: the ``steps`` and ``persistent`` schedules.
+"""wm_lstm_sequence (fifo and gated) over a split grid: the ``steps`` and ``persistent`` schedules.
 
 The grid is lstm_sequence's split grid ``[H / BLOCK_N, B / BLOCK_B]``: a
 program owns a block of hidden units of a batch tile (``schedule.py``).
 What the whole hidden state feeds is summed across a tile's programs with
 fp32 atomic adds of each program's share, the columns of the weights that
 belong to its units: forward the query ``q_{t+1} = w_q h_t + b_q`` and the
-written vector's pre-activation ``w_v h_t + b_v``, backward the read's
-gradient ``dr_t = dy_r + w_rhᵀ dg_t``. So one grid barrier ends a step, as
-in lstm_sequence. The rest of a step's memory work (the read, its backward,
-the written vector: a few S·D per row) every program of the tile does for
-itself, and where it stores, all store the same values.
+written vector's (gated: and erase gate's) pre-activation ``w_v h_t + b_v``,
+backward the read's gradient ``dr_t = dy_r + w_rhᵀ dg_t``. So one grid
+barrier ends a step, as in lstm_sequence. The rest of a step's memory work
+(the read, the write and their backward: a few S·D per row) every program of
+the tile does for itself, and where it stores, all store the same values.
 
-Backward, the gradient of the memory window of step t+1 goes to the tape's
-gradient through the tile's first program only, except its newest slot:
-that one is v_t's, and every program adds it straight into dv_t, which it
-needs at once (the first program's adds land after the next barrier).
+fifo backward: the gradient of the memory window of step t+1 goes to the
+tape's gradient through the tile's first program only, except its newest
+slot: that one is v_t's, and every program adds it straight into dv_t, which
+it needs at once (the first program's adds land after the next barrier).
+
+gated: the memory (forward) and its gradient (backward) alternate between
+two buffers by step parity, so that no program overwrites what another of
+its tile still reads in the same step; backward, every program recomputes a
+checkpoint segment's memories when the walk enters it (``recompute_segment``).
 
 Buffers and saved tensors are those of the ``tile`` kernels
 (``wm_sequence.py``), so either backward can follow either forward.
