@@ -101,10 +101,21 @@ def test_persistent_row_runs_forward_and_backward_under_its_schedule():
     def forward():
         seen.append(schedule.requested())
         return (x * 2,)
-    row = bench._persistent_workload(bench.Workload("lstm_sequence", "triton", "torch.nn.LSTM", None, forward, [x],
-                                                    flops=7.0))
+    base = bench.Workload("lstm_sequence", "triton", "torch.nn.LSTM", None, forward, [x], flops=7.0)
+    row = bench._persistent_workload(base)
     assert (row.impl, row.baseline, row.flops) == ("triton persistent", "torch.nn.LSTM", 7.0)
     row.forward()
     row.run()
     assert seen == [schedule.Schedule("persistent")] * 2 and x.grad is None
     assert os.environ.get(schedule.SCHEDULE_ENV) == before
+    swept = bench._persistent_workload(base, 64, "triton persistent n16")
+    assert (swept.impl, swept.baseline) == ("triton persistent n64", "triton persistent n16")
+    swept.run()
+    assert seen[-1] == schedule.Schedule("persistent", False, 64)
+
+
+def test_persistent_sweep_needs_the_triton_backend_on_a_gpu():
+    sizes = dict(bench.DEFAULT_SIZES, T=2, I=3, H=4, S=2, D=3)
+    groups = bench.persistent_sweep_workloads("cpu", torch.float32, **sizes)
+    assert groups == []  # the interpreter is left out of timings
+    assert bench.run_benchmarks("cpu", torch.float32, 1, sizes, ("persistent_sweep",)) == []

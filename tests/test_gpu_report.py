@@ -48,6 +48,8 @@ def test_full_plan_is_the_issue_protocol():
     assert [g.dtype for g in groups if g.ops_wanted == ("lstm_cell",)] == ["bfloat16"]
     wm = [(g.dtype, g.sizes["S"]) for g in groups if g.ops_wanted == ("wm_lstm_sequence",)]
     assert wm == [("bfloat16", 32), ("bfloat16", 128), ("float16", 32), ("float16", 128)]
+    assert groups[-1].ops_wanted == ("persistent_sweep",) and groups[-1].sizes["S"] == 32  # last: what is left
+    assert all(g.ops_wanted != ("persistent_sweep",) for g in gpu_report.plan(dry_run=True))  # needs a GPU
 
 
 def test_groups_past_the_budget_are_listed_as_skipped():

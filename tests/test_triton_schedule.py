@@ -1,4 +1,6 @@
 """How the recurrent kernels are spread over programs and launches (wmkernels/triton/schedule.py)."""
+import contextlib
+
 import pytest
 import torch
 
@@ -12,6 +14,8 @@ from wmkernels.triton.sequence import launch_config  # noqa: E402
 @pytest.mark.parametrize("text, expected", [
     (None, schedule.Schedule("tile")), ("", schedule.Schedule("tile")),
     ("steps", schedule.Schedule("steps")), (" Persistent:reversed ", schedule.Schedule("persistent", True)),
+    ("persistent:n64", schedule.Schedule("persistent", False, 64)),
+    ("steps:n32:reversed", schedule.Schedule("steps", True, 32)),
 ])
 def test_requested_schedule(monkeypatch, text, expected):
     if text is None:
@@ -21,7 +25,8 @@ def test_requested_schedule(monkeypatch, text, expected):
     assert schedule.requested() == expected
 
 
-@pytest.mark.parametrize("text", ["fast", "steps:backwards", "tile:"])
+@pytest.mark.parametrize("text", ["fast", "steps:backwards", "tile:", "tile:n32", "persistent:n48",
+                                  "persistent:n16:n32", "steps:reversed:reversed", "persistent:n"])
 def test_unreadable_schedule_names_the_variable(monkeypatch, text):
     monkeypatch.setenv(schedule.SCHEDULE_ENV, text)
     with pytest.raises(ValueError, match=schedule.SCHEDULE_ENV):
@@ -59,6 +64,17 @@ def test_persistent_keeps_small_weights_resident(monkeypatch, B, grid, block_h):
     assert plan.grid == grid and plan.config["BLOCK_H"] == block_h
     assert plan.config["BLOCK_B"] == (16 if block_h else 64)
     assert streamed_fp32.config["BLOCK_H"] == 0 and streamed_fp32.config["BLOCK_B"] == 16
+
+
+@pytest.mark.parametrize("block_n, B, grid, kind", [(32, 16, (24, 1), "persistent"), (128, 16, (6, 1), "persistent"),
+                                                    (16, 256, (48, 4), "steps")])
+def test_split_block_asked_for(monkeypatch, block_n, B, grid, kind):
+    """``:n<BLOCK_N>`` fixes the hidden-unit block (for measuring); a grid past
+    the SMs still falls back to steps."""
+    monkeypatch.setenv(schedule.SCHEDULE_ENV, f"persistent:n{block_n}")
+    with recording(), pytest.warns(RuntimeWarning) if kind == "steps" else contextlib.nullcontext():
+        plan = schedule.plan(B, 768, torch.empty(0, dtype=torch.bfloat16), launch_config)
+    assert (plan.kind, plan.grid, plan.config["BLOCK_N"]) == (kind, grid, block_n)
 
 
 def test_persistent_grid_too_large_falls_back_to_steps(monkeypatch):

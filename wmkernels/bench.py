@@ -180,19 +180,47 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
     return loads
 
 
-def _persistent_workload(triton_load: Workload) -> Workload:
-    """The triton row again with the persistent schedule (``wmkernels.triton.schedule``)."""
+def _persistent_workload(triton_load: Workload, block_n: Optional[int] = None,
+                         baseline: Optional[str] = None) -> Workload:
+    """The triton row again with the persistent schedule (``wmkernels.triton.schedule``),
+    its hidden-unit block fixed to ``block_n`` where given."""
     from wmkernels.triton import schedule
 
+    text = "persistent" + (f":n{block_n}" if block_n else "")
+
     def forward():
-        with schedule.using("persistent"):
+        with schedule.using(text):
             return triton_load.forward()
 
     def run():  # backward runs outside the forward's block: the schedule must hold there too
-        with schedule.using("persistent"):
+        with schedule.using(text):
             _loss_backward(triton_load.forward(), triton_load.inputs)
-    return Workload(triton_load.op, "triton persistent", triton_load.baseline, run, forward, triton_load.inputs,
-                    triton_load.flops)
+    return Workload(triton_load.op, "triton persistent" + (f" n{block_n}" if block_n else ""),
+                    baseline or triton_load.baseline, run, forward, triton_load.inputs, triton_load.flops)
+
+
+# Hidden-unit blocks the persistent sweep times: the default takes the smallest
+# that fits the GPU (most programs), which the floor model questions for the
+# WM-LSTM (every program repeats its batch tile's memory work).
+SWEEP_BLOCK_N = (16, 32, 64)
+
+
+def persistent_sweep_workloads(device, dtype, T, B, I, H, S, D, **_) -> List[List[Workload]]:
+    """Per op (lstm_sequence beside torch.nn.LSTM; wm_lstm_sequence fifo and
+    gated, against the first block), the triton backend's persistent schedule at
+    each block of SWEEP_BLOCK_N. Empty where the triton backend cannot run."""
+    groups = []
+    lstm = lstm_workloads(device, dtype, T, B, I, H)
+    triton_rows = [load for load in lstm if load.impl == "triton"]
+    if not triton_rows:
+        return []
+    groups.append([lstm[0]] + [_persistent_workload(triton_rows[0], n) for n in SWEEP_BLOCK_N])
+    first = f"triton persistent n{SWEEP_BLOCK_N[0]}"
+    for mode in ("fifo", "gated"):
+        triton_wm = next(load for load in wm_lstm_workloads(device, dtype, T, B, I, H, S, D, mode)
+                         if load.impl == "triton")
+        groups.append([_persistent_workload(triton_wm, n, first) for n in SWEEP_BLOCK_N])
+    return groups
 
 
 def lstm_cell_workloads(device, dtype, B, I, H, **_) -> List[Workload]:
@@ -336,6 +364,8 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
         for mode in ("fifo", "gated"):
             groups.append(wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled,
                                             **sizes))
+    if "persistent_sweep" in ops_wanted:
+        groups += persistent_sweep_workloads(device, dtype, **sizes)
     results: List[Result] = []
     for number, loads in enumerate(groups, 1):
         if progress:

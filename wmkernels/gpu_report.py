@@ -16,7 +16,8 @@
    ``tile`` and ``persistent`` schedules, beside the floor model
    (``wmkernels.floor``, rates measured there), and the WM-LSTM (fifo, gated) at S=32 and S=128, D=64
    against the reference and its compiled step (bfloat16, then float16 in
-   what is left of the budget).
+   what is left of the budget); last, if time is left, the persistent
+   schedule at hidden-unit blocks 16, 32, 64 (``bench.persistent_sweep_workloads``).
 
 Each phase has a share of ``--budget-s`` (8 minutes by default, what a lent
 machine's session can spare); a benchmark group that would start past the
@@ -77,6 +78,9 @@ def plan(dry_run: bool) -> List[BenchGroup]:
     # bfloat16 first: float16 runs in what is left of the budget
     groups += [BenchGroup(f"wm_lstm_sequence {dtype} S={m['S']}", dtype, {**sizes, **m}, ("wm_lstm_sequence",))
                for dtype in ("bfloat16", "float16") for m in memories]
+    if not dry_run:  # last, in what budget is left: the block the persistent schedule should take
+        groups.append(BenchGroup(f"persistent BLOCK_N sweep bfloat16 S={memories[0]['S']}", "bfloat16",
+                                 {**sizes, **memories[0]}, ("persistent_sweep",)))
     return groups
 
 

@@ -29,12 +29,11 @@ import triton
 
 from wmkernels.triton import tiles
 from wmkernels.triton.launch import launch, recording_active
-from wmkernels.triton.schedule_env import KINDS, SCHEDULE_ENV, Schedule, requested, using  # noqa: F401
+from wmkernels.triton.schedule_env import KINDS, SCHEDULE_ENV, SPLIT_BLOCK_N, Schedule, requested, using  # noqa: F401
 from wmkernels.triton.sync import BROKEN
 
 # Recorded (ahead-of-time compiled) launches are sized for an H100 SXM's SMs.
 RECORDED_SMS = 132
-SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks tried for the split grid, smallest first
 # The largest gate tile (BLOCK_H x BLOCK_N elements) a split program keeps
 # resident across steps: 16-bit weights, 16-row batch tiles, 4 warps. The
 # ahead-of-time compile shows no spills up to H = 256 and spills past it
@@ -64,8 +63,12 @@ class Plan:
 
 
 def fitting_block_n(B: int, H: int, block_b: int, programs: Optional[int]) -> int:
-    """The smallest hidden-unit block whose split grid has at most ``programs``
-    programs (else the largest; the smallest when there is no limit)."""
+    """The hidden-unit block the schedule asks for (``:n64``), else the smallest
+    whose split grid has at most ``programs`` programs (else the largest; the
+    smallest when there is no limit)."""
+    asked = requested().block_n
+    if asked is not None:
+        return asked
     if programs is None:
         return SPLIT_BLOCK_N[0]
     fitting = [n for n in SPLIT_BLOCK_N if triton.cdiv(H, n) * triton.cdiv(B, block_b) <= programs]

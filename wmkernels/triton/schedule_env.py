@@ -6,26 +6,35 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 SCHEDULE_ENV = "WMKERNELS_TRITON_SCHEDULE"
 KINDS = ("tile", "steps", "persistent")
+SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks of the split grid, smallest first
 
 
 @dataclass(frozen=True)
 class Schedule:
+    """``kind[:reversed][:n<BLOCK_N>]``: ``block_n`` fixes the split grid's
+    hidden-unit block (for measuring; by default the smallest that fits the GPU)."""
+
     kind: str = "tile"
     reversed: bool = False
+    block_n: Optional[int] = None
 
 
 def requested() -> Schedule:
     """The schedule ``WMKERNELS_TRITON_SCHEDULE`` asks for (``ValueError`` when unreadable)."""
     text = os.environ.get(SCHEDULE_ENV, "tile").strip().lower() or "tile"
-    kind, colon, order = text.partition(":")
-    if kind not in KINDS or (colon and order != "reversed"):
-        raise ValueError(f"{SCHEDULE_ENV}={text!r}: expected one of {', '.join(KINDS)}, "
-                         "optionally followed by ':reversed'")
-    return Schedule(kind, order == "reversed")
+    kind, *options = text.split(":")
+    block_ns = [int(o[1:]) for o in options if o[:1] == "n" and o[1:].isdigit() and int(o[1:]) in SPLIT_BLOCK_N]
+    known = options.count("reversed") + len(block_ns)
+    if kind not in KINDS or known != len(options) or len(block_ns) > 1 or options.count("reversed") > 1 or \
+            (block_ns and kind == "tile"):
+        raise ValueError(f"{SCHEDULE_ENV}={text!r}: expected one of {', '.join(KINDS)}, optionally followed by "
+                         f"':reversed' and (steps, persistent) ':n' and a hidden-unit block of "
+                         f"{', '.join(map(str, SPLIT_BLOCK_N))}")
+    return Schedule(kind, "reversed" in options, block_ns[0] if block_ns else None)
 
 
 @contextlib.contextmanager
