@@ -51,14 +51,12 @@ SHARED_LIMIT = {80: 166912, 90: 232448}
 # the memory tiles of the read and the write and the segment state live at
 # once: at 255 registers its gated, lengths, 16-bit variant spills 8-16 B on
 # sm_80 (none on sm_90), outside the matrix-product loops.
-# The split WM-LSTM kernels (wm_split.py), gated at S = 128 (8 warps), keep the
-# read's and the write's [16, 128] tiles of one slot column live beside each
-# other (backward: the memory before and after the step and its gradient):
-# 8-36 B on sm_90, 120-180 B on sm_80 (backward); fewer live tiles would need
-# a narrower batch tile than tl.dot's 16 rows, more warps a register file
-# larger than the SM's. Every other variant of theirs spills nothing.
-SPILL_BUDGET = {"wm_lstm_sequence._backward_kernel": 32, "wm_lstm_split._forward_kernel": 16,
-                "wm_lstm_split._backward_kernel": 192}
+# The split WM-LSTM backward (wm_split.py), gated at S = 128 (8 warps), keeps
+# the read's and the write's [16, 128, 2] memory tiles live beside each other
+# (the memory before and after the step and its gradient): 36-60 B a thread on
+# sm_80, none on sm_90. Fewer live tiles would need a narrower batch tile than
+# tl.dot's 16 rows, more warps a register file larger than the SM's.
+SPILL_BUDGET = {"wm_lstm_sequence._backward_kernel": 32, "wm_lstm_split._backward_kernel": 64}
 # 32-bit registers per SM (sm_80, sm_90): a block of num_warps warps at R
 # registers a thread must fit, or the launch fails.
 REGISTER_FILE = 65536

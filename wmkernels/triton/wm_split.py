@@ -417,9 +417,11 @@ SPLIT_BLOCK_K = 32
 
 def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optional[int]) -> dict:
     """Blocks of the split grid (at most ``programs`` programs where possible):
-    the tile kernels' batch, slot and memory tiles, the smallest hidden-unit
-    block that fits; 8 warps for float32, whose ieee products spill at 4
-    (the ahead-of-time compile, T = B = H = S = D = 1)."""
+    the tile kernels' batch and slot tiles, the smallest hidden-unit block
+    that fits; 8 warps for float32, whose ieee products spill at 4 (the
+    ahead-of-time compile, T = B = H = S = D = 1); memory tiles at least 2 slot
+    columns wide (gated, S = 128: 1-wide tiles spill 120-180 B a thread
+    backward on sm_80, 2-wide 40-60 B and none on sm_90)."""
     from wmkernels.triton.wm_sequence import launch_config  # wm_sequence imports this module
 
     tile = launch_config(B, H, S, D, like)
@@ -427,6 +429,7 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
     block_k = tiles.gate_reduction_block(max(H, D), block_n, like)
     return dict(tile, BLOCK_N=block_n, BLOCK_K=block_k if tiles.interpreted(like) else min(block_k, SPLIT_BLOCK_K),
                 BLOCK_D=tiles.block(D, 32, like, lo=tiles.DOT_MIN),
+                BLOCK_DM=max(tile["BLOCK_DM"], min(2, tiles.pow2(D))),
                 num_warps=8 if like.dtype == torch.float32 else tile["num_warps"])
 
 
