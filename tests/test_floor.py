@@ -71,8 +71,8 @@ def test_wm_step_traffic_counts_the_memory_work_of_each_program():
     gated_fwd, gated_bwd = floor.wm_step_traffic(B, H, S, D, torch.bfloat16, True, P, 1)
     memory = B * S * D * 4
     weights = (4 * H * (H + D) + 2 * D * H) * 2  # w_hh, w_rh, w_q, w_v in bf16
-    # forward: every program gathers h_{t-1} (fp32), adds its q and v shares, reads the memory once
-    assert fifo_fwd.l2_bytes == P * B * H * 4 + weights + P * B * 2 * D * 4 + P * memory
+    # forward: every program gathers h_{t-1} (bf16), adds its q and v shares, reads the memory once
+    assert fifo_fwd.l2_bytes == P * B * H * 2 + weights + P * B * 2 * D * 4 + P * memory
     # gated adds w_e, the e shares, and each program's read of M_t and write of M_{t+1}
     assert gated_fwd.l2_bytes - fifo_fwd.l2_bytes == D * H * 2 + P * B * D * 4 + 2 * P * memory
     # backward: gathers dg_{t+1} (bf16), adds dr shares, reads the window twice; fifo's first

@@ -119,7 +119,8 @@ def wm_step_traffic(B: int, H: int, S: int, D: int, dtype: torch.dtype, gated: b
     """(forward, backward) ``StepTraffic`` of one step of wm_lstm_sequence on
     the split grid (``wmkernels.triton.wm_split``): per-step vectors kept in
     float32 (dg in the products' dtype); every program of a batch tile reads all
-    of h_{t-1} (fp32) forward, all of dg_{t+1} backward, streams its slices of the weights, and
+    of h_{t-1} forward and of dg_{t+1} backward (both exchanged in the weights'
+    dtype), streams its slices of the weights, and
     does the read (twice over the memory backward), the gated write and the
     gated segment recompute itself; fp32 atomics add each program's shares
     (q, v's and e's pre-activations; dr). The memory itself stays in L2."""
@@ -136,7 +137,7 @@ def wm_step_traffic(B: int, H: int, S: int, D: int, dtype: torch.dtype, gated: b
     shares = P * B * (1 + writes) * D * f32
     # gated: each program reads M_t and writes M_{t+1}; backward also the gradient in and out, M_t, and
     # the recompute of the segment (a read and a write of one memory per step)
-    forward_l2 = P * B * H * f32 + weights + shares + P * memory * (3 if gated else 1)
+    forward_l2 = P * B * H * e + weights + shares + P * memory * (3 if gated else 1)
     backward_l2 = (P * B * 4 * H * e + weights + P * B * D * f32
                    + P * memory * (2 + (5 if gated else 0)) + (0 if gated else 2 * memory))
     return (StepTraffic(forward_hbm, forward_l2, 1), StepTraffic(backward_hbm, backward_l2, 1))

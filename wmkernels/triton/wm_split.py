@@ -109,7 +109,7 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
 
 @triton.jit(do_not_specialize=["stage_begin", "stage_end"])
 def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, q_ptr,
-                    r_ptr, attn_ptr, y_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr, ck_ptr, T, B, H, S, D, K_CK,
+                    r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr, ck_ptr, T, B, H, S, D, K_CK,
                     scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
@@ -118,7 +118,8 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     s-1's write, then (s < T) runs step s: the read with q[s], the gates and
     the cell on this program's units, and its shares of vp[s] (gated: ep[s])
     and q[s+1]. q [T, B, D] arrives holding b_q (q[0] the whole query of h0),
-    vp, ep [T, B, D] holding b_v, b_e.
+    vp, ep [T, B, D] holding b_v, b_e. The programs exchange h through
+    ``hx [2, B, H]`` in w_hh's dtype (h_t in slot t % 2), as lstm_sequence's do.
 
     fifo: mem is the tape [S+T, B, D] (step s-1's write puts tanh(vp) in slot
     S+s-1). gated: mem [2, B, S, D] holds M_t in slot t % 2, both slots
@@ -171,14 +172,16 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
             for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
                 cols, col_ok, tile = column_tile(n0, row_ok, H, BLOCK_N)
                 pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
-                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, hs_ptr + t * B * H,
-                                                                    rows, running, w_hh_ptr, cols, col_ok, H,
-                                                                    BLOCK_K, PRECISION)
+                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o,
+                                                                    hx_ptr + (t % 2) * B * H, rows, running,
+                                                                    w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
                 pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, r_ptr + t * BD, rows,
                                                                running, D, w_rh_ptr, cols, col_ok, H, BLOCK_K,
                                                                PRECISION)
                 h = cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr,
                               y_ptr, H + D, B, H)
+                tl.store(hx_ptr + ((t + 1) % 2) * B * H + rows[:, None] * H + cols[None, :],
+                         h.to(hx_ptr.dtype.element_ty), mask=tile)
                 _add_hidden_shares(h, rows, running, cols, col_ok, w_v_ptr, vp_ptr + t * BD, D, H, BLOCK_D,
                                    PRECISION)
                 if GATED:
@@ -449,11 +452,13 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     vp = b_v.to(**f32).expand(T, B, D).contiguous()
     ep = b_e.to(**f32).expand(T, B, D).contiguous() if gated else None
     memories = torch.stack([mem, torch.empty_like(mem)]) if gated else mem  # M_t in slot t % 2
+    h_exchange = torch.empty(2, B, H, device=xp.device, dtype=w_hh.dtype)
+    h_exchange[0] = h0
     plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None, lengths, hs,
-                                                cs, act, Q, R, A, y, memories, vp, ep, V, E, ck, T, B, H, S, D, K,
-                                                scale), xp.device)
+                                                cs, act, Q, R, A, y, h_exchange, memories, vp, ep, V, E, ck, T, B,
+                                                H, S, D, K, scale), xp.device)
     return memories[T % 2] if gated else mem
 
 
