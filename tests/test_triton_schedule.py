@@ -1,5 +1,6 @@
 """How the recurrent kernels are spread over programs and launches (wmkernels/triton/schedule.py)."""
 import contextlib
+import functools
 
 import pytest
 import torch
@@ -53,21 +54,29 @@ def test_persistent_grid_fits_the_sms(monkeypatch, B, grid):
     assert plan.steps_per_launch is None
 
 
-@pytest.mark.parametrize("B, grid, block_h", [(16, (16, 1), 256), (128, (16, 8), 256), (256, (16, 4), 0)])
-def test_persistent_keeps_small_weights_resident(monkeypatch, B, grid, block_h):
+@pytest.mark.parametrize("B, H, grid, block_h", [(16, 256, (16, 1), 256), (128, 256, (16, 8), 256),
+                                                (256, 256, (8, 16), 256), (16, 768, (48, 1), 1024),
+                                                (64, 768, (48, 1), 0)])
+def test_persistent_keeps_weights_resident_where_they_fit(monkeypatch, B, H, grid, block_h):
     """16-bit w_hh stays in each program (16-row batch tiles) while the gate tiles
-    fit RESIDENT_ELEMENTS; else 64-row tiles stream it."""
+    fit RESIDENT_ELEMENTS (H = 768 at BLOCK_N = 16; the backward then takes 8
+    warps); else 64-row tiles stream it. float32 always streams."""
     monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent")
+    backward_split = functools.partial(schedule.lstm_split_config, backward=True)
     with recording():
-        plan = schedule.plan(B, 256, torch.empty(0, dtype=torch.float16), launch_config)
-        streamed_fp32 = schedule.plan(B, 256, torch.empty(0), launch_config)
-    assert plan.grid == grid and plan.config["BLOCK_H"] == block_h
+        plan = schedule.plan(B, H, torch.empty(0, dtype=torch.float16), launch_config)
+        backward = schedule.plan(B, H, torch.empty(0, dtype=torch.float16), launch_config, backward_split)
+        streamed_fp32 = schedule.plan(B, H, torch.empty(0), launch_config)
+    assert plan.grid == backward.grid == grid and plan.config["BLOCK_H"] == backward.config["BLOCK_H"] == block_h
     assert plan.config["BLOCK_B"] == (16 if block_h else 64)
+    assert plan.config["BLOCK_H"] * plan.config["BLOCK_N"] <= schedule.RESIDENT_ELEMENTS
+    assert plan.config["num_warps"] == 4
+    assert backward.config["num_warps"] == (8 if block_h >= schedule.RESIDENT_BACKWARD_WIDE else 4)
     assert streamed_fp32.config["BLOCK_H"] == 0 and streamed_fp32.config["BLOCK_B"] == 16
 
 
 @pytest.mark.parametrize("block_n, B, grid, kind", [(32, 16, (24, 1), "persistent"), (128, 16, (6, 1), "persistent"),
-                                                    (16, 256, (48, 4), "steps")])
+                                                    (16, 256, (48, 16), "steps")])
 def test_split_block_asked_for(monkeypatch, block_n, B, grid, kind):
     """``:n<BLOCK_N>`` fixes the hidden-unit block (for measuring); a grid past
     the SMs still falls back to steps."""

@@ -59,9 +59,9 @@ def test_lstm_sequence_split_batch_tiles(monkeypatch, weights):
     from wmkernels.triton import schedule
     if weights == "streamed":
         monkeypatch.setattr(schedule, "RESIDENT_ELEMENTS", 0)
-    real = schedule._split_config
-    monkeypatch.setattr(schedule, "_split_config", lambda B, H, like, programs: dict(
-        real(B, H, like, programs), BLOCK_B=16, BLOCK_N=16, **({"BLOCK_K": 16} if weights == "streamed" else {})))
+    real = schedule.lstm_split_config
+    monkeypatch.setattr(schedule, "lstm_split_config", lambda B, H, like, programs, backward=False: dict(
+        real(B, H, like, programs, backward), BLOCK_B=16, BLOCK_N=16, **({"BLOCK_K": 16} if weights == "streamed" else {})))
     monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps:reversed")
     with schedule_recorded(monkeypatch) as plans:
         assert_matches(testing.random_case("lstm_sequence", T=3, B=18, I=3, H=19, with_lengths=True))

@@ -103,8 +103,9 @@ def _cases() -> List[CaptureCase]:
         for with_lengths in (False, True):
             cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
                                      {"with_lengths": with_lengths}))
-    # the split grid: streamed weights (64-row batch tiles at B=64), resident ones (H = 256)
-    for sizes in (AWKWARD, SMALL, BENCH, dict(BENCH, B=64), dict(BENCH, I=256, H=256)):
+    # the split grid: resident weights (BENCH: H = 768, BLOCK_N = 16; B = 256: H = 256, BLOCK_N = 32),
+    # streamed ones (64-row batch tiles at B = 64)
+    for sizes in (AWKWARD, SMALL, BENCH, dict(BENCH, B=64), dict(BENCH, B=256, I=256, H=256)):
         for with_lengths in (False, True):
             cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
                                      {"with_lengths": with_lengths, "schedule": "persistent"}))

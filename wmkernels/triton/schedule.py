@@ -35,12 +35,15 @@ from wmkernels.triton.sync import BROKEN
 # Recorded (ahead-of-time compiled) launches are sized for an H100 SXM's SMs.
 RECORDED_SMS = 132
 # The largest gate tile (BLOCK_H x BLOCK_N elements) a split program keeps
-# resident across steps: 16-bit weights, 16-row batch tiles, 4 warps. The
-# ahead-of-time compile shows no spills up to H = 256 and spills past it
-# (12-88 B a thread at H = 512, with lengths; 8 warps spill sooner: the
-# tiny 16x16 products replicate their operands across warps), in both
-# kernels, on sm_80 and sm_90.
-RESIDENT_ELEMENTS = 256 * 16
+# resident across steps: 16-bit weights in 16-row batch tiles, 128 KiB of
+# shared memory for the four gates (160 KiB with the h or dg operand tile:
+# under sm_80's 163 KiB a block). The ahead-of-time compile (sm_80, sm_90,
+# with and without lengths) shows no spills up to it: H = 1024 with BLOCK_N
+# = 16, H = 512 with 32. Forward at 4 warps (8 spill 4-60 B: the tiny 16x16
+# products replicate their operands across warps); backward at 8 warps from
+# BLOCK_H = 1024 on (4 spill 84-104 B there).
+RESIDENT_ELEMENTS = 1024 * 16
+RESIDENT_BACKWARD_WIDE = 1024  # BLOCK_H from which the resident backward takes 8 warps
 
 
 def resident_programs(like: torch.Tensor) -> Optional[int]:
@@ -75,8 +78,9 @@ def fitting_block_n(B: int, H: int, block_b: int, programs: Optional[int]) -> in
     return fitting[0] if fitting else SPLIT_BLOCK_N[-1]
 
 
-def _split_config(B: int, H: int, like: torch.Tensor, programs: Optional[int]) -> dict:
-    """Blocks of the split grid, at most ``programs`` programs where possible.
+def lstm_split_config(B: int, H: int, like: torch.Tensor, programs: Optional[int], backward: bool = False) -> dict:
+    """lstm_sequence's blocks of the split grid (the ``backward`` kernel's, else
+    the forward's), at most ``programs`` programs where possible.
 
     Where a program's gate tiles fit ``RESIDENT_ELEMENTS`` it keeps w_hh
     resident (``BLOCK_H``, 16-row batch tiles): on a GPU for 16-bit
@@ -91,7 +95,8 @@ def _split_config(B: int, H: int, like: torch.Tensor, programs: Optional[int]) -
         block_b = tiles.block(B, tiles.DOT_MIN, like, lo=tiles.DOT_MIN, interp_cap=64)
         block_n = fitting_block_n(B, H, block_b, programs)
         if block_h * block_n <= RESIDENT_ELEMENTS:
-            return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_h, BLOCK_H=block_h, num_warps=4)
+            warps = 8 if backward and block_h >= RESIDENT_BACKWARD_WIDE else 4
+            return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_h, BLOCK_H=block_h, num_warps=warps)
     block_b = tiles.block(B, 16 if like.dtype == torch.float32 else 64, like, lo=tiles.DOT_MIN, interp_cap=64)
     block_n = fitting_block_n(B, H, block_b, programs)
     return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
@@ -110,7 +115,7 @@ def plan(B: int, H: int, like: torch.Tensor, tile_config: Callable[[int, int, to
         return Plan("tile", (1, triton.cdiv(B, config["BLOCK_B"])),
                     dict(config, GRID_SYNC=False, REVERSED=wanted.reversed, BLOCK_H=0))
     programs = resident_programs(like)
-    config = (split_config or _split_config)(B, H, like, programs)
+    config = (split_config or lstm_split_config)(B, H, like, programs)
     grid = (triton.cdiv(H, config["BLOCK_N"]), triton.cdiv(B, config["BLOCK_B"]))
     kind = wanted.kind
     if kind == "persistent" and (programs is None or grid[0] * grid[1] > programs):

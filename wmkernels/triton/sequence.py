@@ -14,6 +14,7 @@ Backward walks time in reverse the same way and writes the pre-activation
 gradients ``dg [T, B, 4H]``; the gradients of x and of the weights are then
 matrix products over all steps at once.
 """
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -170,7 +171,7 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
     # gather every program does backward (16-bit halves it)
     dg = torch.empty(T, B, 4 * H, device=x.device, dtype=tiles.product_dtype(x.dtype))
     if T and B:
-        plan = schedule.plan(B, H, x, launch_config)
+        plan = schedule.plan(B, H, x, launch_config, functools.partial(schedule.lstm_split_config, backward=True))
         plan.config["HAS_LENGTHS"] = lengths is not None
         schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), lengths, dh,
                                                      dc, dg, T, B, H), x.device)
