@@ -21,8 +21,10 @@ def test_step_traffic_counts_what_a_persistent_step_moves():
     # act, c_t, c_{t-1} (fp32) and dy (bf16) in; dg (bf16) out
     assert backward.hbm_bytes == B * (4 * H * 4 + 2 * H * 4 + H * 2 + 4 * H * 2)
     assert forward.barriers == backward.barriers == 1
-    kept, _ = floor.lstm_step_traffic(B, H, torch.bfloat16, 48, 1, resident=True)
+    kept, kept_backward = floor.lstm_step_traffic(B, H, torch.bfloat16, 48, 1, resident=True)
     assert forward.l2_bytes - kept.l2_bytes == 4 * H * H * 2
+    # resident, each program reads its slice (16 units' rows of the four gates) from shared memory instead
+    assert kept.smem_bytes == kept_backward.smem_bytes == 4 * 16 * H * 2 and forward.smem_bytes == 0
 
 
 def test_floor_adds_barriers_the_slower_memory_and_the_matrix_products():
@@ -50,6 +52,7 @@ def test_bench_table_reports_time_over_the_floor():
     table = bench.format_table([row])
     assert " 3.0x " in table and "floor of lstm_sequence (persistent schedule" in table
     assert "grid barrier 1.0 us with 48 programs" in table
+    assert "forward step: HBM " in table and "shared 8 KB a program, 1 barrier" in table
     failed = bench.describe_floor("lstm_sequence", {"error": "RuntimeError: probe"})
     assert "not measured (RuntimeError: probe)" in failed
 
@@ -71,8 +74,8 @@ def test_wm_step_traffic_counts_the_memory_work_of_each_program():
     gated_fwd, gated_bwd = floor.wm_step_traffic(B, H, S, D, torch.bfloat16, True, P, 1)
     memory = B * S * D * 4
     weights = (4 * H * (H + D) + 2 * D * H) * 2  # w_hh, w_rh, w_q, w_v in bf16
-    # forward: every program gathers h_{t-1} (bf16), adds its q and v shares, reads the memory once
-    assert fifo_fwd.l2_bytes == P * B * H * 2 + weights + P * B * 2 * D * 4 + P * memory
+    # forward: every program gathers h_{t-1} (bf16) and r_t (fp32), adds its q and v shares, reads the memory once
+    assert fifo_fwd.l2_bytes == P * B * H * 2 + P * B * D * 4 + weights + P * B * 2 * D * 4 + P * memory
     # gated adds w_e, the e shares, and each program's read of M_t and write of M_{t+1}
     assert gated_fwd.l2_bytes - fifo_fwd.l2_bytes == D * H * 2 + P * B * D * 4 + 2 * P * memory
     # backward: gathers dg_{t+1} (bf16), adds dr shares, reads the window twice; fifo's first
@@ -81,6 +84,20 @@ def test_wm_step_traffic_counts_the_memory_work_of_each_program():
     assert gated_fwd.hbm_bytes - fifo_fwd.hbm_bytes == B * D * 4  # e kept
     assert gated_bwd.hbm_bytes - fifo_bwd.hbm_bytes == 2 * B * D * 4  # e in, dpe out
     assert fifo_fwd.barriers == gated_bwd.barriers == 1
+    assert fifo_fwd.smem_bytes == fifo_bwd.smem_bytes == 0
+
+
+def test_wm_step_traffic_with_resident_weights():
+    """Resident forward, w_hh and w_rh leave the L2 stream for shared memory and r_t
+    travels through the exchange in bf16 (written and gathered by every program);
+    resident backward, w_hh does."""
+    B, H, S, D, P = 16, 768, 32, 64, 48
+    fwd, bwd = floor.wm_step_traffic(B, H, S, D, torch.bfloat16, False, P, 1)
+    kept_fwd, kept_bwd = floor.wm_step_traffic(B, H, S, D, torch.bfloat16, False, P, 1, True, True)
+    assert fwd.l2_bytes - kept_fwd.l2_bytes == 4 * H * (H + D) * 2 + P * B * D * 4 - 2 * P * B * D * 2
+    assert bwd.l2_bytes - kept_bwd.l2_bytes == 4 * H * H * 2
+    assert kept_fwd.smem_bytes == 4 * (H + D) * 16 * 2 and kept_bwd.smem_bytes == 4 * H * 16 * 2
+    assert (kept_fwd.hbm_bytes, kept_bwd.hbm_bytes) == (fwd.hbm_bytes, bwd.hbm_bytes)
 
 
 def test_wm_floor_adds_the_memory_work_to_the_lstm_parts():

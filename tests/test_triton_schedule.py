@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("triton")
 
 from wmkernels.triton import schedule  # noqa: E402
-from wmkernels.triton.launch import recording  # noqa: E402
+from wmkernels.triton.launch import RECORDED_DEVICES, recording  # noqa: E402
 from wmkernels.triton.sequence import launch_config  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def test_persistent_grid_fits_the_sms(monkeypatch, B, grid):
     with recording():
         plan = schedule.plan(B, 768, torch.empty(0, dtype=torch.bfloat16), launch_config)
     assert plan.kind == "persistent" and plan.grid == grid
-    assert grid[0] * grid[1] <= schedule.RECORDED_SMS
+    assert grid[0] * grid[1] <= RECORDED_DEVICES[90].sms
     assert plan.config["GRID_SYNC"] and plan.config["launch_cooperative_grid"]
     assert plan.steps_per_launch is None
 
@@ -59,7 +59,7 @@ def test_persistent_grid_fits_the_sms(monkeypatch, B, grid):
                                                 (64, 768, (48, 1), 0)])
 def test_persistent_keeps_weights_resident_where_they_fit(monkeypatch, B, H, grid, block_h):
     """16-bit w_hh stays in each program (16-row batch tiles) while the gate tiles
-    fit RESIDENT_ELEMENTS (H = 768 at BLOCK_N = 16; the backward then takes 8
+    fit RESIDENT_ELEMENTS and the shared memory (H = 768 at BLOCK_N = 16; the backward takes 8
     warps); else 64-row tiles stream it. float32 always streams."""
     monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent")
     backward_split = functools.partial(schedule.lstm_split_config, backward=True)
@@ -71,7 +71,7 @@ def test_persistent_keeps_weights_resident_where_they_fit(monkeypatch, B, H, gri
     assert plan.config["BLOCK_B"] == (16 if block_h else 64)
     assert plan.config["BLOCK_H"] * plan.config["BLOCK_N"] <= schedule.RESIDENT_ELEMENTS
     assert plan.config["num_warps"] == 4
-    assert backward.config["num_warps"] == (8 if block_h >= schedule.RESIDENT_BACKWARD_WIDE else 4)
+    assert backward.config["num_warps"] == (schedule.RESIDENT_BACKWARD_WARPS if block_h else 4)
     assert streamed_fp32.config["BLOCK_H"] == 0 and streamed_fp32.config["BLOCK_B"] == 16
 
 

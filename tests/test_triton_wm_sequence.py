@@ -92,6 +92,43 @@ def test_split_across_programs(monkeypatch, write_mode, order, sizes, with_lengt
     assert_matches(testing.random_case("wm_lstm_sequence", **sizes, write_mode=write_mode,
                                        with_lengths=with_lengths))
     assert [p.grid[0] for p in plans] == [-(-sizes["H"] // 16)] * 2  # forward, backward
+    assert all(p.config["BLOCK_H"] > 0 for p in plans)  # the interpreter keeps the weights resident
+
+
+@pytest.mark.parametrize("write_mode", ["fifo", "gated"])
+@pytest.mark.parametrize("order", ["", ":reversed"])
+def test_split_across_programs_streaming_the_weights(monkeypatch, write_mode, order):
+    """The same with w_hh and w_rh streamed in chunks (as on a GPU where they do not fit)."""
+    from wmkernels.triton import schedule
+    monkeypatch.setattr(schedule, "RESIDENT_ELEMENTS", 0)
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "steps" + order)
+    plans = plans_of(monkeypatch)
+    assert_matches(testing.random_case("wm_lstm_sequence", T=6, B=3, I=5, H=37, S=3, D=17, write_mode=write_mode,
+                                       with_lengths=True))
+    assert [(p.grid[0], p.config["BLOCK_H"]) for p in plans] == [(3, 0)] * 2
+
+
+@pytest.mark.parametrize("arch, mode, S, forward_h, backward_h", [
+    (90, "fifo", 32, 1024, 1024), (90, "gated", 128, 1024, 0), (90, "fifo", 128, 1024, 1024),
+    (80, "gated", 32, 0, 1024)])
+def test_split_keeps_weights_resident_where_they_fit(monkeypatch, arch, mode, S, forward_h, backward_h):
+    """At H = 768, D = 64, B = 16 in bfloat16: an H100 keeps w_hh and w_rh resident
+    forward (176 KiB of shared memory with the staged operand), an A100 cannot
+    (163 KiB); backward keeps w_hh's columns but for the gated write at 128 slots."""
+    from wmkernels.triton import schedule, wm_sequence
+    from wmkernels.triton.launch import RECORDED_DEVICES, recording
+    monkeypatch.setenv("WMKERNELS_TRITON_SCHEDULE", "persistent")
+    like = torch.empty(0, dtype=torch.bfloat16)
+    with recording(RECORDED_DEVICES[arch]):
+        forward = wm_sequence.split_plan(16, 768, S, 64, like, mode == "gated")
+        backward = wm_sequence.split_plan(16, 768, S, 64, like, mode == "gated", backward=True)
+    assert forward.grid == backward.grid == (48, 1)
+    assert (forward.config["BLOCK_H"], backward.config["BLOCK_H"]) == (forward_h, backward_h)
+    assert forward.config["BLOCK_R"] == (64 if forward_h else 0) and "BLOCK_R" not in backward.config
+    assert backward.config["num_warps"] == 8  # resident from 1024 rows on; streamed, the 128-slot tiles'
+    with recording(RECORDED_DEVICES[arch]):
+        assert schedule.keeps_resident(1024 + 64, 1024, 16, 16, like) == (arch == 90)
+        assert schedule.keeps_resident(1024, 1024, 16, 16, like)  # lstm_sequence's, on both
 
 
 @pytest.mark.parametrize("write_mode", ["fifo", "gated"])

@@ -481,9 +481,12 @@ def describe_floor(op: str, model: dict) -> str:
     if "error" in model:
         return f"floor of {op}: not measured ({model['error']})"
     rates = model["rates"]
+    steps = "; ".join(f"{name} step: HBM {step['hbm_bytes'] / 1e6:.2f} MB, L2 {step['l2_bytes'] / 1e6:.2f} MB, "
+                      f"shared {step['smem_bytes'] / 1e3:.0f} KB a program, {step['barriers']} barrier"
+                      for name, step in (("forward", model["forward_step"]), ("backward", model["backward_step"])))
     return (f"floor of {op} (persistent schedule, model of wmkernels.floor): forward {model['forward_ms']:.2f} ms, "
             f"forward+backward {model['total_ms']:.2f} ms (matrix products {model['matmul_ms']:.2f} ms); "
-            f"measured here: HBM {rates['hbm_GB_s']} GB/s, L2 {rates['l2_GB_s']} GB/s, grid barrier "
+            f"{steps}; measured here: HBM {rates['hbm_GB_s']} GB/s, L2 {rates['l2_GB_s']} GB/s, grid barrier "
             f"{rates['barrier_us']} us with {rates['barrier_programs']} programs, "
             f"matmul {rates['matmul_TFLOP_s']} TFLOP/s")
 

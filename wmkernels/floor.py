@@ -9,6 +9,9 @@ memory work: ``wm_step_traffic``):
 - L2: what the programs exchange (every program of a batch tile reads all of
   h_{t-1} forward, all of dg_{t+1} backward) and, when a program does not keep
   its slice of w_hh resident, the weights streamed again each step;
+- shared memory: the resident weight slice each program reads each step
+  (``smem_bytes``, per program; reported, not in the floor: no rate is
+  measured for it);
 - the grid barrier: one per step in each direction.
 
 So ``floor = T · (barrier + max(HBM bytes / HBM rate, L2 bytes / L2 rate))``
@@ -47,11 +50,12 @@ class Rates:
 
 @dataclass
 class StepTraffic:
-    """Bytes one step moves (per direction) and its barriers."""
+    """Bytes one step moves (per direction; ``smem_bytes`` per program) and its barriers."""
 
     hbm_bytes: float
     l2_bytes: float
     barriers: int
+    smem_bytes: float = 0.0
 
 
 @dataclass
@@ -83,9 +87,10 @@ def lstm_step_traffic(B: int, H: int, dtype: torch.dtype, programs_per_tile: int
     forward_hbm = B * 4 * H * e + B * 4 * H * f32 + 2 * B * H * f32 + B * H * e  # xp_t in; act, h, c, y out
     backward_hbm = B * 4 * H * f32 + 2 * B * H * f32 + B * H * e + B * 4 * H * e  # act, c_t, c_{t-1}, dy in; dg out
     weights = 0 if resident else batch_tiles * 4 * H * H * e
+    slice_smem = 4 * H * H * e / programs_per_tile if resident else 0.0
     forward_l2 = programs_per_tile * B * H * e + weights  # h_{t-1} gathered by every program
     backward_l2 = programs_per_tile * B * 4 * H * e + weights  # dg_{t+1} gathered by every program
-    return (StepTraffic(forward_hbm, forward_l2, 1), StepTraffic(backward_hbm, backward_l2, 1))
+    return (StepTraffic(forward_hbm, forward_l2, 1, slice_smem), StepTraffic(backward_hbm, backward_l2, 1, slice_smem))
 
 
 def lstm_matmul_flops(T: int, B: int, I: int, H: int) -> tuple:
@@ -115,12 +120,15 @@ def lstm_floor(T: int, B: int, I: int, H: int, dtype: torch.dtype, rates: Rates,
 
 
 def wm_step_traffic(B: int, H: int, S: int, D: int, dtype: torch.dtype, gated: bool, programs_per_tile: int,
-                    batch_tiles: int) -> tuple:
+                    batch_tiles: int, resident_forward: bool = False, resident_backward: bool = False) -> tuple:
     """(forward, backward) ``StepTraffic`` of one step of wm_lstm_sequence on
     the split grid (``wmkernels.triton.wm_split``): per-step vectors kept in
     float32 (dg in the products' dtype); every program of a batch tile reads all
     of h_{t-1} forward and of dg_{t+1} backward (both exchanged in the weights'
-    dtype), streams its slices of the weights, and
+    dtype), streams its slices of the weights (but w_hh and w_rh forward where
+    ``resident_forward``, w_hh backward where ``resident_backward``: read from
+    shared memory instead; resident forward, every program also puts r_t in
+    the exchange and gathers it), and
     does the read (twice over the memory backward), the gated write and the
     gated segment recompute itself; fp32 atomics add each program's shares
     (q, v's and e's pre-activations; dr). The memory itself stays in L2."""
@@ -133,14 +141,22 @@ def wm_step_traffic(B: int, H: int, S: int, D: int, dtype: torch.dtype, gated: b
     # act, c_t, c_{t-1}, q, attn, v (e) in; dy in; dg, dq, dpv (dpe) out
     backward_hbm = B * (4 * H * f32 + 2 * H * f32 + D * f32 + S * f32 + writes * D * f32 + (H + D) * e
                         + 4 * H * e + (1 + writes) * D * f32)
-    weights = batch_tiles * (4 * H * (H + D) + (1 + writes) * D * H) * e  # w_hh, w_rh; w_q, w_v (w_e)
+    hidden_products = batch_tiles * (1 + writes) * D * H * e  # w_q, w_v (w_e), streamed both ways
+    w_hh, w_rh = batch_tiles * 4 * H * H * e, batch_tiles * 4 * H * D * e
+    forward_weights = hidden_products + (0 if resident_forward else w_hh + w_rh)
+    backward_weights = hidden_products + w_rh + (0 if resident_backward else w_hh)
     shares = P * B * (1 + writes) * D * f32
+    # resident: r_t in the exchange (every program writes it, and gathers it with h); else read in fp32
+    r_input = P * B * D * (2 * e if resident_forward else f32)
     # gated: each program reads M_t and writes M_{t+1}; backward also the gradient in and out, M_t, and
     # the recompute of the segment (a read and a write of one memory per step)
-    forward_l2 = P * B * H * e + weights + shares + P * memory * (3 if gated else 1)
-    backward_l2 = (P * B * 4 * H * e + weights + P * B * D * f32
+    forward_l2 = P * B * H * e + r_input + forward_weights + shares + P * memory * (3 if gated else 1)
+    backward_l2 = (P * B * 4 * H * e + backward_weights + P * B * D * f32
                    + P * memory * (2 + (5 if gated else 0)) + (0 if gated else 2 * memory))
-    return (StepTraffic(forward_hbm, forward_l2, 1), StepTraffic(backward_hbm, backward_l2, 1))
+    forward_smem = (w_hh + w_rh) / (batch_tiles * P) if resident_forward else 0.0
+    backward_smem = w_hh / (batch_tiles * P) if resident_backward else 0.0
+    return (StepTraffic(forward_hbm, forward_l2, 1, forward_smem),
+            StepTraffic(backward_hbm, backward_l2, 1, backward_smem))
 
 
 def wm_matmul_flops(T: int, B: int, I: int, H: int, D: int, gated: bool) -> tuple:
@@ -151,9 +167,11 @@ def wm_matmul_flops(T: int, B: int, I: int, H: int, D: int, gated: bool) -> tupl
 
 
 def wm_floor(T: int, B: int, I: int, H: int, S: int, D: int, dtype: torch.dtype, gated: bool, rates: Rates,
-             programs_per_tile: int, batch_tiles: int) -> Floor:
+             programs_per_tile: int, batch_tiles: int, resident_forward: bool = False,
+             resident_backward: bool = False) -> Floor:
     """The floor of wm_lstm_sequence at these sizes on the split grid's persistent schedule."""
-    forward, backward = wm_step_traffic(B, H, S, D, dtype, gated, programs_per_tile, batch_tiles)
+    forward, backward = wm_step_traffic(B, H, S, D, dtype, gated, programs_per_tile, batch_tiles,
+                                        resident_forward, resident_backward)
     return _floor(T, forward, backward, wm_matmul_flops(T, B, I, H, D, gated), rates)
 
 
@@ -228,8 +246,11 @@ def wm_floor_on(device, dtype: torch.dtype, T: int, B: int, I: int, H: int, S: i
     grid's persistent schedule as planned here; None where it cannot run."""
     from wmkernels.triton import wm_sequence
 
-    plan = _persistent_plan(device, dtype, lambda like: wm_sequence.split_plan(B, H, S, D, like))
+    plan = _persistent_plan(device, dtype, lambda like: wm_sequence.split_plan(B, H, S, D, like, gated))
     if plan is None:
         return None
+    backward = _persistent_plan(device, dtype,
+                                lambda like: wm_sequence.split_plan(B, H, S, D, like, gated, backward=True))
     rates = _rates(device, dtype, plan.grid[0] * plan.grid[1])
-    return wm_floor(T, B, I, H, S, D, dtype, gated, rates, plan.grid[0], plan.grid[1])
+    return wm_floor(T, B, I, H, S, D, dtype, gated, rates, plan.grid[0], plan.grid[1], plan.config["BLOCK_H"] > 0,
+                    backward.config["BLOCK_H"] > 0)

@@ -112,17 +112,17 @@ def hidden_grad_through_gates(t, rows, running, cols, col_ok, dg_ptr, w_hh_ptr, 
 
 
 @triton.jit
-def add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_hh_ptr, cols, col_ok, H,
+def add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_ptr, h_stride, rows, row_mask, w_hh_ptr, cols, col_ok, H,
                            BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """pre_* += h w_*ᵀ for the four gate blocks of w_hh [4H, H]; h [B, H] row-major.
+    """pre_* += h w_*ᵀ for the four gate blocks of w_hh [4H, H]; h [B, H] (row stride ``h_stride``).
 
     Each chunk of h is loaded once for the four gates, past L1 (".cg"):
     other programs of the launch wrote it."""
     for k0 in range(0, H, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < H
-        h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_mask[:, None] & k_ok[None, :], other=0.0,
-                    cache_modifier=".cg")
+        h = tl.load(h_ptr + rows[:, None] * h_stride + ks[None, :], mask=row_mask[:, None] & k_ok[None, :],
+                    other=0.0, cache_modifier=".cg")
         w_off = cols[None, :] * H + ks[:, None]
         w_mask = k_ok[:, None] & col_ok[None, :]
         w_i = tl.load(w_hh_ptr + w_off, mask=w_mask, other=0.0)
@@ -137,18 +137,19 @@ def add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_
 
 
 @triton.jit
-def load_gate_tiles(w_hh_ptr, cols, col_ok, H, k_stride, n_stride, BLOCK_H: tl.constexpr):
-    """Four [BLOCK_H, BLOCK_N] tiles of w_hh [4H, H], one per gate g, tile_g[k, n]
-    at ``w_hh_ptr + g·H·H + k·k_stride + cols[n]·n_stride`` (zero past H), loaded
-    once and kept for every step. Strides (1, H) give the rows feeding this
-    program's units (forward: tile_g[k, n] = w_hh[g·H + cols[n], k]); (H, 1) its
-    columns (backward: tile_g[j, n] = w_hh[g·H + j, cols[n]])."""
+def load_gate_tiles(w_ptr, cols, col_ok, K, gate_stride, k_stride, n_stride, BLOCK_H: tl.constexpr):
+    """Four [BLOCK_H, BLOCK_N] tiles of a gate-stacked weight, one per gate g,
+    tile_g[k, n] at ``w_ptr + g·gate_stride + k·k_stride + cols[n]·n_stride``
+    (zero from k = K on), loaded once and kept for every step. For w_hh [4H, H]
+    (gate_stride H·H), strides (1, H) give the rows feeding this program's
+    units (forward: tile_g[k, n] = w_hh[g·H + cols[n], k]); (H, 1) its columns
+    (backward: tile_g[j, n] = w_hh[g·H + j, cols[n]])."""
     ks = tl.arange(0, BLOCK_H)
     off = ks[:, None] * k_stride + cols[None, :] * n_stride
-    mask = (ks < H)[:, None] & col_ok[None, :]
-    return (tl.load(w_hh_ptr + off, mask=mask, other=0.0), tl.load(w_hh_ptr + H * H + off, mask=mask, other=0.0),
-            tl.load(w_hh_ptr + 2 * H * H + off, mask=mask, other=0.0),
-            tl.load(w_hh_ptr + 3 * H * H + off, mask=mask, other=0.0))
+    mask = (ks < K)[:, None] & col_ok[None, :]
+    return (tl.load(w_ptr + off, mask=mask, other=0.0), tl.load(w_ptr + gate_stride + off, mask=mask, other=0.0),
+            tl.load(w_ptr + 2 * gate_stride + off, mask=mask, other=0.0),
+            tl.load(w_ptr + 3 * gate_stride + off, mask=mask, other=0.0))
 
 
 @triton.jit
@@ -172,13 +173,14 @@ def resident_product(a_ptr, a_stride, rows, row_mask, K, w_a, w_b, w_c, w_d, acc
 
 
 @triton.jit
-def add_resident_products(pre_i, pre_f, pre_g, pre_o, h_ptr, rows, row_mask, w_i, w_f, w_g, w_o, H,
+def add_resident_products(pre_i, pre_f, pre_g, pre_o, h_ptr, h_stride, rows, row_mask, w_i, w_f, w_g, w_o, K,
                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
-    """pre_* += h w_*ᵀ with the gate rows resident (``load_gate_tiles``); h [B, H],
-    the whole of it in one [BLOCK_B, BLOCK_H] tile, read past L1."""
+    """pre_* += h w_*ᵀ with the gate rows resident ([BLOCK_H, BLOCK_N] tiles,
+    ``load_gate_tiles``); h [B, K] (row stride ``h_stride``), the whole of it
+    in one [BLOCK_B, BLOCK_H] tile, read past L1."""
     ks = tl.arange(0, BLOCK_H)
-    h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_mask[:, None] & (ks < H)[None, :], other=0.0,
-                cache_modifier=".cg").to(w_i.dtype)
+    h = tl.load(h_ptr + rows[:, None] * h_stride + ks[None, :], mask=row_mask[:, None] & (ks < K)[None, :],
+                other=0.0, cache_modifier=".cg").to(w_i.dtype)
     pre_i += tl.dot(h, w_i, input_precision=PRECISION)
     pre_f += tl.dot(h, w_f, input_precision=PRECISION)
     pre_g += tl.dot(h, w_g, input_precision=PRECISION)

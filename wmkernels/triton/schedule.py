@@ -28,22 +28,20 @@ import torch
 import triton
 
 from wmkernels.triton import tiles
-from wmkernels.triton.launch import launch, recording_active
+from wmkernels.triton.launch import launch, recorded_device, recording_active
 from wmkernels.triton.schedule_env import KINDS, SCHEDULE_ENV, SPLIT_BLOCK_N, Schedule, requested, using  # noqa: F401
 from wmkernels.triton.sync import BROKEN
 
-# Recorded (ahead-of-time compiled) launches are sized for an H100 SXM's SMs.
-RECORDED_SMS = 132
 # The largest gate tile (BLOCK_H x BLOCK_N elements) a split program keeps
-# resident across steps: 16-bit weights in 16-row batch tiles, 128 KiB of
-# shared memory for the four gates (160 KiB with the h or dg operand tile:
-# under sm_80's 163 KiB a block). The ahead-of-time compile (sm_80, sm_90,
-# with and without lengths) shows no spills up to it: H = 1024 with BLOCK_N
-# = 16, H = 512 with 32. Forward at 4 warps (8 spill 4-60 B: the tiny 16x16
-# products replicate their operands across warps); backward at 8 warps from
-# BLOCK_H = 1024 on (4 spill 84-104 B there).
+# resident across steps (16-bit weights in 16-row batch tiles), besides
+# fitting the GPU's shared memory (``keeps_resident``). The ahead-of-time
+# compile (sm_80, sm_90, with and without lengths) shows lstm_sequence's
+# kernels without spills up to it: H = 1024 with BLOCK_N = 16, H = 512 with
+# 32, H = 256 with 64. Forward at 4 warps (8 spill 4-60 B: the tiny 16x16
+# products replicate their operands across warps); backward at
+# ``RESIDENT_BACKWARD_WARPS`` (4 spill 84-104 B at 1024 x 16, 12-28 B at 256 x 64).
 RESIDENT_ELEMENTS = 1024 * 16
-RESIDENT_BACKWARD_WIDE = 1024  # BLOCK_H from which the resident backward takes 8 warps
+RESIDENT_BACKWARD_WARPS = 8
 
 
 def resident_programs(like: torch.Tensor) -> Optional[int]:
@@ -51,7 +49,32 @@ def resident_programs(like: torch.Tensor) -> Optional[int]:
     under the interpreter, where a grid barrier can never complete."""
     if like.device.type == "cuda":
         return torch.cuda.get_device_properties(like.device).multi_processor_count
-    return RECORDED_SMS if recording_active() else None
+    recorded = recorded_device()
+    return None if recorded is None else recorded.sms
+
+
+def shared_bytes(like: torch.Tensor) -> Optional[int]:
+    """The most shared memory one program may take on ``like``'s GPU (the
+    recorded GPU's while recording); None under the interpreter (no limit)."""
+    if like.device.type == "cuda":
+        return torch.cuda.get_device_properties(like.device).shared_memory_per_block_optin
+    recorded = recorded_device()
+    return None if recorded is None else recorded.shared_bytes
+
+
+def keeps_resident(tile_rows: int, block_h: int, block_n: int, block_b: int, like: torch.Tensor) -> bool:
+    """Whether a split program keeps its four gates' weight tiles (``tile_rows``
+    x ``block_n`` each, of which the hidden-state product's take ``block_h``
+    rows) resident: 16-bit weights on a GPU (float32's ieee products would
+    need them in registers), every dtype under the interpreter; within
+    ``RESIDENT_ELEMENTS`` and the GPU's shared memory, where the tiles sit
+    beside the staged [block_b, block_h] operand of the product (the bytes
+    Triton reports for lstm_sequence's and the WM-LSTM's resident kernels)."""
+    if not tiles.interpreted(like) and like.dtype == torch.float32:
+        return False
+    limit = shared_bytes(like)
+    needed = 2 * (4 * tile_rows * block_n + block_b * block_h)
+    return block_h * block_n <= RESIDENT_ELEMENTS and (limit is None or needed <= limit)
 
 
 @dataclass
@@ -82,21 +105,17 @@ def lstm_split_config(B: int, H: int, like: torch.Tensor, programs: Optional[int
     """lstm_sequence's blocks of the split grid (the ``backward`` kernel's, else
     the forward's), at most ``programs`` programs where possible.
 
-    Where a program's gate tiles fit ``RESIDENT_ELEMENTS`` it keeps w_hh
-    resident (``BLOCK_H``, 16-row batch tiles): on a GPU for 16-bit
-    weights, whose tiles the compiler keeps in shared memory for the matrix
-    units (float32's ieee products would need them in registers), under the
-    interpreter for every dtype. Else the weights stream from L1/L2 in BLOCK_K
-    chunks, with 64-row batch tiles for the tensor cores' M (16 for float32).
+    Where ``keeps_resident`` says so a program keeps w_hh resident
+    (``BLOCK_H``, 16-row batch tiles). Else the weights stream from L1/L2 in
+    BLOCK_K chunks, with 64-row batch tiles for the tensor cores' M (16 for float32).
     """
     common = dict(PRECISION=tiles.precision(like.dtype), num_stages=1, maxnreg=tiles.MAX_REGISTERS)
     block_h = tiles.pow2(H, tiles.DOT_MIN)
-    if tiles.interpreted(like) or like.dtype != torch.float32:
-        block_b = tiles.block(B, tiles.DOT_MIN, like, lo=tiles.DOT_MIN, interp_cap=64)
-        block_n = fitting_block_n(B, H, block_b, programs)
-        if block_h * block_n <= RESIDENT_ELEMENTS:
-            warps = 8 if backward and block_h >= RESIDENT_BACKWARD_WIDE else 4
-            return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_h, BLOCK_H=block_h, num_warps=warps)
+    block_b = tiles.block(B, tiles.DOT_MIN, like, lo=tiles.DOT_MIN, interp_cap=64)
+    block_n = fitting_block_n(B, H, block_b, programs)
+    if keeps_resident(block_h, block_h, block_n, block_b, like):
+        warps = RESIDENT_BACKWARD_WARPS if backward else 4
+        return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_h, BLOCK_H=block_h, num_warps=warps)
     block_b = tiles.block(B, 16 if like.dtype == torch.float32 else 64, like, lo=tiles.DOT_MIN, interp_cap=64)
     block_n = fitting_block_n(B, H, block_b, programs)
     return dict(common, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=tiles.gate_reduction_block(H, block_n, like),

@@ -46,7 +46,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, h
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     if BLOCK_H > 0:
         own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, 1, H, BLOCK_H)  # rows
+        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H * H, 1, H, BLOCK_H)  # rows
     for t in range(step_begin, step_end):
         valid = (row_ok & (t < lengths))[:, None]
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
@@ -54,11 +54,12 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, h
             pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
             h_prev = hx_ptr + (t % 2) * B * H
             if BLOCK_H > 0:
-                pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, h_prev, rows, row_ok,
-                                                                   w_i, w_f, w_g, w_o, H, BLOCK_H, PRECISION)
+                pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, h_prev, H, rows,
+                                                                   row_ok, w_i, w_f, w_g, w_o, H, BLOCK_H, PRECISION)
             else:
-                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_prev, rows, row_ok,
-                                                                    w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
+                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, h_prev, H, rows,
+                                                                    row_ok, w_hh_ptr, cols, col_ok, H, BLOCK_K,
+                                                                    PRECISION)
             h = cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr, y_ptr, H,
                           B, H)
             tl.store(hx_ptr + ((t + 1) % 2) * B * H + rows[:, None] * H + cols[None, :],
@@ -87,7 +88,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr,
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     if BLOCK_H > 0:
         own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H, 1, BLOCK_H)  # columns
+        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H * H, H, 1, BLOCK_H)  # columns
     for stage in range(stage_begin, stage_end):
         t = T - 1 - stage
         for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):

@@ -274,13 +274,16 @@ def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
                 maxnreg=tiles.MAX_REGISTERS)
 
 
-def split_plan(B: int, H: int, S: int, D: int, like: Tensor) -> Optional[schedule.Plan]:
-    """The split grid's launches (``wm_split.py``) where ``WMKERNELS_TRITON_SCHEDULE``
-    asks for a split schedule, else None: the one-program-per-tile kernels here."""
+def split_plan(B: int, H: int, S: int, D: int, like: Tensor, gated: bool,
+               backward: bool = False) -> Optional[schedule.Plan]:
+    """The split grid's launches (``wm_split.py``; the ``backward`` kernel's, else
+    the forward's) where ``WMKERNELS_TRITON_SCHEDULE`` asks for a split
+    schedule, else None: the one-program-per-tile kernels here."""
     if schedule.requested().kind == "tile":
         return None
     return schedule.plan(B, H, like, lambda B, H, like: launch_config(B, H, S, D, like),
-                         lambda B, H, like, programs: wm_split.split_config(B, H, S, D, like, programs))
+                         lambda B, H, like, programs: wm_split.split_config(B, H, S, D, like, programs, gated,
+                                                                            backward))
 
 
 def _window_index(lengths: Optional[Tensor], T: int, B: int, S: int, device) -> Tuple[Tensor, Tensor]:
@@ -321,7 +324,7 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         mem = torch.empty(S + T, B, D, **f32)
         mem[:S] = M0.transpose(0, 1)
         V, E, ck = (torch.empty(0, **f32) for _ in range(3))
-    split = split_plan(B, H, S, D, x) if T and B else None
+    split = split_plan(B, H, S, D, x, gated) if T and B else None
     if split is not None:
         mem = wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, w_e if gated else None,
                                b_e if gated else None, lengths, hs, cs, act, Q, R, A, y, mem, V if gated else None,
@@ -378,7 +381,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         dmem, seg = torch.zeros(S + T, B, D, **f32), None
         dmem[_window_index(lengths, T, B, S, x.device)] = grad_M.to(torch.float32)
     dr = torch.empty(B, D, **f32)
-    split = split_plan(B, H, S, D, x) if T and B else None
+    split = split_plan(B, H, S, D, x, gated, backward=True) if T and B else None
     # dg: on the split grid every program gathers all of it each step, so it is
     # kept in the products' dtype (as lstm_sequence keeps it: half the bytes in
     # 16-bit); the tile kernel keeps fp32 (16-bit there spills more on sm_80)

@@ -33,8 +33,9 @@ from torch import Tensor
 
 from wmkernels.triton import math as wm
 from wmkernels.triton import schedule, tiles
-from wmkernels.triton.gates import (add_gate_products, add_recurrent_products, cell_step, cell_step_backward,
-                                    column_tile, hidden_grad_through_gates, load_preacts, row_lengths)
+from wmkernels.triton.gates import (add_gate_products, add_recurrent_products, add_resident_products, cell_step,
+                                    cell_step_backward, column_tile, hidden_grad_through_gates, load_gate_tiles,
+                                    load_preacts, resident_product, row_lengths)
 from wmkernels.triton.memory import copy_memory, read_forward, view, write_forward
 from wmkernels.triton.sync import program_ids, step_barrier
 from wmkernels.triton.tiles import matmul_w
@@ -113,13 +114,18 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
                     scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
-                    GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr):
+                    GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr,
+                    BLOCK_R: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1. Stage s first finishes step
     s-1's write, then (s < T) runs step s: the read with q[s], the gates and
     the cell on this program's units, and its shares of vp[s] (gated: ep[s])
     and q[s+1]. q [T, B, D] arrives holding b_q (q[0] the whole query of h0),
     vp, ep [T, B, D] holding b_v, b_e. The programs exchange h through
-    ``hx [2, B, H]`` in w_hh's dtype (h_t in slot t % 2), as lstm_sequence's do.
+    ``hx [2, B, H + D]`` in w_hh's dtype (h_t in slot t % 2, columns < H), as
+    lstm_sequence's do. With ``BLOCK_H`` (> 0, ≥ H; ``BLOCK_R`` ≥ D) a program
+    keeps its rows of w_hh and w_rh resident and reads the cell's input
+    [h_{t-1}, r_t] from slot t % 2: every program puts r_t (the same values)
+    in its last D columns first.
 
     fifo: mem is the tape [S+T, B, D] (step s-1's write puts tanh(vp) in slot
     S+s-1). gated: mem [2, B, S, D] holds M_t in slot t % 2, both slots
@@ -133,6 +139,10 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     BSD = B * S * D
+    if BLOCK_H > 0:
+        own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H * H, 1, H, BLOCK_H)  # rows
+        u_i, u_f, u_g, u_o = load_gate_tiles(w_rh_ptr, own, own < H, D, H * D, 1, D, BLOCK_R)
     for stage in range(stage_begin, stage_end):
         if stage > 0:
             done = stage - 1
@@ -161,26 +171,40 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
             read_forward(m_ptr, m_off, m_stride, rows, running, valid & slot_ok[None, :], q_ptr + t * BD,
                          r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg")
             tl.debug_barrier()
-            if pid_n == 0:
+            if (pid_n == 0) | (BLOCK_H > 0):
                 for d0 in range(0, D, BLOCK_DM):
                     ds = d0 + tl.arange(0, BLOCK_DM)
                     d_ok = ds < D
                     r = tl.load(r_ptr + t * BD + rows[:, None] * D + ds[None, :], mask=valid & d_ok[None, :],
                                 other=0.0)
-                    tl.store(y_ptr + t * B * (H + D) + rows[:, None] * (H + D) + H + ds[None, :],
-                             r.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+                    if pid_n == 0:
+                        tl.store(y_ptr + t * B * (H + D) + rows[:, None] * (H + D) + H + ds[None, :],
+                                 r.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+                    if BLOCK_H > 0:
+                        tl.store(hx_ptr + (t % 2) * B * (H + D) + rows[:, None] * (H + D) + H + ds[None, :],
+                                 r.to(hx_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+                tl.debug_barrier()
             for n0 in range(pid_n * BLOCK_N, H, tl.num_programs(0) * BLOCK_N):
                 cols, col_ok, tile = column_tile(n0, row_ok, H, BLOCK_N)
                 pre_i, pre_f, pre_g, pre_o = load_preacts(xp_ptr, t, rows, cols, tile, B, H)
-                pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o,
-                                                                    hx_ptr + (t % 2) * B * H, rows, running,
-                                                                    w_hh_ptr, cols, col_ok, H, BLOCK_K, PRECISION)
-                pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, r_ptr + t * BD, rows,
-                                                               running, D, w_rh_ptr, cols, col_ok, H, BLOCK_K,
-                                                               PRECISION)
+                x_prev = hx_ptr + (t % 2) * B * (H + D)  # [h_{t-1}, r_t]
+                if BLOCK_H > 0:
+                    pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, x_prev, H + D,
+                                                                       rows, running, w_i, w_f, w_g, w_o, H,
+                                                                       BLOCK_H, PRECISION)
+                    pre_i, pre_f, pre_g, pre_o = add_resident_products(pre_i, pre_f, pre_g, pre_o, x_prev + H,
+                                                                       H + D, rows, running, u_i, u_f, u_g, u_o, D,
+                                                                       BLOCK_R, PRECISION)
+                else:
+                    pre_i, pre_f, pre_g, pre_o = add_recurrent_products(pre_i, pre_f, pre_g, pre_o, x_prev, H + D,
+                                                                        rows, running, w_hh_ptr, cols, col_ok, H,
+                                                                        BLOCK_K, PRECISION)
+                    pre_i, pre_f, pre_g, pre_o = add_gate_products(pre_i, pre_f, pre_g, pre_o, r_ptr + t * BD, rows,
+                                                                   running, D, w_rh_ptr, cols, col_ok, H, BLOCK_K,
+                                                                   PRECISION)
                 h = cell_step(pre_i, pre_f, pre_g, pre_o, t, rows, cols, tile, valid, hs_ptr, cs_ptr, act_ptr,
                               y_ptr, H + D, B, H)
-                tl.store(hx_ptr + ((t + 1) % 2) * B * H + rows[:, None] * H + cols[None, :],
+                tl.store(hx_ptr + ((t + 1) % 2) * B * (H + D) + rows[:, None] * (H + D) + cols[None, :],
                          h.to(hx_ptr.dtype.element_ty), mask=tile)
                 _add_hidden_shares(h, rows, running, cols, col_ok, w_v_ptr, vp_ptr + t * BD, D, H, BLOCK_D,
                                    PRECISION)
@@ -326,7 +350,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                      stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
-                     GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr):
+                     GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1; stage s is step t = T - 1 - s.
 
     A stage finishes step t+1 (dr[t+1] is whole: its shares were added the
@@ -341,13 +365,17 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     gated: dmem [2, B, S, D] holds in slot t % 2 the gradient of M_t but for
     step t's read (slot T % 2 arrives with that of M_T; slot 1 holds dM0 at
     the end); seg [K, B, S, D] the memories of the segment of t, recomputed from
-    the checkpoints ck at its last step; da [T, B, S] the write's gradient of attn."""
+    the checkpoints ck at its last step; da [T, B, S] the write's gradient of attn.
+    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
     BD = B * D
     BSD = B * S * D
+    if BLOCK_H > 0:
+        own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H * H, H, 1, BLOCK_H)  # columns
     for stage in range(stage_begin, stage_end):
         t = T - 1 - stage
         nxt = tl.minimum(t + 1, T - 1)  # step t+1, clamped for the pointers (its rows are masked at t+1 = T)
@@ -390,8 +418,13 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
             s_off = rows[:, None] * H + cols[None, :]
             grad_h = tl.load(dh_ptr + s_off, mask=tile, other=0.0)
             if t + 1 < T:
-                through = hidden_grad_through_gates(nxt, rows, running_n, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
-                                                    BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
+                if BLOCK_H > 0:
+                    through = resident_product(dg_ptr + nxt * B * 4 * H, 4 * H, rows, running_n, H, w_i, w_f, w_g,
+                                               w_o, tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), BLOCK_H,
+                                               PRECISION)
+                else:
+                    through = hidden_grad_through_gates(nxt, rows, running_n, cols, col_ok, dg_ptr, w_hh_ptr, B, H,
+                                                        BLOCK_B, BLOCK_N, BLOCK_K, PRECISION, ".cg")
                 through = matmul_w(through, dq_ptr + nxt * BD, D, rows, running_n, D, w_q_ptr, H, cols, col_ok,
                                    BLOCK_K, PRECISION)
                 grad_h = tl.where(running_n[:, None], through, grad_h)
@@ -416,24 +449,37 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
 # memory tiles are live beside them, and the ahead-of-time compile shows the
 # forward spilling at 64 (fp16/bf16, S = 32) and not at 32.
 SPLIT_BLOCK_K = 32
+GATED_BACKWARD_STREAMS_FROM_SLOTS = 128  # see split_config
 
 
-def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optional[int]) -> dict:
-    """Blocks of the split grid (at most ``programs`` programs where possible):
-    the tile kernels' batch and slot tiles, the smallest hidden-unit block
-    that fits; 8 warps for float32, whose ieee products spill at 4 (the
-    ahead-of-time compile, T = B = H = S = D = 1); memory tiles at least 2 slot
-    columns wide (gated, S = 128: 1-wide tiles spill 120-180 B a thread
-    backward on sm_80, 2-wide 40-60 B and none on sm_90)."""
+def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optional[int], gated: bool,
+                 backward: bool = False) -> dict:
+    """Blocks of the split grid (the ``backward`` kernel's, else the
+    forward's; at most ``programs`` programs where possible): the tile
+    kernels' batch and slot tiles, the smallest hidden-unit block that fits;
+    resident weights (``BLOCK_H``; forward w_hh's and w_rh's rows, ``BLOCK_R``
+    for w_rh, backward w_hh's columns) where ``schedule.keeps_resident`` says
+    so, but for the ``gated`` backward at 128 slots and more, whose memory
+    tiles live beside the product (resident, it spills 120-204 B a thread on
+    sm_80/sm_90; streamed 36-60 B); 8 warps for float32, whose ieee products
+    spill at 4 (the ahead-of-time compile, T = B = H = S = D = 1), and
+    ``schedule.RESIDENT_BACKWARD_WARPS`` for the resident backward; memory
+    tiles at least 2 slot columns wide (gated, S = 128: 1-wide tiles spill
+    120-180 B a thread backward on sm_80, 2-wide 40-60 B and none on sm_90)."""
     from wmkernels.triton.wm_sequence import launch_config  # wm_sequence imports this module
 
     tile = launch_config(B, H, S, D, like)
     block_n = schedule.fitting_block_n(B, H, tile["BLOCK_B"], programs)
     block_k = tiles.gate_reduction_block(max(H, D), block_n, like)
+    block_h, block_r = tiles.pow2(H, tiles.DOT_MIN), 0 if backward else tiles.pow2(D, tiles.DOT_MIN)
+    resident = (schedule.keeps_resident(block_h + block_r, block_h, block_n, tile["BLOCK_B"], like)
+                and not (gated and backward and tile["BLOCK_S"] >= GATED_BACKWARD_STREAMS_FROM_SLOTS))
     return dict(tile, BLOCK_N=block_n, BLOCK_K=block_k if tiles.interpreted(like) else min(block_k, SPLIT_BLOCK_K),
                 BLOCK_D=tiles.block(D, 32, like, lo=tiles.DOT_MIN),
-                BLOCK_DM=max(tile["BLOCK_DM"], min(2, tiles.pow2(D))),
-                num_warps=8 if like.dtype == torch.float32 else tile["num_warps"])
+                BLOCK_DM=max(tile["BLOCK_DM"], min(2, tiles.pow2(D))), BLOCK_H=block_h if resident else 0,
+                **({} if backward else {"BLOCK_R": block_r if resident else 0}),
+                num_warps=(8 if like.dtype == torch.float32 else
+                           schedule.RESIDENT_BACKWARD_WARPS if resident and backward else tile["num_warps"]))
 
 
 def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, b_q: Tensor,
@@ -452,8 +498,8 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     vp = b_v.to(**f32).expand(T, B, D).contiguous()
     ep = b_e.to(**f32).expand(T, B, D).contiguous() if gated else None
     memories = torch.stack([mem, torch.empty_like(mem)]) if gated else mem  # M_t in slot t % 2
-    h_exchange = torch.empty(2, B, H, device=xp.device, dtype=w_hh.dtype)
-    h_exchange[0] = h0
+    h_exchange = torch.empty(2, B, H + D, device=xp.device, dtype=w_hh.dtype)
+    h_exchange[0, :, :H] = h0
     plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None, lengths, hs,
