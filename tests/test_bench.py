@@ -108,10 +108,10 @@ def test_persistent_row_runs_forward_and_backward_under_its_schedule():
     row.run()
     assert seen == [schedule.Schedule("persistent")] * 2 and x.grad is None
     assert os.environ.get(schedule.SCHEDULE_ENV) == before
-    swept = bench._persistent_workload(base, 64, "triton persistent n16")
-    assert (swept.impl, swept.baseline) == ("triton persistent n64", "triton persistent n16")
+    swept = bench._persistent_workload(base, ":n64:streamed", "triton persistent n16")
+    assert (swept.impl, swept.baseline) == ("triton persistent n64 streamed", "triton persistent n16")
     swept.run()
-    assert seen[-1] == schedule.Schedule("persistent", False, 64)
+    assert seen[-1] == schedule.Schedule("persistent", False, 64, True)
 
 
 def test_persistent_sweep_needs_the_triton_backend_on_a_gpu():

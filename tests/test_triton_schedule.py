@@ -17,6 +17,7 @@ from wmkernels.triton.sequence import launch_config  # noqa: E402
     ("steps", schedule.Schedule("steps")), (" Persistent:reversed ", schedule.Schedule("persistent", True)),
     ("persistent:n64", schedule.Schedule("persistent", False, 64)),
     ("steps:n32:reversed", schedule.Schedule("steps", True, 32)),
+    ("persistent:streamed:n16", schedule.Schedule("persistent", False, 16, True)),
 ])
 def test_requested_schedule(monkeypatch, text, expected):
     if text is None:
@@ -27,7 +28,8 @@ def test_requested_schedule(monkeypatch, text, expected):
 
 
 @pytest.mark.parametrize("text", ["fast", "steps:backwards", "tile:", "tile:n32", "persistent:n48",
-                                  "persistent:n16:n32", "steps:reversed:reversed", "persistent:n"])
+                                  "persistent:n16:n32", "steps:reversed:reversed", "persistent:n",
+                                  "tile:streamed", "steps:streamed:streamed"])
 def test_unreadable_schedule_names_the_variable(monkeypatch, text):
     monkeypatch.setenv(schedule.SCHEDULE_ENV, text)
     with pytest.raises(ValueError, match=schedule.SCHEDULE_ENV):
@@ -116,3 +118,14 @@ def test_using_sets_and_restores(monkeypatch):
     with pytest.raises(ValueError, match=schedule.SCHEDULE_ENV), schedule.using("sideways"):
         pass
     assert schedule.SCHEDULE_ENV not in __import__("os").environ
+
+
+def test_streamed_option_streams_weights_that_would_be_resident(monkeypatch):
+    """``:streamed`` (for measuring what residency buys) keeps the grid and streams w_hh."""
+    like = torch.empty(0, dtype=torch.bfloat16)
+    plans = []
+    for text in ("persistent:n16", "persistent:n16:streamed"):
+        monkeypatch.setenv(schedule.SCHEDULE_ENV, text)
+        with recording():
+            plans.append(schedule.plan(16, 768, like, launch_config))
+    assert [(p.grid, p.config["BLOCK_H"]) for p in plans] == [((48, 1), 1024), ((48, 1), 0)]

@@ -180,13 +180,12 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
     return loads
 
 
-def _persistent_workload(triton_load: Workload, block_n: Optional[int] = None,
-                         baseline: Optional[str] = None) -> Workload:
-    """The triton row again with the persistent schedule (``wmkernels.triton.schedule``),
-    its hidden-unit block fixed to ``block_n`` where given."""
+def _persistent_workload(triton_load: Workload, options: str = "", baseline: Optional[str] = None) -> Workload:
+    """The triton row again with the persistent schedule (``wmkernels.triton.schedule``)
+    and its ``options`` (e.g. ``:n32:streamed``)."""
     from wmkernels.triton import schedule
 
-    text = "persistent" + (f":n{block_n}" if block_n else "")
+    text = "persistent" + options
 
     def forward():
         with schedule.using(text):
@@ -195,31 +194,32 @@ def _persistent_workload(triton_load: Workload, block_n: Optional[int] = None,
     def run():  # backward runs outside the forward's block: the schedule must hold there too
         with schedule.using(text):
             _loss_backward(triton_load.forward(), triton_load.inputs)
-    return Workload(triton_load.op, "triton persistent" + (f" n{block_n}" if block_n else ""),
-                    baseline or triton_load.baseline, run, forward, triton_load.inputs, triton_load.flops)
+    return Workload(triton_load.op, "triton " + text.replace(":", " "), baseline or triton_load.baseline, run,
+                    forward, triton_load.inputs, triton_load.flops)
 
 
-# Hidden-unit blocks the persistent sweep times: the default takes the smallest
-# that fits the GPU (most programs), which the floor model questions for the
-# WM-LSTM (every program repeats its batch tile's memory work).
-SWEEP_BLOCK_N = (16, 32, 64)
+# The persistent sweep's schedule options: hidden-unit blocks (the default takes
+# the smallest that fits the GPU, most programs, which the floor model questions
+# for the WM-LSTM: every program repeats its batch tile's memory work), and the
+# smallest again with its weights streamed instead of resident.
+SWEEP_OPTIONS = (":n16", ":n16:streamed", ":n32", ":n64")
 
 
 def persistent_sweep_workloads(device, dtype, T, B, I, H, S, D, **_) -> List[List[Workload]]:
     """Per op (lstm_sequence beside torch.nn.LSTM; wm_lstm_sequence fifo and
-    gated, against the first block), the triton backend's persistent schedule at
-    each block of SWEEP_BLOCK_N. Empty where the triton backend cannot run."""
+    gated, against the first option), the triton backend's persistent schedule
+    with each of SWEEP_OPTIONS. Empty where the triton backend cannot run."""
     groups = []
     lstm = lstm_workloads(device, dtype, T, B, I, H)
     triton_rows = [load for load in lstm if load.impl == "triton"]
     if not triton_rows:
         return []
-    groups.append([lstm[0]] + [_persistent_workload(triton_rows[0], n) for n in SWEEP_BLOCK_N])
-    first = f"triton persistent n{SWEEP_BLOCK_N[0]}"
+    groups.append([lstm[0]] + [_persistent_workload(triton_rows[0], options) for options in SWEEP_OPTIONS])
+    first = "triton persistent" + SWEEP_OPTIONS[0].replace(":", " ")
     for mode in ("fifo", "gated"):
         triton_wm = next(load for load in wm_lstm_workloads(device, dtype, T, B, I, H, S, D, mode)
                          if load.impl == "triton")
-        groups.append([_persistent_workload(triton_wm, n, first) for n in SWEEP_BLOCK_N])
+        groups.append([_persistent_workload(triton_wm, options, first) for options in SWEEP_OPTIONS])
     return groups
 
 

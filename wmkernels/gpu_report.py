@@ -17,7 +17,8 @@
    (``wmkernels.floor``, rates measured there), and the WM-LSTM (fifo, gated) at S=32 and S=128, D=64
    against the reference and its compiled step (bfloat16, then float16 in
    what is left of the budget); last, if time is left, the persistent
-   schedule at hidden-unit blocks 16, 32, 64 (``bench.persistent_sweep_workloads``).
+   schedule at hidden-unit blocks 16, 32, 64 and at 16 with the weights streamed
+   (``bench.persistent_sweep_workloads``).
 
 Each phase has a share of ``--budget-s`` (8 minutes by default, what a lent
 machine's session can spare); a benchmark group that would start past the

@@ -16,7 +16,9 @@ Three schedules run the same step body (``sequence._forward_kernel``):
 ``WMKERNELS_TRITON_SCHEDULE`` picks one (default ``tile``; ``persistent`` is
 opt-in until measured on a GPU). A ``:reversed`` suffix runs each step's
 programs in reversed order, which the tests use to expose a program reading
-what another program writes in the same step.
+what another program writes in the same step; ``:n<BLOCK_N>`` and
+``:streamed`` fix the split grid's hidden-unit block and stream the weights
+(for measuring).
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ def keeps_resident(tile_rows: int, block_h: int, block_n: int, block_b: int, lik
     need them in registers), every dtype under the interpreter; within
     ``RESIDENT_ELEMENTS`` and the GPU's shared memory, where the tiles sit
     beside the staged [block_b, block_h] operand of the product (the bytes
-    Triton reports for lstm_sequence's and the WM-LSTM's resident kernels)."""
-    if not tiles.interpreted(like) and like.dtype == torch.float32:
+    Triton reports for lstm_sequence's and the WM-LSTM's resident kernels);
+    never where the schedule asks for ``:streamed``."""
+    if requested().streamed or (not tiles.interpreted(like) and like.dtype == torch.float32):
         return False
     limit = shared_bytes(like)
     needed = 2 * (4 * tile_rows * block_n + block_b * block_h)

@@ -15,12 +15,15 @@ SPLIT_BLOCK_N = (16, 32, 64, 128)  # hidden-unit blocks of the split grid, small
 
 @dataclass(frozen=True)
 class Schedule:
-    """``kind[:reversed][:n<BLOCK_N>]``: ``block_n`` fixes the split grid's
-    hidden-unit block (for measuring; by default the smallest that fits the GPU)."""
+    """``kind[:reversed][:n<BLOCK_N>][:streamed]``: ``block_n`` fixes the split
+    grid's hidden-unit block (for measuring; by default the smallest that fits
+    the GPU); ``streamed`` streams the weights where they would be resident
+    (for measuring what residency buys)."""
 
     kind: str = "tile"
     reversed: bool = False
     block_n: Optional[int] = None
+    streamed: bool = False
 
 
 def requested() -> Schedule:
@@ -28,13 +31,14 @@ def requested() -> Schedule:
     text = os.environ.get(SCHEDULE_ENV, "tile").strip().lower() or "tile"
     kind, *options = text.split(":")
     block_ns = [int(o[1:]) for o in options if o[:1] == "n" and o[1:].isdigit() and int(o[1:]) in SPLIT_BLOCK_N]
-    known = options.count("reversed") + len(block_ns)
-    if kind not in KINDS or known != len(options) or len(block_ns) > 1 or options.count("reversed") > 1 or \
-            (block_ns and kind == "tile"):
+    flags = ("reversed", "streamed")
+    known = sum(options.count(flag) for flag in flags) + len(block_ns)
+    if kind not in KINDS or known != len(options) or len(block_ns) > 1 or \
+            any(options.count(flag) > 1 for flag in flags) or ((block_ns or "streamed" in options) and kind == "tile"):
         raise ValueError(f"{SCHEDULE_ENV}={text!r}: expected one of {', '.join(KINDS)}, optionally followed by "
                          f"':reversed' and (steps, persistent) ':n' and a hidden-unit block of "
-                         f"{', '.join(map(str, SPLIT_BLOCK_N))}")
-    return Schedule(kind, "reversed" in options, block_ns[0] if block_ns else None)
+                         f"{', '.join(map(str, SPLIT_BLOCK_N))} and ':streamed'")
+    return Schedule(kind, "reversed" in options, block_ns[0] if block_ns else None, "streamed" in options)
 
 
 @contextlib.contextmanager
