@@ -44,6 +44,13 @@ if not triton.__version__.startswith("3.6."):
     raise ImportError(f"program_threads patches Triton 3.6's interpreter; found triton {triton.__version__}")
 
 
+# A free program whose last _POLLS memory operations were atomics that changed
+# nothing (it spins at a barrier) sleeps _POLL_SLEEP seconds before the next,
+# so the programs it waits for get the interpreter (one Python thread at a time).
+_POLLS = 2
+_POLL_SLEEP = 2e-4
+
+
 class Deadlock(RuntimeError):
     """Every unfinished program of a launch waits (or the launch ran past its timeout)."""
 
@@ -70,6 +77,7 @@ class _Program:
         self.thread: Optional[threading.Thread] = None
         self.seen_writes = 0  # the launch's write count at this program's last memory operation
         self.idle = 0  # memory operations since it last saw a write
+        self.polls = 0  # (free threads) atomics in a row that wrote nothing
         self.turn = None  # (seeded) the condition it waits on for its turn
 
 
@@ -108,12 +116,16 @@ class _Grid:
             if self.seed is not None:
                 self._pass_turn()
                 self._wait_turn(program)
+                return
+        program.polls = program.polls + 1 if atomic else 0
+        if program.polls > _POLLS:  # free threads: it spins, so let the others run
+            time.sleep(_POLL_SLEEP)
 
     def wrote(self, program: _Program) -> None:
         """After ``program`` changed memory."""
         with self.lock:
             self.writes += 1
-            program.seen_writes, program.idle = self.writes, 0
+            program.seen_writes, program.idle, program.polls = self.writes, 0, 0
 
     def _run(self, program: _Program, fn, args: dict) -> None:
         _local.program, _local.grid = program, self
