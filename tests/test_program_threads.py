@@ -1,6 +1,7 @@
 """The thread-per-program interpreter (tests/program_threads.py) on small kernels:
 programs really wait for each other, atomics stay atomic, the seeded scheduler
 replays, and a launch whose programs wait forever fails fast naming them."""
+import threading
 import time
 
 import pytest
@@ -140,7 +141,6 @@ def test_deadlock_is_reported_with_the_waiting_programs(seed, first_waiter):
 
 @pytest.mark.parametrize("seed", [None, 0])
 def test_a_program_that_never_touches_memory_is_stopped_at_the_timeout(seed):
-    import threading
     threads = threading.active_count()
     out = torch.zeros(1, dtype=torch.int32)
     with concurrent_programs(seed, timeout=0.5), pytest.raises(Deadlock, match=r"still running after 0.5 s"):

@@ -78,7 +78,9 @@ RUNS = [(False, 1, "", None), (False, 2, ":reversed", 0), (True, 1, ":reversed",
 
 
 @pytest.mark.parametrize("op", list(OPS))
-@pytest.mark.parametrize("with_lengths, tiles, order, scheduler", RUNS)
+@pytest.mark.parametrize("with_lengths, tiles, order, scheduler", RUNS, ids=[
+    f"{'lengths' if lengths else 'full'}-{tiles}tiles-{'reversed' if order else 'normal'}-"
+    f"{'free' if scheduler is None else f'seed+{scheduler}'}" for lengths, tiles, order, scheduler in RUNS])
 def test_persistent_schedule_with_concurrent_programs(monkeypatch, persistent_plans, fresh_seed, op, with_lengths,
                                                       tiles, order, scheduler):
     streamed = (list(OPS).index(op) + RUNS.index((with_lengths, tiles, order, scheduler))) % 2 == 1
