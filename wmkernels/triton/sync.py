@@ -22,8 +22,8 @@ _SPIN_LIMIT = tl.constexpr(SPIN_LIMIT)
 # Why the grid barrier orders memory (PTX memory model; the one place this is
 # argued). What crosses programs in a step: h_t (and the WM read r_t) stored
 # into the exchange ``hx``, dg_t stored backward, and the fp32 atomic shares of
-# q, the write's pre-activations and dr (wm_split.py); each is read by the
-# other programs of the batch tile only after the step's barrier.
+# q, the write's pre-activations and dr (wm_lstm_sequence_split_triton.py);
+# each is read by other programs of the batch tile only after the step's barrier.
 #
 # - Release: the first CTA barrier (bar.sync) orders every thread's stores and
 #   atomics of the step before the arrival, which one thread makes with
@@ -52,11 +52,11 @@ _SPIN_LIMIT = tl.constexpr(SPIN_LIMIT)
 #   (invalidating L1 at the acquire). ``.cg`` reads from L2 and does not
 #   depend on how, at no cost (the data is read once a step).
 #
-# The thread-per-program interpreter of the tests (tests/program_threads.py)
-# executes the arrivals and waits, but is sequentially consistent: it cannot
-# check the fences. The ahead-of-time compile (aot.py) checks that the
-# release, the acquire and the ``ld.global.cg`` loads are in every compiled
-# kernel that runs this barrier.
+# The thread-per-program interpreter of the tests
+# (tests/triton/program_threads.py) executes the arrivals and waits, but is
+# sequentially consistent: it cannot check the fences. The ahead-of-time
+# compile (wmkernels/tools/aot.py) checks that the release, the acquire and the
+# ``ld.global.cg`` loads are in every compiled kernel that runs this barrier.
 @triton.jit
 def grid_barrier(counter_ptr, arrivals):
     """Arrive on ``counter_ptr`` (int32) and wait until it counts ``arrivals``

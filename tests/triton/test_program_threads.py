@@ -1,4 +1,4 @@
-"""The thread-per-program interpreter (tests/program_threads.py) on small kernels:
+"""The thread-per-program interpreter (tests/triton/program_threads.py) on small kernels:
 programs really wait for each other, atomics stay atomic, the seeded scheduler
 replays, and a launch whose programs wait forever fails fast naming them."""
 import threading
@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from triton_support import needs_triton, quiet_interpreter
+from tests.triton.triton_support import needs_triton, quiet_interpreter
 
 pytest.importorskip("triton")
 pytestmark = [needs_triton, quiet_interpreter,
@@ -16,7 +16,7 @@ pytestmark = [needs_triton, quiet_interpreter,
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from program_threads import Deadlock, concurrent_programs  # noqa: E402
+from tests.triton.program_threads import Deadlock, concurrent_programs  # noqa: E402
 from wmkernels.triton.sync import grid_barrier  # noqa: E402
 
 SEEDS = [0, 1, 2]

@@ -1,6 +1,6 @@
 """The persistent schedule executed: one cooperative launch whose programs
 synchronise every step through the real grid barrier (wmkernels/triton/sync.py),
-each program in its own thread (tests/program_threads.py), free or under the
+each program in its own thread (tests/triton/program_threads.py), free or under the
 seeded scheduler, against the float64 reference; the planner chooses the
 persistent schedule because co-residency is faked (an H100's SM count, as
 the GPU would report). Copies of the barrier that wait for one arrival too
@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from triton_support import assert_matches, needs_triton, quiet_interpreter
+from tests.triton.triton_support import assert_matches, needs_triton, quiet_interpreter
 from wmkernels import testing
 
 pytest.importorskip("triton")
@@ -24,9 +24,10 @@ pytestmark = [needs_triton, quiet_interpreter,
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402,F401 - the interpreter looks for it in the mutants' globals
 
-from program_threads import Deadlock, concurrent_programs  # noqa: E402
-from wmkernels.triton import schedule, sync, wm_split  # noqa: E402
+from tests.triton.program_threads import Deadlock, concurrent_programs  # noqa: E402
+from wmkernels.triton import schedule, sync  # noqa: E402
 from wmkernels.triton.launch import RECORDED_DEVICES  # noqa: E402
+from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split  # noqa: E402
 
 OPS = {"lstm": ("lstm_sequence", dict(T=3, I=3, H=37)),
        "wm-fifo": ("wm_lstm_sequence", dict(T=3, I=3, H=37, S=3, D=5, write_mode="fifo")),

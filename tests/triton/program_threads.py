@@ -20,7 +20,7 @@ the programs that wait, and stops them. An exception in one program stops
 the others and is raised as is.
 
 The execution is sequentially consistent: fences and cache modifiers are not
-modelled (the ahead-of-time compile checks them, ``wmkernels/triton/aot.py``).
+modelled (the ahead-of-time compile checks them, ``wmkernels/tools/aot.py``).
 """
 from __future__ import annotations
 
