@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from wmkernels import ops
+from wmkernels import _checks, ops
 from wmkernels.nn import checks
 from wmkernels.nn.cell import gate_preactivations
 from wmkernels.nn.sequences import repack, time_major, unpack
-from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
+from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES, active_slots
 
 State = Tuple[Tensor, Tensor, Tensor]
 
@@ -126,6 +126,28 @@ class _WMParameters(nn.Module):
                 "gradient. Start from distinct slots, e.g. state=None (the learned initial memory "
                 "m0) or layer.m0.expand(B, -1, -1).", UserWarning, stacklevel=4)
 
+    def capacity_from_lengths(self, lengths: Tensor, slots_per_step: float = 1.0) -> Tensor:
+        """A capacity policy: ``ceil(slots_per_step · lengths)`` clamped to [1, S],
+        int64 ``[B]`` on the device of ``lengths`` (int ``[B]``, any integer dtype).
+
+        At the default 1.0 a row gets as many slots as it has steps, up to S:
+        never fewer than it can fill (fifo keeps its last ``min(L, S)`` writes
+        either way; a gated row of L steps makes at most L writes, and a
+        smaller memory sharpens its read). A row of length 0 gets 1 (the
+        least allowed; it runs no step). Pass the result as ``capacity``.
+        """
+        if not isinstance(lengths, Tensor) or lengths.dtype.is_floating_point or lengths.dtype.is_complex \
+                or lengths.dtype == torch.bool or lengths.dim() != 1:
+            raise TypeError(f"{self.NAME}.capacity_from_lengths: lengths must be an integer tensor [B], got "
+                            + (f"{lengths.dtype} of shape {list(lengths.shape)}" if isinstance(lengths, Tensor)
+                               else type(lengths).__name__))
+        if isinstance(slots_per_step, bool) or not isinstance(slots_per_step, (int, float)) \
+                or not slots_per_step > 0 or not math.isfinite(slots_per_step):
+            raise ValueError(f"{self.NAME}.capacity_from_lengths: slots_per_step must be a finite number > 0, "
+                             f"got {slots_per_step!r}")
+        wanted = torch.ceil(lengths.to(torch.float64) * slots_per_step)
+        return wanted.clamp(1, self.memory_slots).to(torch.int64)
+
     def check_input(self, x: Tensor, dims: int, labels: str) -> None:
         checks.tensor(self.NAME, "input", x, (dims,))
         checks.matches_weights(self.NAME, "input", x, self.w_ih)
@@ -150,6 +172,10 @@ class WMLSTM(_WMParameters):
     ``torch.compile(fullgraph=True)`` on tensor input (not on a PackedSequence).
     Under ``torch.autocast`` it computes in its inputs' dtype, as a fused op.
 
+    ``capacity`` (int64 ``[B]``, or per step ``[T, B]`` — ``[B, T]`` with
+    ``batch_first`` —, values in [1, S]) gives each row its active slots, as
+    ``ops.wm_lstm_sequence`` takes it; ``capacity_from_lengths`` derives one.
+
     In ``gated`` mode a memory whose slots are all equal stays so (the write
     weights are the read's attention, uniform over equal slots): a ``state``
     whose ``M0`` has such a row draws a ``UserWarning``.
@@ -165,7 +191,7 @@ class WMLSTM(_WMParameters):
     def extra_repr(self) -> str:
         return super().extra_repr() + (", batch_first=True" if self.batch_first else "")
 
-    def forward(self, x, state: Optional[State] = None):
+    def forward(self, x, state: Optional[State] = None, capacity: Optional[Tensor] = None):
         packed = isinstance(x, PackedSequence)
         if packed:
             xs, lengths = unpack(x)  # lengths stay on the CPU: checked there, with no sync
@@ -174,7 +200,10 @@ class WMLSTM(_WMParameters):
             self.check_input(x, 3, "[B, T, I]" if self.batch_first else "[T, B, I]")
             xs, lengths = time_major(x, self.batch_first), None
         state = self.initial_state(state, xs, xs.shape[1])
-        y, state_n = ops.wm_lstm_sequence(xs, state, self.params(), self.write_mode, lengths)
+        if capacity is not None and self.batch_first and not packed and isinstance(capacity, Tensor) \
+                and capacity.dim() == 2:
+            capacity = capacity.t()  # [B, T], laid out like x -> [T, B]
+        y, state_n = ops.wm_lstm_sequence(xs, state, self.params(), self.write_mode, lengths, capacity)
         y = repack(y, lengths, x) if packed else time_major(y, self.batch_first)
         return y, state_n
 
@@ -188,19 +217,23 @@ class WMLSTMCell(_WMParameters):
     pre-activations, ``ops.lstm_cell`` and ``ops.wm_shift_write`` (fifo) or
     ``ops.wm_write`` (gated); ``state=None`` means what it means for ``WMLSTM``
     (zeros; in gated mode ``M`` = ``m0``), and a degenerate gated ``M`` warns.
+    ``capacity`` (int64 ``[B]`` in [1, S], or None) limits the step's read, and
+    so the gated write, to each row's active slots (fifo: the last, gated: the first).
     """
 
     NAME = "WMLSTMCell"
 
-    def forward(self, x: Tensor, state: Optional[State] = None):
+    def forward(self, x: Tensor, state: Optional[State] = None, capacity: Optional[Tensor] = None):
         self.check_input(x, 2, "[B, I]")
+        capacity = _checks.capacity(self.NAME, capacity, x.shape[0], None, self.memory_slots, x.device)
         with ops.autocast_off(x.device.type):  # a step of WMLSTM, which computes in its inputs' dtype
-            return self._step(x, state)
+            return self._step(x, state, capacity)
 
-    def _step(self, x: Tensor, state: Optional[State]):
+    def _step(self, x: Tensor, state: Optional[State], capacity: Optional[Tensor]):
         h, c, M = self.initial_state(state, x, x.shape[0])
         q = torch.addmm(self.b_q, h, self.w_q.t())
-        r, attn = ops.wm_read(M, q)
+        mask = None if capacity is None else active_slots(capacity.to(x.device), self.memory_slots, self.write_mode)
+        r, attn = ops.wm_read(M, q, mask)
         gates = torch.addmm(gate_preactivations(x, h, self.w_ih, self.w_hh, self.b), r, self.w_rh.t())
         h, c = ops.lstm_cell(gates, c)
         v = torch.tanh(torch.addmm(self.b_v, h, self.w_v.t()))
