@@ -117,7 +117,7 @@ def test_bad_capacity_names_the_argument_and_the_index():
         call(torch.ones(B, dtype=torch.int64, device="meta"))
 
 
-@pytest.mark.parametrize("name", ("triton", "cuda"))
+@pytest.mark.parametrize("name", ("triton", "cuda"))  # cpu takes it: tested below
 def test_a_backend_without_capacity_refuses_it(name):
     params, x, state = case("gated", dtype=torch.float32)
     with pytest.raises(wmkernels.BackendUnavailableError, match="capacity|cannot run"):
@@ -177,3 +177,61 @@ def test_capacity_through_double_backward_compile_and_export(mode):
     assert rel_err(compiled(x, None, capacity)[0], want) <= 1e-6
     exported = torch.export.export(layer, (x, None, capacity)).module()
     assert rel_err(exported(x, None, capacity)[0], want) <= 1e-6
+
+
+CPU_SIZES = [dict(T=6, B=4, I=3, H=5, S=5, D=4), dict(T=1, B=1, I=2, H=1, S=1, D=3),
+             dict(T=9, B=3, I=4, H=3, S=4, D=2), dict(T=4, B=2, I=3, H=65, S=7, D=9)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)], ids=["f64", "f32"])
+@pytest.mark.parametrize("sizes", CPU_SIZES, ids=lambda z: "T{T}B{B}H{H}S{S}D{D}".format(**z))
+@pytest.mark.parametrize("per_step", (True, False), ids=["TB", "B"])
+def test_cpu_kernel_with_capacity_matches_the_reference(mode, dtype, tol, sizes, per_step, fresh_seed):
+    """The cpu backend's wm_lstm_sequence with a capacity (and lengths) against the
+    float64 reference: every output and every input gradient."""
+    from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
+
+    torch.manual_seed(fresh_seed)
+    T_, B_, I_, H_, S_, D_ = (sizes[k] for k in "TBIHSD")
+    keys = [k for k in WM_PARAM_KEYS if mode == "gated" or k not in WM_GATED_ONLY_KEYS]
+    shapes = {"w_ih": (4 * H_, I_), "w_hh": (4 * H_, H_), "w_rh": (4 * H_, D_), "b": (4 * H_,),
+              "w_q": (D_, H_), "b_q": (D_,), "w_v": (D_, H_), "b_v": (D_,), "w_e": (D_, H_), "b_e": (D_,)}
+    leaves64 = {"x": torch.randn(T_, B_, I_), "h0": torch.randn(B_, H_), "c0": torch.randn(B_, H_),
+                "M0": torch.randn(B_, S_, D_), **{k: torch.randn(shapes[k]) * 0.5 for k in keys}}
+    leaves64 = {k: v.double().requires_grad_() for k, v in leaves64.items()}
+    leaves = {k: v.detach().to(dtype).requires_grad_() for k, v in leaves64.items()}
+    capacity = torch.randint(1, S_ + 1, (T_, B_) if per_step else (B_,))
+    lengths = torch.randint(0, T_ + 1, (B_,))
+
+    def run(t, backend):
+        y, (h, c, M) = ops.wm_lstm_sequence(t["x"], (t["h0"], t["c0"], t["M0"]), {k: t[k] for k in keys},
+                                            mode, lengths, capacity, backend=backend)
+        return y, h, c, M
+
+    got, want = run(leaves, "cpu"), run(leaves64, "reference")
+    upstream = [torch.randn_like(w) for w in want]
+    g_got = torch.autograd.grad(got, list(leaves.values()), [u.to(dtype) for u in upstream])
+    g_want = torch.autograd.grad(want, list(leaves64.values()), upstream)
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert rel_err(a, b) <= tol, f"output {k}: {rel_err(a, b):.2e}"
+    for name, a, b in zip(leaves, g_got, g_want):
+        assert rel_err(a, b) <= 10 * tol, f"grad {name}: {rel_err(a, b):.2e}"
+
+
+def test_auto_runs_capacity_on_the_cpu_kernels():
+    choice = wmkernels.backends.decide("wm_lstm_sequence", None, torch.device("cpu"), torch.float32,
+                                       with_capacity=True)
+    assert choice.backend == "cpu"
+
+
+def test_the_cpu_entry_point_checks_capacity():
+    params, x, state = case("gated")
+    W = torch.ops.wmkernels
+    weights = [params[k] for k in ("w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v")]
+    bad = torch.ones(T, B, dtype=torch.int64)
+    bad[2, 3] = S + 1
+    with pytest.raises(RuntimeError, match=r"capacity\[2, 3\] = 6 is outside \[1, S=5\]"):
+        W.wm_lstm_sequence_forward(x, *state, *weights, params["w_e"], params["b_e"], None, bad, "gated", 2)
+    with pytest.raises(RuntimeError, match=r"capacity must be an int64 CPU tensor of shape \[6, 4\]"):
+        W.wm_lstm_sequence_forward(x, *state, *weights, params["w_e"], params["b_e"], None, bad[0], "gated", 2)

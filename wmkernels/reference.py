@@ -131,10 +131,11 @@ def wm_lstm_step(x_t: Tensor, h: Tensor, c: Tensor, M: Tensor,
     """
     p = params
     q = h @ p["w_q"].t() + p["b_q"]
-    if capacity is None:
+    active = None if capacity is None else active_slots(capacity.to(M.device), M.shape[1], write_mode)
+    if active is None:
         r, attn = wm_read(M, q)
-    else:
-        r, attn = wm_read(M, q, active_slots(capacity.to(M.device), M.shape[1], write_mode))
+    else:  # an inactive slot is not read at all: not even a NaN or inf there reaches r
+        r, attn = wm_read(torch.where(active.unsqueeze(2), M, 0), q, active)
     gates = x_t @ p["w_ih"].t() + h @ p["w_hh"].t() + r @ p["w_rh"].t() + p["b"]
     h, c = lstm_cell(gates, c)
     v = torch.tanh(h @ p["w_v"].t() + p["b_v"])
@@ -142,7 +143,8 @@ def wm_lstm_step(x_t: Tensor, h: Tensor, c: Tensor, M: Tensor,
         M = wm_shift_write(M, v)
     else:
         e = torch.sigmoid(h @ p["w_e"].t() + p["b_e"])
-        M = wm_write(M, attn, e, v)
+        written = wm_write(M, attn, e, v)
+        M = written if active is None else torch.where(active.unsqueeze(2), written, M)  # inactive: as given
     return h, c, M, r
 
 
