@@ -241,3 +241,13 @@ def test_the_cpu_entry_point_checks_capacity():
         W.wm_lstm_sequence_forward(x, *state, *weights, params["w_e"], params["b_e"], None, bad, "gated", 2)
     with pytest.raises(RuntimeError, match=r"capacity must be an int64 CPU tensor of shape \[6, 4\]"):
         W.wm_lstm_sequence_forward(x, *state, *weights, params["w_e"], params["b_e"], None, bad[0], "gated", 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cpu_full_capacity_is_bit_for_bit_no_capacity(mode):
+    """A capacity of S everywhere runs the same loops as none: equal to the bit."""
+    params, x, state = case(mode, dtype=torch.float32)
+    full = torch.full((T, B), S, dtype=torch.int64)
+    want = ops.wm_lstm_sequence(x, state, params, mode, backend="cpu")
+    got = ops.wm_lstm_sequence(x, state, params, mode, capacity=full, backend="cpu")
+    assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
