@@ -15,7 +15,8 @@ from typing import List, Optional
 import torch
 
 import wmkernels
-from wmkernels import bench, gpu_report, testing
+from wmkernels import testing
+from wmkernels.tools import bench, gpu_report
 from wmkernels.backends import BACKENDS, environment_problems
 from wmkernels.triton import schedule_env
 from wmkernels.ops import OP_INPUTS
@@ -117,7 +118,7 @@ def cmd_bench(args) -> int:
         print("wrote", args.json)
     failed = any(r.error for r in results)
     if args.plot:
-        from wmkernels import bench_plot
+        from wmkernels.tools import bench_plot
 
         curves = bench_plot.sweep(args.device, dtype, args.repeat, {**bench.DEFAULT_SIZES, **sizes},
                                   progress=True)
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["gpu-report"]:  # its options are its own (wmkernels.gpu_report)
+    if argv[:1] == ["gpu-report"]:  # its options are its own (wmkernels.tools.gpu_report)
         return gpu_report.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "check" and not args.dtype:

@@ -28,12 +28,11 @@ from wmkernels.triton import schedule_env
 from wmkernels.backends.aten import AtenBackend
 from wmkernels.backends.base import Backend
 from wmkernels.backends.cpu import CpuBackend
-from wmkernels.backends.gpu import CudaBackend
 from wmkernels.backends.reference import ReferenceBackend
 from wmkernels.backends.triton import TritonBackend
 
 BACKENDS: Dict[str, Backend] = {
-    b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), CudaBackend(), AtenBackend())
+    b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), AtenBackend())
 }
 AUTO = "auto"
 ENV_VAR = "WMKERNELS_BACKEND"
@@ -41,7 +40,7 @@ LOG_ENV_VAR = "WMKERNELS_LOG_BACKEND"
 # Fastest first, per device type; the reference closes every list. On CPU the
 # cpu backend's lstm_sequence was measured faster than torch.nn.LSTM
 # (benchmarks/results/); aten stands in when the extension is not built.
-AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "aten", "reference")}
+AUTO_ORDER = {"cuda": ("triton", "reference"), "cpu": ("cpu", "aten", "reference")}
 # Ops torch itself has a fast kernel for: auto takes it first on that device.
 TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten"}
 # ... and where no input wants a gradient (inference): on CPU torch's LSTM runs

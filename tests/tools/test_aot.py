@@ -1,0 +1,93 @@
+"""Every Triton kernel variant the ops launch on CUDA compiles for sm_80 and
+sm_90, within shared memory and its spill budget, with tensor cores in the
+16-bit matrix kernels (``python -m wmkernels.tools.aot``, run without a GPU).
+
+The check runs in a subprocess: the kernels must be compiled objects, and this
+test process has TRITON_INTERPRET=1 set (conftest). The table of every variant
+is printed into the test log. ``WMKERNELS_SKIP_AOT=1`` skips it where the
+kernels are compiled for real anyway (the GPU protocol, whose time is short).
+"""
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("triton")
+pytestmark = pytest.mark.skipif(os.environ.get("WMKERNELS_SKIP_AOT") == "1",
+                                reason="WMKERNELS_SKIP_AOT=1 (the GPU protocol compiles the kernels for real)")
+
+MODULES = ("wmkernels.lstm.lstm_cell_triton", "wmkernels.memory.memory_ops_triton",
+           "wmkernels.lstm.lstm_sequence_triton", "wmkernels.wm_lstm.wm_lstm_sequence_triton",
+           "wmkernels.tools.probes")
+
+
+def launched_kernels():
+    """Every @triton.jit kernel of the package that a host function launches."""
+    from wmkernels.tools import aot
+
+    names = set()
+    for module in MODULES:
+        source = inspect.getsource(importlib.import_module(module))
+        for line in source.splitlines():
+            if line.startswith("def _") and "_kernel(" in line:
+                names.add(f"{aot.KERNEL_OP[module.rsplit('.', 1)[-1]]}.{line[4:line.index('(')]}")
+    return names
+
+
+def test_every_launched_variant_compiles_for_sm80_and_sm90(tmp_path, capsys):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = tmp_path / "aot.json"
+    result = subprocess.run([sys.executable, "-m", "wmkernels.tools.aot", "--json", str(out)],
+                            env=env, capture_output=True, text=True, timeout=1800)
+    with capsys.disabled():
+        print("\n" + result.stdout[-200000:] + result.stderr[-5000:])
+    reports = json.loads(out.read_text()) if out.exists() else []
+    assert result.returncode == 0, "failing variants:\n" + "\n".join(
+        line for line in result.stdout.splitlines() if "FAIL" in line)
+    assert {r["arch"] for r in reports} == {80, 90}
+    assert {r["dtype"] for r in reports} == {"float32", "float16", "bfloat16"}
+    compiled = {r["kernel"] for r in reports}
+    assert launched_kernels() <= compiled, launched_kernels() - compiled
+    persistent = [r for r in reports if "GRID_SYNC=True" in r["constexprs"]]
+    assert {r["kernel"] for r in persistent} == {"lstm_sequence._forward_kernel", "lstm_sequence._backward_kernel",
+                                                 "wm_lstm_split._forward_kernel", "wm_lstm_split._backward_kernel"}
+    assert all(r["grid_sync"] for r in persistent)
+    resident = {(r["kernel"], r["arch"]) for r in persistent if "BLOCK_H=0" not in r["constexprs"]}
+    # w_hh resident in both lstm_sequence kernels on both archs; the WM split forward's w_hh and w_rh on an
+    # H100 (an A100's shared memory cannot hold them at H = 768)
+    assert {("lstm_sequence._forward_kernel", 80), ("lstm_sequence._backward_kernel", 90),
+            ("wm_lstm_split._forward_kernel", 90), ("wm_lstm_split._backward_kernel", 80)} <= resident
+    for kernel in ("lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel"):
+        lengths_on = [r for r in reports if r["kernel"] == kernel and "HAS_LENGTHS=True" in r["constexprs"]]
+        assert lengths_on and all(r["error"] is None for r in lengths_on)
+
+
+def test_aot_refuses_to_run_interpreted():
+    result = subprocess.run([sys.executable, "-m", "wmkernels.tools.aot"], capture_output=True, text=True,
+                            env=dict(os.environ, TRITON_INTERPRET="1"), timeout=300)
+    assert result.returncode == 2 and "TRITON_INTERPRET" in result.stderr
+
+
+def test_judging_a_report():
+    from wmkernels.tools import aot
+
+    variant = aot.Variant("wm_lstm_sequence._forward_kernel", "m", "f", "float16", "case", {}, {}, {}, {})
+    report = aot.Report(variant.kernel, 90, "float16", "case", "", registers=255, spill_stores=8,
+                        spill_loads=8, shared=300000, tensor_cores=False)
+    problems = aot.judge(report, variant)
+    assert any("shared memory" in p for p in problems)
+    assert any("spills 8 B" in p for p in problems)
+    assert any("tensor-core" in p for p in problems)
+    unordered = aot.Report(variant.kernel, 90, "float16", "case", "", registers=100, spill_stores=0, spill_loads=0,
+                           shared=1024, tensor_cores=True, grid_sync=False)
+    assert any("grid barrier" in p for p in aot.judge(unordered, variant))
+    wide = aot.Variant(variant.kernel, "m", "f", "float16", "case", {}, {}, {}, {"num_warps": 16})
+    assert any("255 registers x 512 threads" in p for p in aot.judge(report, wide))  # > 65536
+    assert not any("registers" in p for p in aot.judge(unordered, wide))  # 100 x 512 fits
+    fine = aot.Report(variant.kernel, 80, "float32", "case", "", registers=100, spill_stores=0,
+                      spill_loads=0, shared=1024, tensor_cores=False)
+    assert aot.judge(fine, aot.Variant(variant.kernel, "m", "f", "float32", "c", {}, {}, {}, {})) == []
