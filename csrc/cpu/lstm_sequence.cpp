@@ -31,6 +31,7 @@
 
 #include "tensor_checks.h"
 #include "lstm_rows.h"
+#include "padding.h"
 
 namespace wmkernels {
 namespace cpu {
@@ -247,10 +248,12 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
   });
 
   const at::Tensor d_gates2 = d_gates.view({T * B, 4 * H});
-  const at::Tensor x2 = x_in.contiguous().view({T * B, I});
-  at::Tensor grad_x = at::mm(d_gates2, w_ih_in).view({T, B, I});
+  const at::Tensor x2 = zero_past_lengths(x_in.contiguous(), lengths).view({T * B, I});
+  // zero past each row's length, by selection (their zero rows of d_gates times a NaN in w_ih are NaN)
+  at::Tensor grad_x = zero_past_lengths(at::mm(d_gates2, w_ih_in).view({T, B, I}), lengths);
   at::Tensor grad_w_ih = at::mm(d_gates2.t(), x2);
-  at::Tensor grad_w_hh = at::mm(d_gates[0].t(), h0_in);
+  // h0 of a row of length 0 is never read: its zero row of d_gates[0] must not meet it
+  at::Tensor grad_w_hh = at::mm(d_gates[0].t(), zero_past_lengths(h0_in.unsqueeze(0), lengths)[0]);
   if (T > 1) {
     const at::Tensor y_prev = y_in.narrow(0, 0, T - 1).contiguous().view({(T - 1) * B, H});
     grad_w_hh.addmm_(d_gates.narrow(0, 1, T - 1).view({(T - 1) * B, 4 * H}).t(), y_prev);

@@ -11,7 +11,7 @@ TORCH_LIBRARY_FRAGMENT(wmkernels, m) {
   m.def("wm_read_forward(Tensor M, Tensor q, Tensor? mask, float scale) -> (Tensor, Tensor)");
   m.def(
       "wm_read_backward(Tensor grad_r, Tensor grad_attn, Tensor M, Tensor q, Tensor attn, "
-      "float scale) -> (Tensor, Tensor)");
+      "float scale, Tensor? mask=None) -> (Tensor, Tensor)");
   m.def("wm_shift_write_forward(Tensor M, Tensor v) -> Tensor");
   m.def("wm_shift_write_backward(Tensor grad_new) -> (Tensor, Tensor)");
   m.def("wm_write_forward(Tensor M, Tensor w, Tensor e, Tensor a) -> Tensor");

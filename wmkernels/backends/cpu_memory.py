@@ -25,7 +25,7 @@ def _register_fakes() -> None:
         return M.new_empty(B, D), M.new_empty(B, S)
 
     @fake("wmkernels::wm_read_backward")
-    def _(grad_r, grad_attn, M, q, attn, scale):
+    def _(grad_r, grad_attn, M, q, attn, scale, mask=None):
         return torch.empty_like(M), torch.empty_like(q)
 
     @fake("wmkernels::wm_shift_write_forward")
@@ -80,11 +80,11 @@ class CpuMemoryOps:
     def wm_read_forward(self, M, q, mask=None, scale=None):
         """M [B, S, D], q [B, D], mask [B, S] bool or None -> ((r [B, D], attn [B, S]), saved, scale)."""
         r, attn = torch.ops.wmkernels.wm_read_forward(M, q, mask, float(scale))
-        return (r, attn), (M, q, attn), float(scale)
+        return (r, attn), (M, q, attn, mask), float(scale)
 
     def wm_read_backward(self, saved, scale, grad_r, grad_attn):
-        M, q, attn = saved
-        return torch.ops.wmkernels.wm_read_backward(grad_r, grad_attn, M, q, attn, scale)
+        M, q, attn, mask = saved
+        return torch.ops.wmkernels.wm_read_backward(grad_r, grad_attn, M, q, attn, scale, mask)
 
     def wm_shift_write_forward(self, M, v):
         """M [B, S, D], v [B, D] -> ((M_new,), (), None)."""

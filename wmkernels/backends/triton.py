@@ -72,10 +72,11 @@ class TritonBackend(Backend):
 
     def wm_read_forward(self, M, q, mask=None, scale=1.0):
         r, attn = kernels("memory").wm_read_forward(M, q, mask, scale)
-        return (r, attn), (M, q, attn), scale
+        return (r, attn), (M, q, attn, mask), scale
 
     def wm_read_backward(self, saved, info, grad_r, grad_attn):
-        return kernels("memory").wm_read_backward(*saved, grad_r, grad_attn, info)
+        M, q, attn, mask = saved
+        return kernels("memory").wm_read_backward(M, q, attn, grad_r, grad_attn, info, mask)
 
     def wm_shift_write_forward(self, M, v):
         return (kernels("memory").wm_shift_write_forward(M, v),), (v,), None
