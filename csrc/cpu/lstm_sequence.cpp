@@ -21,8 +21,7 @@
 #include "lstm_sequence.h"
 
 #include <ATen/ops/add.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/sum.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/zeros.h>
 
 #include "tensor_checks.h"
@@ -151,16 +150,16 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
   auto [d_gates, grad_h, grad_c] = persistent_lstm_backward(
       grad_y_in.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), c0_in.contiguous(),
       w_hh_in.contiguous(), act_in.contiguous(), cs_in.contiguous(), lengths);
+  // The weight gradients as GEMMs over all steps, on the team (team_mm:
+  // the same bits for any thread count).
   const at::Tensor d_gates2 = d_gates.view({T * B, 4 * H});
   const at::Tensor x2 = x_in.contiguous().view({T * B, I});
-  at::Tensor grad_x = at::mm(d_gates2, w_ih_in).view({T, B, I});
-  at::Tensor grad_w_ih = at::mm(d_gates2.t(), x2);
-  at::Tensor grad_w_hh = at::mm(d_gates[0].t(), h0_in);
-  if (T > 1) {
-    const at::Tensor y_prev = y_in.narrow(0, 0, T - 1).contiguous().view({(T - 1) * B, H});
-    grad_w_hh.addmm_(d_gates.narrow(0, 1, T - 1).view({(T - 1) * B, 4 * H}).t(), y_prev);
-  }
-  at::Tensor grad_b = d_gates2.sum(0);
+  const at::Tensor h_prev =
+      at::cat({h0_in.contiguous(), y_in.narrow(0, 0, T - 1).contiguous().view({(T - 1) * B, H})});
+  at::Tensor grad_x = team_mm(d_gates2, w_ih_in.contiguous()).view({T, B, I});
+  at::Tensor grad_w_ih = team_mm(d_gates2.t(), x2);
+  at::Tensor grad_w_hh = team_mm(d_gates2.t(), h_prev);
+  at::Tensor grad_b = column_sum(d_gates2);
   return {grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b};
 }
 

@@ -72,6 +72,11 @@ struct LstmTileKernels {
   // w_hh [4H, H] -> unit-column panels [p0, p1) (size (p1 - p0) * 4H * U).
   void (*pack_unit_columns)(const T* w_hh, int64_t H, int64_t p0, int64_t p1, T* out);
   void (*backward_step)(const BackwardStep<T>& s, int64_t p0, int64_t p1);
+  // Rows [m0, m1) of c [M, N] (row stride ldc) = A B with a(m, k) =
+  // a[m*sam + k*sak] and b [K, N] (row stride ldb); each element one FMA
+  // chain over k = 0..K-1.
+  void (*gemm_rows)(const T* a, int64_t sam, int64_t sak, const T* b, int64_t ldb, int64_t N,
+                    int64_t K, T* c, int64_t ldc, int64_t m0, int64_t m1);
 };
 
 // The kernels of the instruction set in use (cpu_capability(), lstm_rows.h).

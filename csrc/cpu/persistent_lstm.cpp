@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
 #include "lstm_rows.h"
@@ -84,6 +85,43 @@ const LstmTileKernels<double>& lstm_tile_kernels<double>() {
 #endif
     default: return DEFAULT::lstm_tile_kernels_double();
   }
+}
+
+at::Tensor team_mm(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  at::Tensor c = at::empty({M, N}, b.options());
+  if (M == 0 || N == 0) return c;
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "wmkernels_team_mm", [&] {
+    const LstmTileKernels<scalar_t>& k = lstm_tile_kernels<scalar_t>();
+    const scalar_t* a_p = a.const_data_ptr<scalar_t>();
+    const scalar_t* b_p = b.const_data_ptr<scalar_t>();
+    scalar_t* c_p = c.mutable_data_ptr<scalar_t>();
+    const int64_t sam = a.stride(0), sak = a.stride(1);
+    // Rows in blocks of 8 per thread at least (a tile is up to 6 rows).
+    run_team((M + 7) / 8, [&](int tid, int n, Barrier&) {
+      int64_t m0, m1;
+      team_slice(M, tid, n, m0, m1);
+      k.gemm_rows(a_p, sam, sak, b_p, N, N, K, c_p, N, m0, m1);
+    });
+  });
+  return c;
+}
+
+at::Tensor column_sum(const at::Tensor& a) {
+  const int64_t M = a.size(0), N = a.size(1);
+  at::Tensor out = at::empty({N}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "wmkernels_column_sum", [&] {
+    const scalar_t* a_p = a.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) o[n] = scalar_t(0);
+      for (int64_t m = 0; m < M; ++m) {
+        const scalar_t* row = a_p + m * N;
+        for (int64_t n = n0; n < n1; ++n) o[n] += row[n];
+      }
+    });
+  });
+  return out;
 }
 
 int persistent_last_team_size() { return last_team_size.load(std::memory_order_relaxed); }

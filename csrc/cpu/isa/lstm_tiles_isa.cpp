@@ -312,10 +312,82 @@ void backward_step(const BackwardStep<T>& s, int64_t p0, int64_t p1) {
   }
 }
 
+
+// ---- plain GEMM (weight gradients) -----------------------------------------------
+
+// C[m0.., n0..] tile of MR rows x NP vectors (the last one n_last wide):
+// acc = (first ? 0 : C), acc += Σ_{k in [k0, k1)} a(m, k) B[k, n], stored back.
+template <typename T, int MR, int NP>
+WMK_ALWAYS_INLINE void gemm_tile(const T* a, int64_t sam, int64_t sak, const T* b, int64_t ldb,
+                                 int64_t k0, int64_t k1, T* c, int64_t ldc, int64_t m0,
+                                 int64_t n0, int64_t n_last) {
+  using V = Vectorized<T>;
+  constexpr int64_t U = V::size();
+  V acc[MR][NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < NP; ++q)
+      acc[r][q] = k0 == 0 ? V(T(0))
+                          : load_n(c + (m0 + r) * ldc + n0 + q * U, q + 1 == NP ? n_last : U);
+  for (int64_t k = k0; k < k1; ++k) {
+    V av[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) av[r] = V(a[(m0 + r) * sam + k * sak]);
+    const T* bk = b + k * ldb + n0;
+#pragma GCC unroll 8
+    for (int q = 0; q < NP; ++q) {
+      const V bv = q + 1 == NP && n_last != U ? V::loadu(bk + q * U, n_last) : V::loadu(bk + q * U);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) acc[r][q] = at::vec::fmadd(av[r], bv, acc[r][q]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < NP; ++q)
+      store_n(acc[r][q], c + (m0 + r) * ldc + n0 + q * U, q + 1 == NP ? n_last : U);
+}
+
+// Rows [m0, m1) of C [M, N] = A B, a(m, k) = a[m*sam + k*sak], B row-major
+// [K, N]. Each element is one FMA chain over k = 0..K-1 (blocked in k, the
+// partial sums go through C exactly), whatever the rows given.
+template <typename T>
+void gemm_rows(const T* a, int64_t sam, int64_t sak, const T* b, int64_t ldb, int64_t N,
+               int64_t K, T* c, int64_t ldc, int64_t m0, int64_t m1) {
+  constexpr int64_t U = Vectorized<T>::size();
+  constexpr int MR = kAccumulators<T> / 4;
+  constexpr int64_t kKc = 256;
+  if (K == 0) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t n = 0; n < N; ++n) c[m * ldc + n] = T(0);
+    return;
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+    const int64_t k1 = k0 + kKc < K ? k0 + kKc : K;
+    for (int64_t n0 = 0; n0 < N; n0 += 4 * U) {
+      const int64_t left = N - n0;
+      if (left >= 4 * U) {
+        int64_t m = m0;
+        for (; m + MR <= m1; m += MR) gemm_tile<T, MR, 4>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, n0, U);
+        for (; m < m1; ++m) gemm_tile<T, 1, 4>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, n0, U);
+      } else {
+        // The last < 4U columns one vector at a time (the last one partial).
+        for (int64_t nv = n0; nv < N; nv += U) {
+          const int64_t w = N - nv < U ? N - nv : U;
+          int64_t m = m0;
+          for (; m + MR <= m1; m += MR) gemm_tile<T, MR, 1>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, nv, w);
+          for (; m < m1; ++m) gemm_tile<T, 1, 1>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, nv, w);
+        }
+      }
+    }
+  }
+}
+
 template <typename T>
 constexpr LstmTileKernels<T> kKernels{Vectorized<T>::size(), &pack_gate_rows<T>, &project<T>,
                                       &forward_step<T>, &pack_unit_columns<T>,
-                                      &backward_step<T>};
+                                      &backward_step<T>, &gemm_rows<T>};
 
 }  // namespace
 
