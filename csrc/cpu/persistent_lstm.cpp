@@ -53,6 +53,15 @@ const T* ptr(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
+// The team size for `parallel_units` independent slices of work: at most
+// at::get_num_threads() and at most parallel_units; 1 inside a parallel region.
+int team_size(int64_t parallel_units) {
+  if (at::in_parallel_region()) return 1;
+  int64_t n = at::get_num_threads();
+  if (n > parallel_units) n = parallel_units;
+  return n < 1 ? 1 : static_cast<int>(n);
+}
+
 int run_team(int64_t panels, const Team::Work& work) {
   const int n = Team::run(team_size(panels), work);
   last_team_size.store(n, std::memory_order_relaxed);

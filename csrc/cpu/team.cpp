@@ -1,4 +1,5 @@
 // The thread pool behind Team (team.h) and the spin-then-yield Barrier.
+// Plain C++ (no ATen), so the ThreadSanitizer test builds it on its own.
 #include "team.h"
 
 #include <condition_variable>
@@ -7,8 +8,6 @@
 #include <vector>
 
 #include <pthread.h>
-
-#include <ATen/Parallel.h>
 
 namespace wmkernels {
 namespace cpu {
@@ -135,13 +134,6 @@ int Team::run(int n, const Work& fn) {
   Barrier single(1);
   fn(0, 1, single);
   return 1;
-}
-
-int team_size(int64_t parallel_units) {
-  if (at::in_parallel_region()) return 1;
-  int64_t n = at::get_num_threads();
-  if (n > parallel_units) n = parallel_units;
-  return n < 1 ? 1 : static_cast<int>(n);
 }
 
 }  // namespace cpu

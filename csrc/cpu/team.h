@@ -48,10 +48,6 @@ class Team {
   static int run(int n, const Work& fn);
 };
 
-// The team size for `parallel_units` independent slices of work: at most
-// at::get_num_threads() and at most parallel_units; 1 inside a parallel region.
-int team_size(int64_t parallel_units);
-
 // Slice [begin, end) of `count` items owned by `tid` of `n` (contiguous,
 // sizes differ by at most one).
 inline void team_slice(int64_t count, int tid, int n, int64_t& begin, int64_t& end) {

@@ -9,6 +9,8 @@
 // (AVX-512), 12 with 16 (AVX2 and the default build).
 #include "cpu/lstm_tiles.h"
 
+#include <type_traits>
+
 #include "cpu/vec_math.h"
 
 namespace wmkernels {
@@ -25,9 +27,9 @@ constexpr int kAccumulators = Vectorized<T>::size() * sizeof(T) >= 64 ? 24 : 12;
 
 constexpr int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// Rows of a full tile, and panels per tile for a tile of MR rows.
-template <typename T, int G>
-constexpr int kMaxRows = G == 4 ? kAccumulators<T> / 4 : kAccumulators<T> / 4;
+// Rows of a full tile (6 or 3), and panels per tile for a tile of MR rows.
+template <typename T>
+constexpr int kMaxRows = kAccumulators<T> / 4;
 template <typename T, int G>
 constexpr int panels_for(int MR) {
   return clamp_int(kAccumulators<T> / (MR * G), 1, G == 4 ? 4 : 8);
@@ -73,6 +75,21 @@ WMK_ALWAYS_INLINE void accumulate(const T* a, int64_t lda, const T* w, int64_t K
         for (int r = 0; r < MR; ++r) acc[r][q][g] = at::vec::fmadd(av[r], wv, acc[r][q][g]);
       }
     }
+  }
+}
+
+// f(std::integral_constant<int, n>) for 0 < n < MR (a tail of n rows, one
+// tile); nothing for n = 0.
+template <int MR, typename F>
+WMK_ALWAYS_INLINE void with_rows(int64_t n, const F& f) {
+  static_assert(MR <= 6, "tile rows");
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: if constexpr (MR > 2) f(std::integral_constant<int, 2>{}); break;
+    case 3: if constexpr (MR > 3) f(std::integral_constant<int, 3>{}); break;
+    case 4: if constexpr (MR > 4) f(std::integral_constant<int, 4>{}); break;
+    case 5: if constexpr (MR > 5) f(std::integral_constant<int, 5>{}); break;
+    default: break;
   }
 }
 
@@ -148,14 +165,16 @@ void project_rows(const T* a, int64_t M, int64_t K, int64_t lda, const T* packed
     const T* w = packed + (p - p0) * K * 4 * U;
     int64_t m = 0;
     for (; m + MR <= M; m += MR) project_tile<T, MR, 1>(a, K, lda, w, bias, H, m, p, out);
-    for (; m < M; ++m) project_tile<T, 1, 1>(a, K, lda, w, bias, H, m, p, out);
+    with_rows<MR>(M - m, [&](auto rows) {
+      project_tile<T, decltype(rows)::value, 1>(a, K, lda, w, bias, H, m, p, out);
+    });
   }
 }
 
 template <typename T>
 void project(const T* a, int64_t M, int64_t K, int64_t lda, const T* packed, const T* bias,
              int64_t H, int64_t p0, int64_t p1, T* out) {
-  project_rows<T, kMaxRows<T, 4>>(a, M, K, lda, packed, bias, H, p0, p1, out);
+  project_rows<T, kMaxRows<T>>(a, M, K, lda, packed, bias, H, p0, p1, out);
 }
 
 // ---- forward step ----------------------------------------------------------------
@@ -217,7 +236,7 @@ void forward_rows(const ForwardStep<T>& s, int64_t b0, int64_t p0, int64_t p1, i
 
 template <typename T>
 void forward_step(const ForwardStep<T>& s, int64_t p0, int64_t p1) {
-  constexpr int MR = kMaxRows<T, 4>;
+  constexpr int MR = kMaxRows<T>;
   static_assert(MR >= 3 && MR <= 6, "tile rows");
   if (s.B >= MR) {
     // Panels outer, rows inner: each panel of the slice is read from cache
@@ -225,18 +244,14 @@ void forward_step(const ForwardStep<T>& s, int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       int64_t b = 0;
       for (; b + MR <= s.B; b += MR) forward_rows<T, MR>(s, b, p, p + 1, p0);
-      for (; b < s.B; ++b) forward_rows<T, 1>(s, b, p, p + 1, p0);
+      with_rows<MR>(s.B - b, [&](auto rows) {
+        forward_rows<T, decltype(rows)::value>(s, b, p, p + 1, p0);
+      });
     }
     return;
   }
-  switch (s.B) {
-    case 1: forward_rows<T, 1>(s, 0, p0, p1, p0); break;
-    case 2: forward_rows<T, 2>(s, 0, p0, p1, p0); break;
-    case 3: forward_rows<T, 3>(s, 0, p0, p1, p0); break;
-    case 4: forward_rows<T, 4 < MR ? 4 : 1>(s, 0, p0, p1, p0); break;
-    case 5: forward_rows<T, 5 < MR ? 5 : 1>(s, 0, p0, p1, p0); break;
-    default: break;
-  }
+  // Fewer rows than a tile: one tile of all B rows, several panels wide.
+  with_rows<MR>(s.B, [&](auto rows) { forward_rows<T, decltype(rows)::value>(s, 0, p0, p1, p0); });
 }
 
 // ---- backward step ---------------------------------------------------------------
@@ -289,27 +304,34 @@ WMK_ALWAYS_INLINE void backward_tile(const BackwardStep<T>& s, int64_t b0, int64
   }
 }
 
+// Tiles of MR rows at b0 over panels [p0, p1): NP panels at a time, then
+// one; s.w holds the thread's panels from panel `first` on.
 template <typename T, int MR>
-void backward_rows(const BackwardStep<T>& s, int64_t b0, int64_t p0, int64_t p1) {
+void backward_rows(const BackwardStep<T>& s, int64_t b0, int64_t p0, int64_t p1, int64_t first) {
   constexpr int NP = panels_for<T, 1>(MR);
   int64_t p = p0;
-  for (; p + NP <= p1; p += NP) backward_tile<T, MR, NP>(s, b0, p, p0);
-  for (; p < p1; ++p) backward_tile<T, MR, 1>(s, b0, p, p0);
+  for (; p + NP <= p1; p += NP) backward_tile<T, MR, NP>(s, b0, p, first);
+  for (; p < p1; ++p) backward_tile<T, MR, 1>(s, b0, p, first);
 }
 
 template <typename T>
 void backward_step(const BackwardStep<T>& s, int64_t p0, int64_t p1) {
-  constexpr int MR = kMaxRows<T, 1>;
-  int64_t b = 0;
-  for (; b + MR <= s.B; b += MR) backward_rows<T, MR>(s, b, p0, p1);
-  switch (s.B - b) {
-    case 1: backward_rows<T, 1>(s, b, p0, p1); break;
-    case 2: backward_rows<T, 2>(s, b, p0, p1); break;
-    case 3: backward_rows<T, 3 < MR ? 3 : 1>(s, b, p0, p1); break;
-    case 4: backward_rows<T, 4 < MR ? 4 : 1>(s, b, p0, p1); break;
-    case 5: backward_rows<T, 5 < MR ? 5 : 1>(s, b, p0, p1); break;
-    default: break;
+  constexpr int MR = kMaxRows<T>;
+  constexpr int NP = panels_for<T, 1>(MR);
+  if (s.B >= MR) {
+    // Groups of NP panels outer, rows inner: a group's panels are read from
+    // cache once per step, d_gates (B x 4H) stays in L1/L2.
+    for (int64_t p = p0; p < p1; p += NP) {
+      const int64_t end = p + NP < p1 ? p + NP : p1;
+      int64_t b = 0;
+      for (; b + MR <= s.B; b += MR) backward_rows<T, MR>(s, b, p, end, p0);
+      with_rows<MR>(s.B - b, [&](auto rows) {
+        backward_rows<T, decltype(rows)::value>(s, b, p, end, p0);
+      });
+    }
+    return;
   }
+  with_rows<MR>(s.B, [&](auto rows) { backward_rows<T, decltype(rows)::value>(s, 0, p0, p1, p0); });
 }
 
 
@@ -370,14 +392,18 @@ void gemm_rows(const T* a, int64_t sam, int64_t sak, const T* b, int64_t ldb, in
       if (left >= 4 * U) {
         int64_t m = m0;
         for (; m + MR <= m1; m += MR) gemm_tile<T, MR, 4>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, n0, U);
-        for (; m < m1; ++m) gemm_tile<T, 1, 4>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, n0, U);
+        with_rows<MR>(m1 - m, [&](auto rows) {
+          gemm_tile<T, decltype(rows)::value, 4>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, n0, U);
+        });
       } else {
         // The last < 4U columns one vector at a time (the last one partial).
         for (int64_t nv = n0; nv < N; nv += U) {
           const int64_t w = N - nv < U ? N - nv : U;
           int64_t m = m0;
           for (; m + MR <= m1; m += MR) gemm_tile<T, MR, 1>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, nv, w);
-          for (; m < m1; ++m) gemm_tile<T, 1, 1>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, nv, w);
+          with_rows<MR>(m1 - m, [&](auto rows) {
+            gemm_tile<T, decltype(rows)::value, 1>(a, sam, sak, b, ldb, k0, k1, c, ldc, m, nv, w);
+          });
         }
       }
     }
