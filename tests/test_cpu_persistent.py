@@ -142,3 +142,21 @@ def test_team_under_thread_sanitizer(tmp_path):
     proc = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "0 failures" in proc.stdout
+
+
+def test_measured_inference_rule_applies_only_to_inference_where_measured(monkeypatch):
+    """A MEASURED_FASTER rule marked inference=True puts its backend before
+    torch's own for calls where nothing wants a gradient, at the sizes it
+    covers, and nowhere else."""
+    from wmkernels.backends import MeasuredFaster, auto_candidates
+
+    rule = MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), lambda s: s["H"] >= 256,
+                          "test: a made-up measurement", inference=True)
+    monkeypatch.setattr("wmkernels.backends.MEASURED_FASTER", [rule])
+    cpu = torch.device("cpu")
+    big, small = dict(T=8, B=4, I=256, H=256), dict(T=8, B=4, I=64, H=64)
+    first = auto_candidates("lstm_sequence", cpu, torch.float32, big, inference=True)[0]
+    assert first[0] == "cpu" and "test: a made-up measurement" in first[1]
+    assert auto_candidates("lstm_sequence", cpu, torch.float32, small, inference=True)[0][0] == "aten"
+    assert auto_candidates("lstm_sequence", cpu, torch.float64, big, inference=True)[0][0] == "aten"
+    assert auto_candidates("lstm_sequence", torch.device("cuda"), torch.float32, big)[0][0] == "aten"
