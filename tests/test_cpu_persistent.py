@@ -160,3 +160,29 @@ def test_measured_inference_rule_applies_only_to_inference_where_measured(monkey
     assert auto_candidates("lstm_sequence", cpu, torch.float32, small, inference=True)[0][0] == "aten"
     assert auto_candidates("lstm_sequence", cpu, torch.float64, big, inference=True)[0][0] == "aten"
     assert auto_candidates("lstm_sequence", torch.device("cuda"), torch.float32, big)[0][0] == "aten"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_gets_a_new_team():
+    """A child forked after the team exists (DataLoader workers) has none of
+    the parent's worker threads: it builds a new team (of 2 threads, same
+    bits) instead of waiting on threads that do not exist (a hang: the alarm
+    kills it). Forked from a fresh interpreter, not from pytest."""
+    script = f"""
+import os, signal, sys, torch
+sys.path[:0] = {[str(ROOT), str(ROOT / 'tests')]!r}
+import test_cpu_persistent as t
+torch.set_num_threads(2)
+tensors = t._inputs(5, 3, 8, 64, torch.float32)
+expected, team = t._run(tensors, None, False)
+assert team == 2
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)
+    got, team = t._run(tensors, None, False)
+    os._exit(0 if team == 2 and all(torch.equal(a, b) for a, b in zip(expected, got)) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
