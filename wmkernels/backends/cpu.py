@@ -33,6 +33,12 @@ def _register_fakes():
         return (x.new_empty(T, B, H), h0.new_empty(B, H), h0.new_empty(B, H),
                 x.new_empty(T, B, 4 * H), x.new_empty(T, B, H))
 
+    @torch.library.register_fake(lib + "lstm_sequence_inference")
+    def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
+        T, B, _ = x.shape
+        H = h0.shape[1]
+        return x.new_empty(T, B, H), h0.new_empty(B, H), h0.new_empty(B, H)
+
     @torch.library.register_fake(lib + "lstm_sequence_backward")
     def _(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, act, cs, y, lengths):
         H = h0.shape[1]
@@ -64,6 +70,13 @@ class CpuBackend(CpuMemoryOps, Backend):
         act, c_prev, c = saved
         return torch.ops.wmkernels.lstm_cell_backward(
             grad_h.contiguous(), grad_c.contiguous(), act, c_prev.contiguous(), c)
+
+    def forward(self, op, inputs, extras, needs_grad):
+        # No input wants a gradient: the persistent loop saves nothing.
+        if op == "lstm_sequence" and not any(needs_grad):
+            outputs = torch.ops.wmkernels.lstm_sequence_inference(*inputs, extras["lengths"])
+            return outputs, (), None
+        return super().forward(op, inputs, extras, needs_grad)
 
     # saved: x, h0, c0, w_ih, w_hh, act [T, B, 4H], cs [T, B, H], y [, lengths];
     # info: (has b_ih, has b_hh, has lengths).
