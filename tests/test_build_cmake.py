@@ -15,10 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("cmake") is None or shutil.which("ninja") is None,
-    reason="cmake and ninja are needed to build the CMake project",
-)
+pytestmark = [
+    pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None,
+                       reason="cmake and ninja are needed to build the CMake project"),
+    pytest.mark.slow,  # started first (conftest)
+    pytest.mark.xdist_group("cmake"),  # both tests on one pytest-xdist worker: the project is built once
+]
 
 
 def _run(cmd, cwd=None, timeout=900):

@@ -1,0 +1,53 @@
+"""The test suite leaves the user's environment alone: what it compiles is
+cached in the project's git-ignored ``.test-cache/`` (conftest), and the slow
+tests are started first so pytest-xdist runs them side by side."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_compile_caches_are_the_projects_and_ignored_by_git():
+    from conftest import TEST_CACHE
+
+    for variable, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+        assert Path(os.environ[variable]) == TEST_CACHE / sub
+    if "WMKERNELS_TEST_CACHE" not in os.environ:
+        assert TEST_CACHE == ROOT / ".test-cache"
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(TEST_CACHE / "triton" / "x")], cwd=ROOT)
+        assert ignored.returncode == 0, ".test-cache/ is not git-ignored"
+
+
+def test_triton_writes_its_cache_there():
+    triton = pytest.importorskip("triton")
+    from conftest import TEST_CACHE
+
+    assert Path(triton.knobs.cache.dir) == TEST_CACHE / "triton"
+
+
+def test_slow_tests_are_started_first():
+    from conftest import pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, name, slow):
+            self.name, self.slow = name, slow
+
+        def get_closest_marker(self, name):
+            return object() if name == "slow" and self.slow else None
+
+    items = [Item("a", False), Item("aot80", True), Item("b", False), Item("aot90", True), Item("c", False)]
+    pytest_collection_modifyitems(None, items)
+    assert [i.name for i in items] == ["aot80", "aot90", "a", "b", "c"]
+
+
+def test_the_long_tests_are_marked_slow():
+    import test_build_cmake
+    import test_gpu_report
+    import test_triton_aot
+
+    assert any(m.name == "slow" for m in test_build_cmake.pytestmark)
+    assert any(m.name == "slow" for m in test_triton_aot.test_every_launched_variant_compiles.pytestmark)
+    assert any(m.name == "slow" for m in test_gpu_report.test_gpu_check_dry_run_writes_json_and_markdown.pytestmark)
