@@ -2,7 +2,6 @@
 cached in the project's git-ignored ``.test-cache/`` (conftest), and the slow
 tests are started first so pytest-xdist runs them side by side."""
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ def test_compile_caches_are_the_projects_and_ignored_by_git():
         assert Path(os.environ[variable]) == TEST_CACHE / sub
     if "WMKERNELS_TEST_CACHE" not in os.environ:
         assert TEST_CACHE == ROOT / ".test-cache"
-        ignored = subprocess.run(["git", "check-ignore", "-q", str(TEST_CACHE / "triton" / "x")], cwd=ROOT)
-        assert ignored.returncode == 0, ".test-cache/ is not git-ignored"
+        assert ".test-cache/" in (ROOT / ".gitignore").read_text().splitlines(), ".test-cache/ is not git-ignored"
 
 
 def test_triton_writes_its_cache_there():

@@ -12,8 +12,10 @@ import importlib
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,14 +51,48 @@ def compile_jobs() -> int:
     return max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
+def run_in_own_group(command, env, timeout):
+    """Run ``command`` in a process group of its own; on a timeout the whole group
+    is killed (the check's compile processes too: none is left running) and
+    TimeoutExpired raised."""
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def test_a_timed_out_check_leaves_no_process_behind(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(120)")
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_in_own_group([sys.executable, "-c", script], dict(os.environ), timeout=10)
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the kill is asynchronous; a killed child is reaped by init
+        try:
+            os.kill(child, 0)
+            if open(f"/proc/{child}/stat").read().split()[2] == "Z":
+                break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the timed-out check's child process is still running")
+
+
 @pytest.mark.slow  # conftest starts the slow tests first
 @pytest.mark.parametrize("arch", [80, 90])
 def test_every_launched_variant_compiles(arch, tmp_path, capsys):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = tmp_path / "aot.json"
-    result = subprocess.run([sys.executable, "-m", "wmkernels.triton.aot", "--arch", str(arch),
-                             "--jobs", str(compile_jobs()), "--json", str(out)],
-                            env=env, capture_output=True, text=True, timeout=1800)
+    result = run_in_own_group([sys.executable, "-m", "wmkernels.triton.aot", "--arch", str(arch),
+                               "--jobs", str(compile_jobs()), "--json", str(out)], env=env, timeout=1800)
     with capsys.disabled():
         print("\n" + result.stdout[-200000:] + result.stderr[-5000:])
     reports = json.loads(out.read_text()) if out.exists() else []
