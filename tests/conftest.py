@@ -42,13 +42,17 @@ def fresh_seed():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs for minutes; started first (see pytest_collection_modifyitems)")
-    config.addinivalue_line("markers", "xdist_group(name): with --dist loadgroup, one pytest-xdist worker "
-                                       "runs every test of the group (a module-scoped build shared by them)")
+    config.addinivalue_line("markers", "slow(minutes): runs for about that many minutes on 2 cores with a cold "
+                                       "cache; started first, longest first (pytest_collection_modifyitems)")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first: pytest-xdist deals tests to its workers in this
-    order, so the longest ones start at once, side by side, and the short ones
-    fill in around them instead of leaving one long test running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise in file order
+    """The slow tests first, longest first: pytest-xdist deals tests to its
+    workers in this order, so the longest ones start at once, side by side, and
+    the short ones fill in around them instead of leaving one long test running
+    alone at the end."""
+    def minutes(item):
+        mark = item.get_closest_marker("slow")
+        return 0 if mark is None else mark.kwargs.get("minutes", 1)
+
+    items.sort(key=minutes, reverse=True)  # stable: otherwise in file order

@@ -3,6 +3,8 @@ csrc/cuda/*.cu compiles for sm_80 and sm_90 with the machine's nvcc (no GPU
 needed). The nvcc test skips where nvcc is missing, unless
 WMKERNELS_REQUIRE_NVCC=1 (CI), where it fails instead.
 """
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -18,8 +20,7 @@ CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
 pytestmark = [
     pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None,
                        reason="cmake and ninja are needed to build the CMake project"),
-    pytest.mark.slow,  # started first (conftest)
-    pytest.mark.xdist_group("cmake"),  # both tests on one pytest-xdist worker: the project is built once
+    pytest.mark.slow(minutes=2),  # started early (conftest)
 ]
 
 
@@ -33,12 +34,20 @@ def _run(cmd, cwd=None, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def cmake_build(tmp_path_factory):
-    """Configure and build the project once per module; returns the build dir."""
-    build = tmp_path_factory.mktemp("cmake-build")
-    _run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
-          "-DCMAKE_BUILD_TYPE=Release", f"-DPYTHON_EXECUTABLE={sys.executable}"])
-    _run(["cmake", "--build", str(build), "-j2"])
+def cmake_build():
+    """Configure and build the project once; returns the build dir. It lives in
+    the test cache (conftest), under a lock: the other pytest-xdist worker waits
+    for it and reuses it, as does the next run (ninja rebuilds what changed)."""
+    from conftest import TEST_CACHE
+
+    key = hashlib.sha256(f"{ROOT}\0{sys.executable}".encode()).hexdigest()[:12]
+    build = TEST_CACHE / f"cmake-build-{key}"
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
+              "-DCMAKE_BUILD_TYPE=Release", f"-DPYTHON_EXECUTABLE={sys.executable}"])
+        _run(["cmake", "--build", str(build), "-j2"])
     return build
 
 

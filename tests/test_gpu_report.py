@@ -15,7 +15,7 @@ from wmkernels import gpu_report
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # started first (conftest)
+@pytest.mark.slow(minutes=3)  # started early (conftest)
 @pytest.mark.skipif(os.environ.get(gpu_report.INSIDE_ENV) == "1",
                     reason="this suite is being run by the protocol itself")
 def test_gpu_check_dry_run_writes_json_and_markdown(tmp_path):

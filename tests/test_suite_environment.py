@@ -30,15 +30,15 @@ def test_slow_tests_are_started_first():
     from conftest import pytest_collection_modifyitems
 
     class Item:
-        def __init__(self, name, slow):
-            self.name, self.slow = name, slow
+        def __init__(self, name, minutes=None):
+            self.name, self.minutes = name, minutes
 
         def get_closest_marker(self, name):
-            return object() if name == "slow" and self.slow else None
+            return None if self.minutes is None else pytest.mark.slow(minutes=self.minutes).mark
 
-    items = [Item("a", False), Item("aot80", True), Item("b", False), Item("aot90", True), Item("c", False)]
+    items = [Item("a"), Item("cmake", 2), Item("b"), Item("aot80", 15), Item("aot90", 15), Item("c")]
     pytest_collection_modifyitems(None, items)
-    assert [i.name for i in items] == ["aot80", "aot90", "a", "b", "c"]
+    assert [i.name for i in items] == ["aot80", "aot90", "cmake", "a", "b", "c"]
 
 
 def test_the_long_tests_are_marked_slow():

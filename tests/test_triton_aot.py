@@ -86,7 +86,7 @@ def test_a_timed_out_check_leaves_no_process_behind(tmp_path):
         pytest.fail("the timed-out check's child process is still running")
 
 
-@pytest.mark.slow  # conftest starts the slow tests first
+@pytest.mark.slow(minutes=15)  # conftest starts the slow tests first, longest first
 @pytest.mark.parametrize("arch", [80, 90])
 def test_every_launched_variant_compiles(arch, tmp_path, capsys):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
