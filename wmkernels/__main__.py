@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import List, Optional
 
 import torch
@@ -115,22 +116,32 @@ def cmd_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from wmkernels import bench_summary
+
     dtype = DTYPES[args.dtype]
     sizes = {k: getattr(args, k) for k in bench.DEFAULT_SIZES if getattr(args, k) is not None}
+    all_sizes = {**bench.DEFAULT_SIZES, **sizes}
+    budget = args.budget_s if args.budget_s > 0 else None
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = bench.machine_description(args.device)
     print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, ISA {machine['isa']}, "
-          f"torch {machine['torch']}, {args.dtype}, sizes {({**bench.DEFAULT_SIZES, **sizes})}")
+          f"torch {machine['torch']}, {args.dtype}, sizes {all_sizes}")
+    print(bench_summary.plan_text(args.op, all_sizes, args.repeat, budget), flush=True)
+    started = time.perf_counter()
     peak = None
     if "lstm_sequence" in args.op:
         peak = bench.peak_gflops(args.device, dtype)
         print(f"peak: {peak:.1f} GFLOP/s = one 2048x2048x2048 torch.mm in {args.dtype}, "
               f"{machine['threads']} threads, measured in this process")
     results = bench.run_benchmarks(args.device, dtype, args.repeat, sizes, tuple(args.op),
-                                   compiled=args.compile, peak=peak, progress=True)
+                                   compiled=args.compile, peak=peak, progress=True, budget_s=budget)
+    seconds = time.perf_counter() - started
     print(bench.format_table(results))
-    print(f"forward+backward, median (min, IQR) of {args.repeat} interleaved rounds; 'fwd ms' = the forward "
+    rounds = sorted({r.rounds for r in results if r.rounds})
+    spread = f"{rounds[0]}" if len(rounds) == 1 else f"{rounds[0]}-{rounds[-1]}" if rounds else "no"
+    print(f"forward+backward, median (min, IQR) of {spread} timed interleaved round(s) a row (at most "
+          f"{args.repeat}; fewer where the time budget ran out); 'fwd ms' = the forward "
           "alone; 'vs baseline' = time / baseline time (below 1 is faster); 'x floor' = time / the floor "
           "model's forward+backward (GPU); GFLOP/s counts the matrix products "
           "(2*B*4H*(I+H) per step forward, twice that backward), 'of peak' divides by the peak "
@@ -140,15 +151,19 @@ def cmd_bench(args) -> int:
             json.dump(bench.results_json(results, args.device, dtype, sizes, peak), f, indent=2)
         print("wrote", args.json)
     failed = any(r.error for r in results)
+    groups = len({r.op for r in results}) or 1
+    print(f"took {seconds:.0f} s. {bench_summary.gain_sentence(results, args.device, dtype, all_sizes)}")
     if args.plot:
         from wmkernels import bench_plot
 
-        curves = bench_plot.sweep(args.device, dtype, args.repeat, {**bench.DEFAULT_SIZES, **sizes},
-                                  progress=True)
+        curves = bench_plot.sweep(args.device, dtype, args.repeat, all_sizes, progress=True,
+                                  group_budget_s=None if budget is None else budget / groups)
         bench_plot.plot(curves, args.plot, f"{machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
-                                           f"{args.dtype}, around {({**bench.DEFAULT_SIZES, **sizes})}")
+                                           f"{args.dtype}, around {all_sizes}")
         print("wrote", args.plot)
         failed = failed or any(r.error for points in curves.values() for _, rs in points for r in rs)
+    else:
+        print("Next: " + bench_summary.sweep_text(all_sizes, seconds / groups) + ".")
     return 1 if failed else 0
 
 
@@ -169,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("bench", help="time the sequence ops against their baselines")
     run.add_argument("--device", default=default_device())
     run.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    run.add_argument("--repeat", type=int, default=5)
+    run.add_argument("--repeat", type=int, default=5, help="timed rounds at most (default 5)")
+    run.add_argument("--budget-s", type=float, default=60.0,
+                     help="seconds the timed rounds may take in all (default 60; 0: no bound, --repeat rounds)")
     run.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     run.add_argument("--op", action="append", choices=["lstm_cell", "lstm_sequence", "wm_lstm_sequence"])
     run.add_argument("--json", help="also write the results as JSON to this path")
