@@ -1,7 +1,8 @@
-"""Command line: ``python -m wmkernels {info,check,bench,gpu-report}``.
+"""Command line: ``python -m wmkernels {info,check,explain,bench,gpu-report}``.
 
     info        version, torch, which backends run here (and why not), what auto picks
     check       every op of every available backend against the float64 reference
+    explain     which backend one op call takes here, and why
     bench       lstm_sequence and wm_lstm_sequence forward+backward timings
     gpu-report  the GPU protocol: tests and benchmarks on a lent GPU, JSON + markdown
 """
@@ -115,6 +116,15 @@ def cmd_check(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_explain(args) -> int:
+    sizes = {k: getattr(args, k) if getattr(args, k) is not None else bench.DEFAULT_SIZES[k]
+             for k in OP_SIZES[args.op]}
+    choice = wmkernels.explain(args.op, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend,
+                               inference=args.inference, **sizes)
+    print(choice)
+    return 0 if choice.backend else 1
+
+
 def cmd_bench(args) -> int:
     from wmkernels import bench_summary
 
@@ -180,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dtype to check (repeatable; default: float64 and float32)")
     check.add_argument("--device", default=default_device())
     check.set_defaults(func=cmd_check)
+
+    explain = sub.add_parser("explain", help="which backend an op call takes here, and why (wmkernels.explain)")
+    explain.add_argument("op", choices=list(OP_INPUTS))
+    explain.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    explain.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    explain.add_argument("--backend", choices=["auto", *BACKENDS], help="as asked for (default: auto or "
+                                                                       "WMKERNELS_BACKEND)")
+    explain.add_argument("--inference", action="store_true", help="a call where no input wants a gradient")
+    for key, value in bench.DEFAULT_SIZES.items():
+        explain.add_argument(f"--{key}", type=int, default=None, help=f"(default {value}; where the op has {key})")
+    explain.set_defaults(func=cmd_explain)
 
     run = sub.add_parser("bench", help="time the sequence ops against their baselines")
     run.add_argument("--device", default=default_device())

@@ -81,6 +81,9 @@ class TritonBackend(Backend):
                 f"; {numpy_problem}" if numpy_problem else "")
         return f"backend 'triton' does not run on {device}"
 
+    def build_reason(self, op: str, dtype: torch.dtype) -> Optional[str]:
+        return LOAD_ERROR or super().build_reason(op, dtype)
+
     def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
         if dtype == torch.bfloat16 and device.type == "cpu" and self.device_reason(device) is None:
             return ("backend 'triton' runs bfloat16 on CUDA tensors only: the Triton interpreter "
