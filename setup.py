@@ -3,9 +3,8 @@ torch.ops.wmkernels.*) with torch's cpp_extension and ninja.
 
     pip install --no-build-isolation -e .
 
-Project metadata lives in pyproject.toml. CUDA kernels are built by CMake
-(CMakeLists.txt) as a compile check for now; the CUDA extension comes with
-the cuda backend, as it needs a CUDA build of torch.
+Project metadata lives in pyproject.toml. The package's GPU kernels are its
+Triton kernels (compiled at run time); there is no CUDA C++ extension.
 
 The vectorized kernels (csrc/cpu/isa/*.cpp) are compiled once per instruction
 set, as ATen does: at the default x86-64 level, and on x86-64 also with AVX2

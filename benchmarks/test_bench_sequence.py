@@ -2,7 +2,7 @@
 
     python -m pytest benchmarks --benchmark-group-by=param:op
 
-Same workloads as ``python -m wmkernels bench`` (``wmkernels.bench``): float32,
+Same workloads as ``python -m wmkernels bench`` (``wmkernels.tools.bench``): float32,
 T=256, B=16, I=H=256, S=32, D=64 on the local device, forward+backward. The
 saved-for-backward bytes of each workload, and for lstm_sequence the
 matrix-product FLOPs of one forward+backward (GFLOP/s = flops / time), are
@@ -11,7 +11,7 @@ stored in ``extra_info``.
 import pytest
 import torch
 
-from wmkernels import bench
+from wmkernels.tools import bench
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

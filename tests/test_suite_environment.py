@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_compile_caches_are_the_projects_and_ignored_by_git():
-    from conftest import TEST_CACHE
+    from tests.conftest import TEST_CACHE
 
     for variable, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         assert Path(os.environ[variable]) == TEST_CACHE / sub
@@ -21,13 +21,13 @@ def test_compile_caches_are_the_projects_and_ignored_by_git():
 
 def test_triton_writes_its_cache_there():
     triton = pytest.importorskip("triton")
-    from conftest import TEST_CACHE
+    from tests.conftest import TEST_CACHE
 
     assert Path(triton.knobs.cache.dir) == TEST_CACHE / "triton"
 
 
 def test_slow_tests_are_started_first():
-    from conftest import pytest_collection_modifyitems
+    from tests.conftest import pytest_collection_modifyitems
 
     class Item:
         def __init__(self, name, minutes=None):
@@ -42,10 +42,9 @@ def test_slow_tests_are_started_first():
 
 
 def test_the_long_tests_are_marked_slow():
-    import test_build_cmake
-    import test_gpu_report
-    import test_triton_aot
+    from tests.cpp import test_build_cmake
+    from tests.tools import test_aot, test_gpu_report
 
     assert any(m.name == "slow" for m in test_build_cmake.pytestmark)
-    assert any(m.name == "slow" for m in test_triton_aot.test_every_launched_variant_compiles.pytestmark)
+    assert any(m.name == "slow" for m in test_aot.test_every_launched_variant_compiles.pytestmark)
     assert any(m.name == "slow" for m in test_gpu_report.test_gpu_check_dry_run_writes_json_and_markdown.pytestmark)

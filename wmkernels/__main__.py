@@ -17,7 +17,8 @@ from typing import List, Optional
 import torch
 
 import wmkernels
-from wmkernels import bench, gpu_report, testing
+from wmkernels import testing
+from wmkernels.tools import bench, gpu_report
 from wmkernels.backends import BACKENDS, environment_problems
 from wmkernels.triton import schedule_env
 from wmkernels.ops import OP_INPUTS
@@ -126,7 +127,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from wmkernels import bench_summary
+    from wmkernels.tools import bench_summary
 
     dtype = DTYPES[args.dtype]
     sizes = {k: getattr(args, k) for k in bench.DEFAULT_SIZES if getattr(args, k) is not None}
@@ -164,7 +165,7 @@ def cmd_bench(args) -> int:
     groups = len({r.op for r in results}) or 1
     print(f"took {seconds:.0f} s. {bench_summary.gain_sentence(results, args.device, dtype, all_sizes)}")
     if args.plot:
-        from wmkernels import bench_plot
+        from wmkernels.tools import bench_plot
 
         curves = bench_plot.sweep(args.device, dtype, args.repeat, all_sizes, progress=True,
                                   group_budget_s=None if budget is None else budget / groups)
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["gpu-report"]:  # its options are its own (wmkernels.gpu_report)
+    if argv[:1] == ["gpu-report"]:  # its options are its own (wmkernels.tools.gpu_report)
         return gpu_report.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "check" and not args.dtype:

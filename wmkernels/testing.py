@@ -266,7 +266,7 @@ def wm_lstm_saved_bytes(backend: str, write_mode: str, T: int, B: int, H: int, S
                         device: torch.device | str = "cpu") -> int:
     """Bytes ``backend`` keeps between forward and backward of a float32
     wm_lstm_sequence at these sizes (I = 3), beyond its inputs and outputs."""
-    from wmkernels.bench import saved_bytes  # bench imports this module
+    from wmkernels.tools.bench import saved_bytes  # bench imports this module
 
     case = random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=write_mode)
     inputs = [v.float().to(device).requires_grad_() for v in case.tensors.values()]

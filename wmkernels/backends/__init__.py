@@ -28,12 +28,11 @@ from wmkernels.triton import schedule_env
 from wmkernels.backends.aten import AtenBackend
 from wmkernels.backends.base import Backend
 from wmkernels.backends.cpu import CpuBackend
-from wmkernels.backends.gpu import CudaBackend
 from wmkernels.backends.reference import ReferenceBackend
 from wmkernels.backends.triton import TritonBackend
 
 BACKENDS: Dict[str, Backend] = {
-    b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), CudaBackend(), AtenBackend())
+    b.name: b for b in (ReferenceBackend(), CpuBackend(), TritonBackend(), AtenBackend())
 }
 AUTO = "auto"
 ENV_VAR = "WMKERNELS_BACKEND"
@@ -41,7 +40,7 @@ LOG_ENV_VAR = "WMKERNELS_LOG_BACKEND"
 # Fastest first, per device type; the reference closes every list. On CPU the
 # cpu backend's lstm_sequence was measured faster than torch.nn.LSTM
 # (benchmarks/results/); aten stands in when the extension is not built.
-AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "aten", "reference")}
+AUTO_ORDER = {"cuda": ("triton", "reference"), "cpu": ("cpu", "aten", "reference")}
 # Ops torch itself has a fast kernel for: auto takes it first on that device.
 TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten"}
 # ... and where no input wants a gradient (inference): on CPU torch's LSTM runs
@@ -183,13 +182,24 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
     return [(name, why[name]) for name in dict.fromkeys(order)]
 
 
+def _call_reason(name: str, op: str, device: torch.device, dtype: torch.dtype,
+                 with_capacity: bool) -> Optional[str]:
+    """Why backend ``name`` cannot run this call (None: it can)."""
+    backend = BACKENDS[name]
+    reason = backend.case_reason(op, device, dtype)
+    if reason is None and with_capacity and not backend.takes_capacity:
+        reason = f"backend '{name}' does not implement {op} with capacity yet"
+    return reason
+
+
 def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
            sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-           traced_lengths: bool = False, recording: bool = False) -> Choice:
-    """The backend of one call and the reasons (nothing raised: see ``select_backend``)."""
+           traced_lengths: bool = False, recording: bool = False, with_capacity: bool = False) -> Choice:
+    """The backend of one call and the reasons (nothing raised: see ``select_backend``);
+    ``with_capacity``: the call has a capacity, which only some backends take."""
     name = requested_backend(argument)
     if name != AUTO:
-        reason = BACKENDS[name].case_reason(op, device, dtype)
+        reason = _call_reason(name, op, device, dtype, with_capacity)
         if reason is None and recording and not BACKENDS[name].recordable:
             reason = ("torch.jit.trace and torch.export record plain PyTorch only, and this backend runs "
                       "a Python autograd Function; use 'reference' or 'aten', or auto")
@@ -200,7 +210,7 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
         return _without_a_gpu(op, device, dtype, sizes, inference, traced_lengths, recording)
     rejected = []
     for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
-        reason = BACKENDS[candidate].case_reason(op, device, dtype)
+        reason = _call_reason(candidate, op, device, dtype, with_capacity)
         if reason is None:
             return Choice(op, device, dtype, AUTO, candidate, why, rejected)
         rejected.append((candidate, reason))
@@ -225,11 +235,13 @@ def _without_a_gpu(op: str, device: torch.device, dtype: torch.dtype, sizes, inf
 
 def select_backend(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                    sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-                   traced_lengths: bool = False, recording: bool = False) -> Backend:
+                   traced_lengths: bool = False, recording: bool = False,
+                   with_capacity: bool = False) -> Backend:
     """The backend that runs ``op`` on tensors of ``device`` and ``dtype`` (``sizes``:
     the call's dimensions by name, for the measured rules; ``inference``: no
-    input wants a gradient; ``traced_lengths``, ``recording``: see ``auto_candidates``)."""
-    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording)
+    input wants a gradient; ``traced_lengths``, ``recording``: see ``auto_candidates``;
+    ``with_capacity``: the call has a capacity)."""
+    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording, with_capacity)
     if choice.backend is None:
         raise BackendUnavailableError(f"{op}: {choice.reason}")
     if log.isEnabledFor(logging.DEBUG):

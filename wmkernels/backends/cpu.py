@@ -47,6 +47,7 @@ if LOAD_ERROR is None:
 class CpuBackend(CpuMemoryOps, Backend):
     name = "cpu"
     dtypes = (torch.float32, torch.float64)
+    takes_capacity = True  # its wm_lstm_sequence loops over each row's active slots only
 
     def device_reason(self, device: torch.device) -> Optional[str]:
         if LOAD_ERROR is not None:

@@ -26,13 +26,15 @@ def _run_reference(op: str, inputs, extras):
         x, h0, c0, M0, *weights = inputs
         params = {k: w for k, w in zip(reference.WM_PARAM_KEYS, weights) if w is not None}
         y, (h, c, M) = reference.wm_lstm_sequence(
-            x, (h0, c0, M0), params, extras["write_mode"], lengths=extras["lengths"])
+            x, (h0, c0, M0), params, extras["write_mode"], lengths=extras["lengths"],
+            capacity=extras.get("capacity"))
         return y, h, c, M
     raise ValueError(f"unknown op {op!r}")
 
 
 class ReferenceBackend(GraphBackend):
     name = "reference"
+    takes_capacity = True
     dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
     def device_reason(self, device: torch.device) -> Optional[str]:

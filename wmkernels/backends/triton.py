@@ -50,8 +50,10 @@ def _load_kernels():
     if importlib.util.find_spec("triton") is None:
         return None, "Triton is not installed (pip install triton)"
     try:
-        return {name: importlib.import_module(f"wmkernels.triton.{name}")
-                for name in ("cell", "memory", "sequence", "wm_sequence")}, None
+        return {name: importlib.import_module(module) for name, module in (
+            ("cell", "wmkernels.lstm.lstm_cell_triton"), ("memory", "wmkernels.memory.memory_ops_triton"),
+            ("sequence", "wmkernels.lstm.lstm_sequence_triton"),
+            ("wm_sequence", "wmkernels.wm_lstm.wm_lstm_sequence_triton"))}, None
     except Exception as error:  # a broken Triton install must not break `import wmkernels`
         return None, f"Triton does not load ({type(error).__name__}: {error})"
 
@@ -60,7 +62,7 @@ KERNELS, LOAD_ERROR = _load_kernels()
 
 
 def kernels(module: str):
-    """The kernel module ``wmkernels.triton.<module>``."""
+    """The kernel module of ``module`` (cell, memory, sequence, wm_sequence)."""
     return KERNELS[module]
 
 

@@ -5,7 +5,7 @@ CUDA device current for the launch (Triton launches on the *current*
 device, so tensors on cuda:1 while cuda:0 is current would otherwise be
 read from the wrong GPU), and, inside ``recording()``, it records the
 launch instead of running it. The ahead-of-time compile check
-(``wmkernels.triton.aot``) records what the ops launch that way, on CPU
+(``wmkernels.tools.aot``) records what the ops launch that way, on CPU
 tensors and with the block sizes a GPU would get, then compiles each
 recorded variant for real GPU targets, each recording planned for the GPU
 it targets (``RECORDED_DEVICES``).

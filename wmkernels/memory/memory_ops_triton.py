@@ -1,0 +1,380 @@
+"""The working-memory ops (SPEC 1.3) in Triton: wm_read, wm_shift_write, wm_write.
+
+The tile helpers here (``read_forward``, ``read_backward``, ``write_forward``,
+``write_backward``) work on a block of batch rows at once and address the
+memory through a *view*: element (b, s, d) of the memory lives at
+``ptr + row_off[b] + s·slot_stride + d``. A contiguous ``M [B, S, D]`` is
+``row_off = b·S·D, slot_stride = D``; the WM-LSTM kernels point the same
+helpers at their FIFO tape or their memory scratch. Vectors indexed by row
+(q, r, e, a and their gradients) are row-major ``[B, D]`` / ``[B, S]``.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from wmkernels.triton import tiles
+from wmkernels.triton.launch import launch
+
+
+@triton.jit
+def view(ptr, row_off, slot_stride, slots, ds):
+    """Pointers [BLOCK_B, BLOCK_S, BLOCK_D] of a memory view."""
+    return ptr + row_off[:, None, None] + slots[None, :, None] * slot_stride + ds[None, None, :]
+
+
+@triton.jit
+def masked_softmax(scores, allowed):
+    """Softmax over the last axis of [BLOCK_B, BLOCK_S] restricted to ``allowed``;
+    a row with nothing allowed gets zeros. A row whose allowed scores hold a NaN
+    or +inf, or are all -inf, gets NaN throughout, as torch.softmax gives it
+    (tl.max would pass over a NaN)."""
+    scores = tl.where(allowed, scores, float("-inf"))
+    top = tl.max(scores, axis=1)
+    any_allowed = tl.max(allowed.to(tl.int32), axis=1) > 0
+    bad = allowed & ((scores != scores) | (scores == float("inf")))
+    poisoned = (tl.max(bad.to(tl.int32), axis=1) > 0) | (any_allowed & (top == float("-inf")))
+    top = tl.where(top == float("-inf"), 0.0, top)
+    p = tl.where(allowed, tl.exp(scores - top[:, None]), 0.0)
+    total = tl.sum(p, axis=1)
+    attn = p / tl.where(total > 0.0, total, 1.0)[:, None]
+    return tl.where(poisoned[:, None], float("nan"), attn)
+
+
+@triton.jit
+def copy_memory(src_ptr, dst_ptr, rows, row_ok, S, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Copy the [S, D] memories of the rows ``row_ok`` between two [B, S, D] buffers."""
+    slots = tl.arange(0, BLOCK_S)
+    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        mk = whole & (ds < D)[None, None, :]
+        m = tl.load(view(src_ptr, rows * S * D, D, slots, ds), mask=mk, other=0.0)
+        tl.store(view(dst_ptr, rows * S * D, D, slots, ds), m, mask=mk)
+
+
+@triton.jit
+def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
+                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, Q_CACHE: tl.constexpr):
+    """Scores, masked softmax and weighted sum for a block of rows.
+
+    ``row_ok`` [BLOCK_B] marks the rows to compute (in the batch, running);
+    ``allowed`` [BLOCK_B, BLOCK_S] the (row, slot) pairs that may be read. Stores
+    r rows ([B, D] at r_ptr) and attn rows ([B, S] at attn_ptr); returns attn (fp32).
+    ``Q_CACHE``: q's load cache modifier (".cg" where other programs wrote q).
+    """
+    slots = tl.arange(0, BLOCK_S)
+    scores = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
+                    other=0.0).to(tl.float32)
+        q = tl.load(q_ptr + rows[:, None] * D + ds[None, :], mask=row_ok[:, None] & d_ok[None, :],
+                    other=0.0, cache_modifier=Q_CACHE).to(tl.float32)
+        scores += tl.sum(m * q[:, None, :], axis=2)
+    attn = masked_softmax(scores * scale, allowed)
+    whole = row_ok[:, None] & (slots < S)[None, :]
+    tl.store(attn_ptr + rows[:, None] * S + slots[None, :], attn.to(attn_ptr.dtype.element_ty), mask=whole)
+    # every slot, weight 0 included, as Σ_s attn_s M_s is in IEEE arithmetic (inf, NaN give NaN)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=whole[:, :, None] & d_ok[None, None, :],
+                    other=0.0).to(tl.float32)
+        r = tl.sum(attn[:, :, None] * m, axis=1)
+        tl.store(r_ptr + rows[:, None] * D + ds[None, :], r.to(r_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & d_ok[None, :])
+    return attn
+
+
+@triton.jit
+def read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_ok, allowed, attn, d_attn,
+                  q_ptr, dr_ptr, dq_ptr, S, D, scale, ACCUMULATE: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Backward of ``read_forward`` for the rows ``row_ok``.
+
+    attn, d_attn [BLOCK_B, BLOCK_S] fp32 (d_attn: the gradient reaching attn
+    directly); dr rows are read from ``dr_ptr``. Stores the gradient of the
+    memory into the dm view (with ACCUMULATE: adds it to what is there) and
+    stores dq rows.
+    """
+    slots = tl.arange(0, BLOCK_S)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
+                    other=0.0).to(tl.float32)
+        dr = tl.load(dr_ptr + rows[:, None] * D + ds[None, :], mask=row_ok[:, None] & d_ok[None, :],
+                     other=0.0).to(tl.float32)
+        d_attn += tl.sum(m * dr[:, None, :], axis=2)
+    d_scores = attn * (d_attn - tl.sum(attn * d_attn, axis=1)[:, None]) * scale
+    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
+                    other=0.0).to(tl.float32)
+        row_d = row_ok[:, None] & d_ok[None, :]
+        dr = tl.load(dr_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
+        q = tl.load(q_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
+        dm = attn[:, :, None] * dr[:, None, :] + d_scores[:, :, None] * q[:, None, :]
+        dm_ptrs = view(dm_ptr, dm_off, dm_stride, slots, ds)
+        dm_mask = whole & d_ok[None, None, :]
+        if ACCUMULATE:
+            dm += tl.load(dm_ptrs, mask=dm_mask, other=0.0).to(tl.float32)
+        tl.store(dm_ptrs, dm.to(dm_ptr.dtype.element_ty), mask=dm_mask)
+        dq = tl.sum(d_scores[:, :, None] * m, axis=1)
+        tl.store(dq_ptr + rows[:, None] * D + ds[None, :], dq.to(dq_ptr.dtype.element_ty), mask=row_d)
+
+
+@triton.jit
+def write_forward(m_ptr, m_off, m_stride, out_ptr, out_off, out_stride, rows, row_ok, w, e_ptr, a_ptr, S, D,
+                  BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Gated erase/add write M ⊙ (1 − w eᵀ) + w aᵀ of the rows ``row_ok``;
+    w [BLOCK_B, BLOCK_S] fp32, e and a rows [B, D]. ``out`` may be ``m`` (in place)."""
+    slots = tl.arange(0, BLOCK_S)
+    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        mk = whole & d_ok[None, None, :]
+        row_d = row_ok[:, None] & d_ok[None, :]
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=mk, other=0.0).to(tl.float32)
+        e = tl.load(e_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
+        a = tl.load(a_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
+        new = m * (1.0 - w[:, :, None] * e[:, None, :]) + w[:, :, None] * a[:, None, :]
+        tl.store(view(out_ptr, out_off, out_stride, slots, ds), new.to(out_ptr.dtype.element_ty), mask=mk)
+
+
+@triton.jit
+def write_backward(g_ptr, g_off, g_stride, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_ok, w,
+                   e_ptr, a_ptr, de_ptr, da_ptr, S, D,
+                   BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Backward of ``write_forward``: g is the gradient of the new memory, m the
+    old memory. Stores dM (the dm view may be g's, in place), de and da rows;
+    returns dw [BLOCK_B, BLOCK_S] (fp32)."""
+    slots = tl.arange(0, BLOCK_S)
+    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
+    dw = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        mk = whole & d_ok[None, None, :]
+        row_d = row_ok[:, None] & d_ok[None, :]
+        g = tl.load(view(g_ptr, g_off, g_stride, slots, ds), mask=mk, other=0.0).to(tl.float32)
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=mk, other=0.0).to(tl.float32)
+        e = tl.load(e_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
+        a = tl.load(a_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
+        tl.store(view(dm_ptr, dm_off, dm_stride, slots, ds),
+                 (g * (1.0 - w[:, :, None] * e[:, None, :])).to(dm_ptr.dtype.element_ty), mask=mk)
+        dw += tl.sum(g * (a[:, None, :] - m * e[:, None, :]), axis=2)
+        de = -tl.sum(g * m * w[:, :, None], axis=1)
+        da = tl.sum(g * w[:, :, None], axis=1)
+        tl.store(de_ptr + rows[:, None] * D + ds[None, :], de.to(de_ptr.dtype.element_ty), mask=row_d)
+        tl.store(da_ptr + rows[:, None] * D + ds[None, :], da.to(da_ptr.dtype.element_ty), mask=row_d)
+    return dw
+
+
+@triton.jit
+def _rows(B, S, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
+    """This program's rows of a contiguous [B, S, D] memory: rows, row_ok, slot_ok."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    return rows, rows < B, tl.arange(0, BLOCK_S) < S
+
+
+@triton.jit
+def _read_forward_kernel(m_ptr, q_ptr, mask_ptr, r_ptr, attn_ptr, scale, B, S, D, HAS_MASK: tl.constexpr,
+                         BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, row_ok, slot_ok = _rows(B, S, BLOCK_B, BLOCK_S)
+    allowed = row_ok[:, None] & slot_ok[None, :]
+    if HAS_MASK:
+        flags = tl.load(mask_ptr + rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :], mask=allowed, other=0)
+        allowed = allowed & (flags != 0)
+    read_forward(m_ptr, rows * S * D, D, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
+                 BLOCK_B, BLOCK_S, BLOCK_D, "")
+
+
+@triton.jit
+def _read_backward_kernel(m_ptr, q_ptr, attn_ptr, dr_ptr, d_attn_ptr, dm_ptr, dq_ptr, scale, B, S, D,
+                          BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, row_ok, slot_ok = _rows(B, S, BLOCK_B, BLOCK_S)
+    whole = row_ok[:, None] & slot_ok[None, :]
+    offs = rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :]
+    attn = tl.load(attn_ptr + offs, mask=whole, other=0.0).to(tl.float32)
+    d_attn = tl.load(d_attn_ptr + offs, mask=whole, other=0.0).to(tl.float32)
+    # masked slots have attn = 0 and hence no gradient; reading them is harmless
+    read_backward(m_ptr, rows * S * D, D, dm_ptr, rows * S * D, D, rows, row_ok, whole, attn, d_attn,
+                  q_ptr, dr_ptr, dq_ptr, S, D, scale, False, BLOCK_B, BLOCK_S, BLOCK_D)
+
+
+@triton.jit
+def _shift_kernel(src_ptr, v_ptr, out_ptr, dv_ptr, B, S, D, BACKWARD: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Flat index j over a row's S·D elements. Forward: out[j] = M[j + D] for
+    j < (S−1)·D, else v[j − (S−1)·D]. Backward: dM[j] = g[j − D] for j ≥ D, else
+    0; dv = g's last slot."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    js = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
+    row_ok = (rows < B)[:, None]
+    j_ok = (js < S * D)[None, :]
+    row_base = rows[:, None] * S * D
+    last = (S - 1) * D
+    if BACKWARD:
+        shifted = tl.load(src_ptr + row_base + js[None, :] - D, mask=row_ok & j_ok & (js >= D)[None, :], other=0.0)
+        tl.store(out_ptr + row_base + js[None, :], shifted, mask=row_ok & j_ok)
+        in_last = j_ok & (js >= last)[None, :]
+        tail = tl.load(src_ptr + row_base + js[None, :], mask=row_ok & in_last, other=0.0)
+        tl.store(dv_ptr + rows[:, None] * D + js[None, :] - last, tail, mask=row_ok & in_last)
+    else:
+        body = j_ok & (js < last)[None, :]
+        in_last = j_ok & (js >= last)[None, :]
+        kept = tl.load(src_ptr + row_base + js[None, :] + D, mask=row_ok & body, other=0.0)
+        new = tl.load(v_ptr + rows[:, None] * D + js[None, :] - last, mask=row_ok & in_last, other=0.0)
+        tl.store(out_ptr + row_base + js[None, :], tl.where(body, kept, new), mask=row_ok & j_ok)
+
+
+@triton.jit
+def _write_forward_kernel(m_ptr, w_ptr, e_ptr, a_ptr, out_ptr, B, S, D,
+                          BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, row_ok, slot_ok = _rows(B, S, BLOCK_B, BLOCK_S)
+    w = tl.load(w_ptr + rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :],
+                mask=row_ok[:, None] & slot_ok[None, :], other=0.0).to(tl.float32)
+    write_forward(m_ptr, rows * S * D, D, out_ptr, rows * S * D, D, rows, row_ok, w, e_ptr, a_ptr, S, D,
+                  BLOCK_S, BLOCK_D)
+
+
+@triton.jit
+def _write_backward_kernel(g_ptr, m_ptr, w_ptr, e_ptr, a_ptr, dm_ptr, dw_ptr, de_ptr, da_ptr, B, S, D,
+                           BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, row_ok, slot_ok = _rows(B, S, BLOCK_B, BLOCK_S)
+    offs = rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :]
+    whole = row_ok[:, None] & slot_ok[None, :]
+    w = tl.load(w_ptr + offs, mask=whole, other=0.0).to(tl.float32)
+    dw = write_backward(g_ptr, rows * S * D, D, m_ptr, rows * S * D, D, dm_ptr, rows * S * D, D, rows, row_ok,
+                        w, e_ptr, a_ptr, de_ptr, da_ptr, S, D, BLOCK_B, BLOCK_S, BLOCK_D)
+    tl.store(dw_ptr + offs, dw.to(dw_ptr.dtype.element_ty), mask=whole)
+
+
+def _blocks(M: Tensor):
+    """(grid, BLOCK_B, BLOCK_S, BLOCK_D, num_warps) of the per-row-block memory kernels:
+    [BLOCK_B, BLOCK_S, BLOCK_D] tiles of at most 4096 elements, at most 2048 per
+    row (larger ones spill at S = 128: wmkernels.tools.aot)."""
+    B, S, D = M.shape
+    block_s = tiles.pow2(S)
+    block_d = tiles.block(D, max(1, 2048 // block_s), M, interp_cap=1 << 30)
+    block_b = tiles.block(B, max(1, 4096 // (block_s * block_d)), M, interp_cap=64)
+    return (triton.cdiv(B, block_b),), block_b, block_s, block_d, tiles.warps(block_b * block_s * block_d)
+
+
+def _launch(kernel, M: Tensor, *args, **constexprs):
+    grid, block_b, block_s, block_d, num_warps = _blocks(M)
+    launch(kernel, grid, *args, *M.shape, device=M.device, **constexprs, BLOCK_B=block_b, BLOCK_S=block_s,
+           BLOCK_D=block_d, num_warps=num_warps)
+
+
+@torch.library.custom_op("wmkernels_triton::wm_read_forward", mutates_args=())
+def wm_read_forward(M: Tensor, q: Tensor, mask: Optional[Tensor], scale: float) -> Tuple[Tensor, Tensor]:
+    """M [B, S, D], q [B, D], mask bool [B, S] or None -> (r [B, D], attn [B, S])."""
+    tiles.check_int32_indexing("wm_read", memory=M.numel())
+    M, q = M.contiguous(), q.contiguous()
+    r, attn = q.new_empty(q.shape), M.new_empty(M.shape[:2])
+    if M.shape[0]:
+        flags = mask.contiguous() if mask is not None else None
+        _launch(_read_forward_kernel, M, M, q, flags, r, attn, scale, HAS_MASK=mask is not None)
+    return r, attn
+
+
+@wm_read_forward.register_fake
+def _(M, q, mask, scale):
+    return q.new_empty(q.shape), M.new_empty(M.shape[:2])
+
+
+@torch.library.custom_op("wmkernels_triton::wm_read_backward", mutates_args=())
+def wm_read_backward(M: Tensor, q: Tensor, attn: Tensor, grad_r: Tensor, grad_attn: Tensor,
+                     scale: float) -> Tuple[Tensor, Tensor]:
+    """Saved M, q, attn and the gradients of r [B, D], attn [B, S] -> (dM, dq)."""
+    tiles.check_int32_indexing("wm_read", memory=M.numel())
+    M, q = M.contiguous(), q.contiguous()
+    dM, dq = M.new_empty(M.shape), q.new_empty(q.shape)
+    if M.shape[0]:
+        _launch(_read_backward_kernel, M, M, q, attn.contiguous(), grad_r.contiguous(),
+                grad_attn.contiguous(), dM, dq, scale)
+    return dM, dq
+
+
+@wm_read_backward.register_fake
+def _(M, q, attn, grad_r, grad_attn, scale):
+    return M.new_empty(M.shape), q.new_empty(q.shape)
+
+
+def _shift(src: Tensor, v: Tensor, backward: bool) -> Tuple[Tensor, Tensor]:
+    B, S, D = src.shape
+    out, dv = src.new_empty(src.shape), v.new_empty(v.shape)
+    if src.numel():
+        block_j = tiles.block(S * D, 1024, src, interp_cap=1 << 30)
+        block_b = tiles.block(B, max(1, 4096 // block_j), src, interp_cap=64)
+        grid = (triton.cdiv(B, block_b), triton.cdiv(S * D, block_j))
+        launch(_shift_kernel, grid, src, v, out, dv, B, S, D, device=src.device, BACKWARD=backward,
+               BLOCK_B=block_b, BLOCK_J=block_j, num_warps=tiles.warps(block_b * block_j))
+    return out, dv
+
+
+@torch.library.custom_op("wmkernels_triton::wm_shift_write_forward", mutates_args=())
+def wm_shift_write_forward(M: Tensor, v: Tensor) -> Tensor:
+    """M [B, S, D], v [B, D] -> M_new [B, S, D] (slot 0 dropped, v appended)."""
+    tiles.check_int32_indexing("wm_shift_write", memory=M.numel())
+    return _shift(M.contiguous(), v.contiguous(), False)[0]
+
+
+@wm_shift_write_forward.register_fake
+def _(M, v):
+    return M.new_empty(M.shape)
+
+
+@torch.library.custom_op("wmkernels_triton::wm_shift_write_backward", mutates_args=())
+def wm_shift_write_backward(grad: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+    """Gradient of M_new [B, S, D] (v only for its shape) -> (dM, dv)."""
+    tiles.check_int32_indexing("wm_shift_write", memory=grad.numel())
+    return _shift(grad.contiguous(), v, True)
+
+
+@wm_shift_write_backward.register_fake
+def _(grad, v):
+    return grad.new_empty(grad.shape), v.new_empty(v.shape)
+
+
+@torch.library.custom_op("wmkernels_triton::wm_write_forward", mutates_args=())
+def wm_write_forward(M: Tensor, w: Tensor, e: Tensor, a: Tensor) -> Tensor:
+    """M [B, S, D], w [B, S], e, a [B, D] -> M ⊙ (1 − w eᵀ) + w aᵀ."""
+    tiles.check_int32_indexing("wm_write", memory=M.numel())
+    M = M.contiguous()
+    out = M.new_empty(M.shape)
+    if M.shape[0]:
+        _launch(_write_forward_kernel, M, M, w.contiguous(), e.contiguous(), a.contiguous(), out)
+    return out
+
+
+@wm_write_forward.register_fake
+def _(M, w, e, a):
+    return M.new_empty(M.shape)
+
+
+@torch.library.custom_op("wmkernels_triton::wm_write_backward", mutates_args=())
+def wm_write_backward(grad: Tensor, M: Tensor, w: Tensor, e: Tensor,
+                      a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradient of M_new and the inputs -> (dM, dw, de, da)."""
+    tiles.check_int32_indexing("wm_write", memory=M.numel())
+    M = M.contiguous()
+    dM, dw, de, da = M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)
+    if M.shape[0]:
+        _launch(_write_backward_kernel, M, grad.contiguous(), M, w.contiguous(), e.contiguous(),
+                a.contiguous(), dM, dw, de, da)
+    return dM, dw, de, da
+
+
+@wm_write_backward.register_fake
+def _(grad, M, w, e, a):
+    return M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)
