@@ -7,13 +7,21 @@
 #
 #   bash benchmarks/gpu_check.sh --out "$OUT"        # on the device machine
 #   bash benchmarks/gpu_check.sh --dry-run --out /tmp/r   # the same plumbing on CPU
+#
+# --no-install (first argument) uses the wmkernels already installed instead of
+# rebuilding it (the test suite's dry run: tests never reinstall the package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 start=$(date +%s)
-MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PYTHON" -m pip install -q --no-build-isolation --no-deps --no-index -e . \
-    2>&1 | grep -v "^WARNING: Location" || true
+if [ "${1:-}" = "--no-install" ]; then
+    shift
+    echo "[gpu_check] --no-install: using the installed wmkernels"
+else
+    MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PYTHON" -m pip install -q --no-build-isolation --no-deps --no-index -e . \
+        2>&1 | grep -v "^WARNING: Location" || true
+fi
 "$PYTHON" -c "import wmkernels, sys; sys.exit(0 if wmkernels.availability(__import__('torch').device('cpu'))['cpu'] is None else 1)" \
     || { echo "gpu_check: wmkernels._C did not build" >&2; exit 1; }
 echo "[gpu_check] installed in $(( $(date +%s) - start )) s"

@@ -160,10 +160,10 @@ def plot(path: pathlib.Path, runs: List[Dict]) -> None:
 
 
 def main(argv=None) -> Dict:
-    parser = common.argument_parser(__doc__.splitlines()[0], seeds=2, lr=3e-3, hidden=128)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--window", type=int, default=128)
-    parser.add_argument("--embedding", type=int, default=32)
+    parser = common.argument_parser(__doc__, seeds=2, lr=3e-3, hidden=128)
+    parser.add_argument("--epochs", type=int, default=15, help="passes over the training text (default %(default)s)")
+    parser.add_argument("--window", type=int, default=128, help="characters a training window (default %(default)s)")
+    parser.add_argument("--embedding", type=int, default=32, help="character embedding width (default %(default)s)")
     args = parser.parse_args(argv)
     train_text, held_text = corpus()
     if args.quick:

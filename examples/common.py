@@ -167,16 +167,17 @@ def label(kind: str) -> str:
 
 def argument_parser(description: str, seeds: int, lr: float, hidden: int) -> argparse.ArgumentParser:
     """The options every example takes: --out, --quick, --seeds, --batch, --lr and
-    the WM-LSTM's --hidden, --slots, --width (the LSTM is sized from them)."""
-    parser = argparse.ArgumentParser(description=description)
+    the WM-LSTM's --hidden, --slots, --width (the LSTM is sized from them).
+    ``description`` is the script's docstring, shown whole, as written."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, required=True, help="folder for the JSON, markdown and PNG")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
-    parser.add_argument("--seeds", type=int, default=seeds)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--hidden", type=int, default=hidden)
-    parser.add_argument("--slots", type=int, default=16)
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=seeds, help="training runs per model (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=32, help="sequences per step (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=lr, help="Adam's learning rate (default %(default)s)")
+    parser.add_argument("--hidden", type=int, default=hidden, help="the WM-LSTM's hidden size (default %(default)s)")
+    parser.add_argument("--slots", type=int, default=16, help="the WM-LSTM's memory slots (default %(default)s)")
+    parser.add_argument("--width", type=int, default=32, help="the WM-LSTM's slot width (default %(default)s)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
                         help="the models to train (default all); the others come from --reuse")
     parser.add_argument("--reuse", type=pathlib.Path, default=None,

@@ -174,7 +174,7 @@ def plot(path: pathlib.Path, args, results, summary) -> None:
 
 
 def main(argv=None) -> Dict:
-    parser = common.argument_parser(__doc__.splitlines()[0], seeds=3, lr=1e-2, hidden=64)
+    parser = common.argument_parser(__doc__, seeds=3, lr=1e-2, hidden=64)
     parser.add_argument("--copy-steps", type=int, default=1500)
     parser.add_argument("--recall-steps", type=int, default=4000, help="one target per example: more steps")
     parser.add_argument("--curve-every", type=int, default=250, help="steps between learning-curve points")

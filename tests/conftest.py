@@ -4,14 +4,31 @@ TRITON_INTERPRET must be set before any Triton kernel module is imported
 (``@triton.jit`` reads it), so it is set here, once per process, when no GPU
 is present. Every test draws fresh random inputs: the seed is new each run
 and printed, so a failure can be replayed with WMKERNELS_TEST_SEED.
+
+What the tests compile (Triton kernels, the ahead-of-time check's ~770
+variants; torch.compile's inductor C++) is cached in the project's
+``.test-cache/`` (git-ignored), never in the user's ``~/.triton`` or
+``/tmp/torchinductor_<user>``: a second run reuses it on purpose (the
+ahead-of-time check then takes seconds); delete the folder for a cold run, or
+point WMKERNELS_TEST_CACHE elsewhere. Subprocesses of the tests inherit it.
 """
 import os
 import secrets
+from pathlib import Path
 
-import torch
+TEST_CACHE = Path(os.environ.get("WMKERNELS_TEST_CACHE", Path(__file__).resolve().parents[1] / ".test-cache"))
+os.environ["TRITON_CACHE_DIR"] = str(TEST_CACHE / "triton")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(TEST_CACHE / "inductor")
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# pytest-xdist: the cores shared among the workers, not each worker's torch on every core
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 import pytest  # noqa: E402
 
@@ -22,3 +39,20 @@ def fresh_seed():
     torch.manual_seed(seed)
     print(f"seed={seed} (replay with WMKERNELS_TEST_SEED={seed})")
     yield seed
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow(minutes): runs for about that many minutes on 2 cores with a cold "
+                                       "cache; started first, longest first (pytest_collection_modifyitems)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, longest first: pytest-xdist deals tests to its
+    workers in this order, so the longest ones start at once, side by side, and
+    the short ones fill in around them instead of leaving one long test running
+    alone at the end."""
+    def minutes(item):
+        mark = item.get_closest_marker("slow")
+        return 0 if mark is None else mark.kwargs.get("minutes", 1)
+
+    items.sort(key=minutes, reverse=True)  # stable: otherwise in file order

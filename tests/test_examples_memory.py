@@ -97,6 +97,17 @@ def test_char_lm_small_run_learns_and_writes_its_report(examples, tmp_path):
     assert (tmp_path / "char_lm.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("script", ["char_lm", "memory_tasks"])
+def test_help_shows_the_whole_description(examples, script, capsys):
+    module = {"memory_tasks": examples[0], "char_lm": examples[1]}[script]
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    first_paragraph = " ".join(module.__doc__.split("\n\n")[0].split())
+    assert first_paragraph in shown  # was cut after the docstring's first line, mid-sentence
+
+
 def test_memory_tasks_rerun_of_one_model_reuses_the_others(examples, tmp_path):
     """--kinds gated --reuse: the gated runs are trained again (the same numbers as
     in the full run: same seeds), the others' runs and the timings are the earlier

@@ -454,3 +454,34 @@ def test_rounding_floor_does_not_excuse_ten_times_more(register):
     name = register(CellOff())
     c = by_name(testing.compare(ill_conditioned_cell(), name, torch.float32))["out[1]"]
     assert c.floor is not None and c.error > 10 * c.floor and not c.passed, c
+
+
+def test_the_reference_never_excuses_itself(monkeypatch):
+    """Its floor comes from the perturbed float64 reference only, never from its
+    own run in the tested dtype (the run under test)."""
+    calls = []
+    real = testing._errors
+
+    def spy(case, backend, dtype, *args, **kwargs):
+        calls.append((backend, dtype))
+        return real(case, backend, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(testing, "_errors", spy)
+    rows = testing.compare(ill_conditioned_cell(), "reference", torch.float32)
+    assert any(r.floor is not None for r in rows), "no row missed: floors were not measured"
+    assert calls.count(("reference", torch.float32)) == 1, calls
+
+
+def test_an_excused_row_says_so():
+    assert Row("x", 5e-5, 1e-5, floor=1e-5).excused
+    assert "5.00e-05" in Row("x", 5e-5, 1e-5, floor=1e-5).excuse()
+    assert "1.00e-05" in Row("x", 5e-5, 1e-5, floor=1e-5).excuse()
+    assert not Row("x", 5e-6, 1e-5).excused and Row("x", 5e-6, 1e-5).excuse() == ""
+    assert not Row("x", 2e-5, 1e-5, floor=0.9e-6).excused  # failed, not excused
+
+
+def test_case_description_is_whole_and_compact():
+    case = testing.random_case("wm_lstm_sequence", T=5, B=3, I=7, H=9, S=5, D=6, with_lengths=True,
+                               write_mode="gated")
+    lengths = ",".join(str(v) for v in case.extras["lengths"].tolist())
+    assert case.describe() == f"x[5,3,7] write_mode=gated lengths=[{lengths}]"

@@ -316,6 +316,10 @@ def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode:
         check.float_tensor(op, name, tensor)
     _, _, D = _check_memory(op, "state[2] (M0)", M0)
     keys = [k for k in WM_PARAM_KEYS if write_mode == "gated" or k not in WM_GATED_ONLY_KEYS]
+    unknown = [k for k in params if k not in WM_PARAM_KEYS]
+    if unknown:
+        raise ValueError(f"{op}: argument 'params' has unknown key(s) {unknown} (its keys are among "
+                         f"{list(WM_PARAM_KEYS)})")
     missing = [k for k in keys if k not in params]
     if missing:
         raise ValueError(f"{op}: argument 'params' is missing key(s) {missing} "

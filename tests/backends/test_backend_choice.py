@@ -281,3 +281,25 @@ def test_traced_calls_with_lengths_skip_torch_lstm():
                                                traced_lengths=True)]
         assert "aten" not in names and names[-1] == "reference"
     assert not BACKENDS["aten"].traces_lengths and BACKENDS["cpu"].traces_lengths
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what explain says on a machine without a GPU")
+def test_explain_on_cuda_without_a_gpu_says_so_and_what_a_gpu_would_take():
+    choice = explain("lstm_sequence", device="cuda", dtype=torch.float16, T=64, B=16, I=32, H=32)
+    assert choice.backend is None
+    assert choice.reason.startswith("no CUDA device is visible on this machine")
+    assert "a machine with one would take aten" in choice.reason
+    wm = explain("wm_lstm_sequence", device="cuda", dtype=torch.float16, T=4, B=2, I=3, H=5, S=2, D=3)
+    assert wm.backend is None and "no CUDA device is visible" in wm.reason
+    there = "triton" if BACKENDS["triton"].build_reason("wm_lstm_sequence", torch.float16) is None else "reference"
+    assert f"a machine with one would take {there}" in wm.reason
+
+
+def test_explain_on_the_command_line(capsys):
+    from wmkernels.__main__ import main
+
+    assert main(["explain", "lstm_sequence", "--device", "cpu", "--T", "3", "--B", "2", "--I", "4", "--H", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out == str(explain("lstm_sequence", device="cpu", T=3, B=2, I=4, H=5)) + "\n"
+    assert main(["explain", "lstm_sequence", "--device", "cpu", "--inference"]) == 0
+    assert "-> aten" in capsys.readouterr().out

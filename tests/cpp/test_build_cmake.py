@@ -1,4 +1,6 @@
 """The plain CMake project builds and its C++ unit tests pass under ctest."""
+import fcntl
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -8,10 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("cmake") is None or shutil.which("ninja") is None,
-    reason="cmake and ninja are needed to build the CMake project",
-)
+pytestmark = [
+    pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None,
+                       reason="cmake and ninja are needed to build the CMake project"),
+    pytest.mark.slow(minutes=2),  # started early (conftest)
+]
 
 
 def _run(cmd, cwd=None, timeout=900):
@@ -24,12 +27,20 @@ def _run(cmd, cwd=None, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def cmake_build(tmp_path_factory):
-    """Configure and build the project once per module; returns the build dir."""
-    build = tmp_path_factory.mktemp("cmake-build")
-    _run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
-          "-DCMAKE_BUILD_TYPE=Release", f"-DPYTHON_EXECUTABLE={sys.executable}"])
-    _run(["cmake", "--build", str(build), "-j2"])
+def cmake_build():
+    """Configure and build the project; returns the build dir. It lives in the
+    test cache (tests/conftest.py), under a lock: a concurrent session waits for
+    it and reuses it, as does the next run (ninja rebuilds what changed)."""
+    from tests.conftest import TEST_CACHE
+
+    key = hashlib.sha256(f"{ROOT}\0{sys.executable}".encode()).hexdigest()[:12]
+    build = TEST_CACHE / f"cmake-build-{key}"
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
+              "-DCMAKE_BUILD_TYPE=Release", f"-DPYTHON_EXECUTABLE={sys.executable}"])
+        _run(["cmake", "--build", str(build), "-j2"])
     return build
 
 

@@ -317,6 +317,8 @@ def _wm_lstm_cases():
             def drop(args, key=key):
                 del args["params"][key]
             yield _case(op, f"params-missing-{key}", drop, ValueError, ["'params'", "missing", f"'{key}'"])
+        yield _case(op, "params-unknown-key", lambda a: a["params"].update(w_hhh=a["params"]["w_hh"]), ValueError,
+                    ["'params'", "unknown", "'w_hhh'"])  # a misspelt key was silently ignored
         yield _case(op, "params-list-of-items", lambda a: a.update(params=list(a["params"].items())),
                     TypeError, ["'params'", "mapping", "list"])
         yield _case(op, "params-None", lambda a: a.update(params=None), TypeError,
@@ -601,10 +603,10 @@ def test_lengths_on_another_device_accepted(op, where):
 
 
 @pytest.mark.parametrize("backend", BACKEND_CHOICES)
-def test_fifo_ignores_gated_and_extra_params(backend):
+def test_fifo_ignores_gated_params(backend):
     args = make_args("wm_lstm_fifo")
     want = flat(call("wm_lstm_fifo", args, backend=backend))
-    args["params"].update(w_e="not a tensor", b_e=torch.zeros(1, dtype=torch.int64), extra=object())
+    args["params"].update(w_e="not a tensor", b_e=torch.zeros(1, dtype=torch.int64))
     got = flat(call("wm_lstm_fifo", args, backend=backend))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -616,3 +618,18 @@ def test_lstm_sequence_without_biases(backend):
     args["b_ih"] = args["b_hh"] = None
     outputs = flat(call("lstm_sequence", args, backend=backend))
     assert [tuple(o.shape) for o in outputs] == expected_shapes("lstm_sequence")
+
+
+def test_the_contract_names_every_size_that_must_be_positive():
+    """Every size ops.py rejects at 0 (check.at_least_one) is listed under the
+    contract's "Bad input" (H = 0 was rejected without the contract saying so)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    labels = set(re.findall(r'at_least_one\(op, [^,]+, \w+, "(\w+)"', (root / "wmkernels" / "ops.py").read_text()))
+    assert labels >= {"H", "S", "D"}, labels
+    bad_input = (root / "docs" / "contract.md").read_text().split("## Bad input", 1)[1]
+    for label in labels - {"4H"}:
+        assert f"`{label} ≥ 1`" in bad_input, label
+    assert "`4H`" in bad_input

@@ -119,3 +119,46 @@ def test_persistent_sweep_needs_the_triton_backend_on_a_gpu():
     groups = bench.persistent_sweep_workloads("cpu", torch.float32, **sizes)
     assert groups == []  # the interpreter is left out of timings
     assert bench.run_benchmarks("cpu", torch.float32, 1, sizes, ("persistent_sweep",)) == []
+
+
+def test_rounds_stop_at_the_deadline_after_one_timed_round():
+    calls = []
+    timing, = bench.time_interleaved([lambda: calls.append(1)], "cpu", repeat=5, deadline=0.0)
+    assert timing.rounds == 1 and len(calls) == 2  # the warm-up and one timed round
+    timing, = bench.time_interleaved([lambda: None], "cpu", repeat=5)
+    assert timing.rounds == 5
+
+
+def test_group_deadlines_share_the_budget():
+    assert bench.group_deadlines(None, 3, 100.0) == [None] * 3
+    deadlines = bench.group_deadlines(60.0, 3, 100.0)
+    assert deadlines[0] == (100.0 + 20 * 2 / 3, 120.0) and deadlines[-1][1] == 160.0
+
+
+def test_cli_bench_says_what_it_measures_how_long_and_what_it_gains(capsys):
+    args = ["bench", "--device", "cpu", "--repeat", "3", "--budget-s", "30", "--op", "lstm_sequence"]
+    for key, value in TINY.items():
+        args += [f"--{key}", str(value)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[1].startswith("measuring forward+backward") and "about 30 s" in lines[1]
+    assert "up to 3 timed rounds" in lines[1] and "up to 3 timed rounds" in captured.err
+    assert "x 4 rounds" not in captured.err
+    assert "(at most 3;" in captured.out  # the footer counts the rounds as the progress line does
+    gain = next(line for line in lines if line.startswith("took "))
+    assert "On this machine" in gain and "torch.nn.LSTM" in gain
+    assert "--plot out.png" in lines[-1] and " min " in lines[-1]
+
+
+def test_sweep_progress_names_the_point(capsys):
+    from wmkernels.tools import bench_plot
+
+    curves = bench_plot.sweep("cpu", torch.float32, 1, dict(TINY), axes=("T",), progress=True)
+    err = capsys.readouterr().err
+    points = bench_plot.sweep_points(TINY, ("T",))
+    assert [v for v, _ in curves["T"]] == [v for _, v in points]
+    for number, (axis, value) in enumerate(points, 1):
+        assert f"[sweep {number}/{len(points)}: T={value}] [bench 1/3] lstm_sequence" in err
+    assert bench_plot.sweep_groups(TINY) == sum(bench_plot.groups_per_point(bench_plot.AXIS_OPS[a])
+                                                for a, _ in bench_plot.sweep_points(TINY))

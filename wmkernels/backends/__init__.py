@@ -229,6 +229,8 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
         if reason is not None:
             return Choice(op, device, dtype, name, None, f"backend '{name}' cannot run this call: {reason}")
         return Choice(op, device, dtype, name, name, "asked for by name")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return _without_a_gpu(op, device, dtype, sizes, inference, traced_lengths, recording)
     rejected = []
     for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
         reason = _call_reason(candidate, op, device, dtype, with_capacity)
@@ -236,6 +238,22 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
             return Choice(op, device, dtype, AUTO, candidate, why, rejected)
         rejected.append((candidate, reason))
     return Choice(op, device, dtype, AUTO, None, f"no backend runs on {device} with {dtype}", rejected)
+
+
+def _without_a_gpu(op: str, device: torch.device, dtype: torch.dtype, sizes, inference: bool,
+                   traced_lengths: bool, recording: bool) -> Choice:
+    """Auto on ``device`` when no CUDA device is visible: nothing runs there. The
+    reason says so plainly, then what a machine with one would take: the first
+    backend in auto's order that this build can run there (``Backend.build_reason``)."""
+    here = f"no CUDA device is visible on this machine, so nothing runs on {device} here"
+    rejected = []
+    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
+        reason = BACKENDS[candidate].build_reason(op, dtype)
+        if reason is None:
+            return Choice(op, device, dtype, AUTO, None, f"{here}; a machine with one would take {candidate}: {why}",
+                          rejected)
+        rejected.append((candidate, f"there either: {reason}"))
+    return Choice(op, device, dtype, AUTO, None, f"{here}; no backend of this build would run it there", rejected)
 
 
 def select_backend(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,

@@ -49,9 +49,11 @@ class Backend:
 
     def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
         """Why this backend cannot run ``op`` on these tensors (None: it can)."""
-        reason = self.device_reason(device)
-        if reason is not None:
-            return reason
+        return self.device_reason(device) or self.build_reason(op, dtype)
+
+    def build_reason(self, op: str, dtype: torch.dtype) -> Optional[str]:
+        """Why this build of the backend cannot run ``op`` in ``dtype`` even on a
+        device it runs on (None: it can): what a machine with that device would say."""
         if op not in self.implemented_ops():
             return f"backend '{self.name}' does not implement {op} yet"
         if dtype not in self.dtypes:

@@ -23,6 +23,28 @@ def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# Triton releases whose interpreter breaks with numpy >= 2.4 (it converts
+# 1-element arrays to Python scalars, which numpy 2.4 refuses: InterpreterError
+# "only 0-dimensional arrays can be converted to Python scalars").
+NUMPY_BREAKS_INTERPRETER = {"3.6": (2, 4)}
+
+
+def interpreter_numpy_problem() -> Optional[str]:
+    """Why Triton's interpreter cannot run with the installed numpy (None: it can)."""
+    try:
+        import numpy
+        import triton
+    except ImportError:
+        return None
+    breaking = NUMPY_BREAKS_INTERPRETER.get(".".join(triton.__version__.split(".")[:2]))
+    installed = tuple(int(part) for part in numpy.__version__.split(".")[:2] if part.isdigit())
+    if breaking is None or installed < breaking:
+        return None
+    below = ".".join(map(str, breaking))
+    return (f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) fails with numpy {numpy.__version__}: "
+            f"pip install 'numpy<{below}'")
+
+
 def _load_kernels():
     """The kernel modules by name, and None; or None and why they cannot load."""
     if importlib.util.find_spec("triton") is None:
@@ -51,11 +73,18 @@ class TritonBackend(Backend):
     def device_reason(self, device: torch.device) -> Optional[str]:
         if LOAD_ERROR is not None:
             return LOAD_ERROR
-        if device.type == "cuda" or (device.type == "cpu" and triton_interpreter_on()):
+        if device.type == "cuda":
             return None
+        if device.type == "cpu" and triton_interpreter_on():
+            return interpreter_numpy_problem()
         if device.type == "cpu":
-            return "backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1"
+            numpy_problem = interpreter_numpy_problem()
+            return "backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1" + (
+                f"; {numpy_problem}" if numpy_problem else "")
         return f"backend 'triton' does not run on {device}"
+
+    def build_reason(self, op: str, dtype: torch.dtype) -> Optional[str]:
+        return LOAD_ERROR or super().build_reason(op, dtype)
 
     def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
         if dtype == torch.bfloat16 and device.type == "cpu" and self.device_reason(device) is None:

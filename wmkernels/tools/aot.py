@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import importlib
+import io
 import json
 import math
 import os
@@ -43,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 ARCHS = (80, 90)
 # Spilled bytes (stores) per thread allowed per kernel; a kernel not named
@@ -183,29 +186,77 @@ def _kernel_name(kernel) -> Tuple[str, str, str]:
     return f"{family}.{kernel.fn.__name__}", module, kernel.fn.__name__
 
 
-def _run_case(case: CaptureCase, dtype: torch.dtype) -> None:
+class _ProductsSkipped(TorchFunctionMode):
+    """Matrix products return uninitialised tensors of their result's shape,
+    dtype and strides. Inside ``recording()`` no kernel runs, so what the host
+    computes between launches is never read; its products (input projections,
+    weight gradients) are the only costly part of a capture: in float16, on a
+    CPU without float16 arithmetic, one of them takes tens of seconds.
+
+    A function mode is not active inside the handler of a call it sees, so a
+    call of one of the triton backend's custom ops runs the op's Python
+    implementation with the mode pushed again, for the products inside it."""
+
+    PRODUCTS = frozenset({torch.Tensor.__matmul__, torch.Tensor.matmul, torch.matmul, torch.mm, torch.addmm,
+                          torch.bmm, torch.baddbmm})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.PRODUCTS:
+            to_meta = lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t  # noqa: E731
+            shape = func(*[to_meta(a) for a in args], **{k: to_meta(v) for k, v in kwargs.items()})
+            device = next(a.device for a in args if isinstance(a, torch.Tensor))
+            return torch.empty_strided(shape.shape, shape.stride(), dtype=shape.dtype, device=device)
+        name = getattr(func, "_qualified_op_name", None) or getattr(getattr(func, "_schema", None), "name", "")
+        if name.startswith("wmkernels_triton::"):
+            from torch._library.custom_ops import OPDEFS
+
+            with self:
+                return OPDEFS[name]._init_fn(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _random_inputs(case: CaptureCase):
+    """Random inputs of ``case`` (``testing.random_case``, float64): their
+    values are never read while recording, so one draw serves every dtype."""
+    from wmkernels import testing
+
+    options = {k: v for k, v in case.options.items() if k != "schedule"}
+    return testing.random_case(case.op, **case.sizes, **options)
+
+
+def _run_case(case: CaptureCase, dtype: torch.dtype, made=None) -> None:
     """Forward then backward of ``case`` on the triton backend, straight
     through the backend protocol (the op checks and backend choice are not
-    what is being compiled). A ``schedule`` option sets the recurrent kernels'
+    what is being compiled), on ``made`` (``_random_inputs(case)``, drawn
+    when not given). A ``schedule`` option sets the recurrent kernels'
     schedule (``wmkernels.triton.schedule``) for the call."""
-    from wmkernels import ops, testing
+    from wmkernels import ops
     from wmkernels.backends import BACKENDS
     from wmkernels.triton import schedule
 
-    sizes = dict(case.sizes)
-    options = dict(case.options)
-    with schedule.using(options.pop("schedule", "tile")):
-        made = testing.random_case(case.op, **sizes, **options)
+    made = _random_inputs(case) if made is None else made
+    with schedule.using(case.options.get("schedule", "tile")):
         named = {k: v.to(dtype) for k, v in made.tensors.items()}
         inputs = tuple(named.get(name) for name in ops.OP_INPUTS[case.op])
         extras = dict(made.extras)
         if case.op == "wm_read":
-            extras["scale"] = 1.0 / math.sqrt(sizes["D"])
+            extras["scale"] = 1.0 / math.sqrt(case.sizes["D"])
         backend = BACKENDS["triton"]
         needs = tuple(t is not None for t in inputs)
         outputs, saved, info = backend.forward(case.op, inputs, extras, needs)
         grads = tuple(torch.zeros_like(o) for o in outputs)
         backend.backward(case.op, saved, info, grads, needs)
+
+
+def _runs(cases: Sequence[CaptureCase], dtypes: Iterable[str]):
+    """(case, dtype name, call) of every capture, one input draw per case, then the probes."""
+    dtypes = list(dtypes)
+    for case in cases:
+        made = _random_inputs(case)
+        for dtype_name in dtypes:
+            yield case, dtype_name, lambda c=case, d=dtype_name, m=made: _run_case(c, DTYPES[d], m)
+    yield CaptureCase("probes", {}), "float32", _run_probes
 
 
 def _run_probes() -> None:
@@ -227,11 +278,8 @@ def capture(target, cases: Sequence[CaptureCase] = CASES,
     backend = make_backend(target)
     binders: Dict[object, object] = {}  # one binder per kernel, as Triton keeps one per device
     variants: Dict[tuple, Variant] = {}
-    runs = [(case, dtype_name, lambda c=case, d=dtype_name: _run_case(c, DTYPES[d]))
-            for dtype_name in dtypes for case in cases]
-    runs.append((CaptureCase("probes", {}), "float32", _run_probes))
-    for case, dtype_name, run in runs:
-        with recording(RECORDED_DEVICES[target.arch]) as launches:
+    for case, dtype_name, run in _runs(cases, dtypes):
+        with recording(RECORDED_DEVICES[target.arch]) as launches, _ProductsSkipped():
             run()
         for launch in launches:
             kernel = launch.kernel
@@ -269,8 +317,17 @@ def _constexpr(variant: Variant, name: str):
     return next((value for key, value in variant.constexprs.items() if names[key[0]] == name), None)
 
 
-def _ptxas_resources(ptx: str, arch: int) -> Tuple[int, int, int]:
-    """(registers, spill store bytes, spill load bytes) from Triton's ptxas -v."""
+def _ptxas_resources(log: str) -> Tuple[int, int, int]:
+    """(registers, spill store bytes, spill load bytes) from a ``ptxas -v`` log."""
+    used, spill = _PTXAS_USED.search(log), _PTXAS_SPILL.search(log)
+    if used is None or spill is None:
+        raise RuntimeError(f"unexpected ptxas -v output:\n{log}")
+    return int(used.group(1)), int(spill.group(1)), int(spill.group(2))
+
+
+def _run_ptxas(ptx: str, arch: int) -> str:
+    """``ptxas -v`` (Triton's own) of ``ptx`` for sm_<arch>: its log. Only for a
+    variant Triton's cache holds without the log (compiled elsewhere)."""
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,26 +337,49 @@ def _ptxas_resources(ptx: str, arch: int) -> Tuple[int, int, int]:
         result = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={sm_arch_from_capability(arch)}",
                                  src, "-o", os.path.join(tmp, "kernel.cubin")],
                                 capture_output=True, text=True, check=True)
-    log = result.stderr + result.stdout
-    used, spill = _PTXAS_USED.search(log), _PTXAS_SPILL.search(log)
-    if used is None or spill is None:
-        raise RuntimeError(f"unexpected ptxas -v output:\n{log}")
-    return int(used.group(1)), int(spill.group(1)), int(spill.group(2))
+    return result.stderr + result.stdout
+
+
+def _keep_ptxas_log(backend, stages, options, language, capability) -> None:
+    """Triton's pipeline hook: the cubin stage (``ptxas -v``) keeps its log in
+    the kernel's metadata (and so in Triton's cache), where Triton drops it, so
+    registers and spills are read from the run that made the cubin instead of
+    running ptxas a second time."""
+    from triton import knobs
+
+    make_cubin = stages["cubin"]
+
+    def cubin(src, metadata):
+        printed = knobs.nvidia.dump_ptxas_log
+        knobs.nvidia.dump_ptxas_log = True  # Triton prints the log instead of deleting it unread
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as log:
+                binary = make_cubin(src, metadata)
+        finally:
+            knobs.nvidia.dump_ptxas_log = printed
+        metadata["ptxas_log"] = log.getvalue()
+        return binary
+
+    stages["cubin"] = cubin
 
 
 def compile_variant(variant: Variant, arch: int) -> Report:
     """Compile one variant for sm_<arch> and judge it against the budgets."""
     import triton
+    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     report = Report(variant.kernel, arch, variant.dtype, variant.case, variant.constexpr_text())
     kernel = getattr(importlib.import_module(variant.module), variant.function)
     target = GPUTarget("cuda", arch, 32)
+    hook = knobs.runtime.add_stages_inspection_hook
+    knobs.runtime.add_stages_inspection_hook = _keep_ptxas_log
     try:
         compiled = triton.compile(ASTSource(kernel, variant.signature, variant.constexprs, variant.attrs),
                                   target=target, options=variant.options)
-        report.registers, report.spill_stores, report.spill_loads = _ptxas_resources(compiled.asm["ptx"], arch)
+        log = getattr(compiled.metadata, "ptxas_log", None) or _run_ptxas(compiled.asm["ptx"], arch)
+        report.registers, report.spill_stores, report.spill_loads = _ptxas_resources(log)
         report.shared = int(compiled.metadata.shared)
         report.tensor_cores = any(op in compiled.asm["ptx"] for op in _TENSOR_CORE_PTX)
         if _constexpr(variant, "GRID_SYNC"):
@@ -308,6 +388,8 @@ def compile_variant(variant: Variant, arch: int) -> Report:
         report.error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300] if str(error).strip() else ''}"
         report.problems.append("does not compile: " + report.error)
         return report
+    finally:
+        knobs.runtime.add_stages_inspection_hook = hook
     report.problems = judge(report, variant)
     return report
 

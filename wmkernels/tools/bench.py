@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -70,6 +70,7 @@ class Result:
     iqr_ms: Optional[float] = None  # interquartile range of the rounds (the spread)
     forward_ms: Optional[float] = None  # the forward alone (median)
     floor: Optional[dict] = None  # the floor model of the op here (wmkernels.tools.floor), GPU only
+    rounds: Optional[int] = None  # timed forward+backward rounds behind ms (fewer than --repeat: out of time)
 
     @property
     def noisy(self) -> bool:
@@ -87,15 +88,16 @@ class Timing:
     median: float
     min: float
     iqr: float
+    rounds: int = 0  # how many timed rounds
 
     @classmethod
     def of(cls, rounds: List[float]) -> "Timing":
         if not rounds:
             return cls(math.nan, math.nan, math.nan)
         if len(rounds) < 2:
-            return cls(rounds[0], rounds[0], 0.0)
+            return cls(rounds[0], rounds[0], 0.0, 1)
         q1, _, q3 = statistics.quantiles(rounds, n=4, method="inclusive")
-        return cls(statistics.median(rounds), min(rounds), q3 - q1)
+        return cls(statistics.median(rounds), min(rounds), q3 - q1, len(rounds))
 
 
 def _storage_key(t: torch.Tensor):
@@ -345,14 +347,17 @@ def time_ms(run: Callable[[], None], device, repeat: int, warmup: int = 1) -> fl
 
 
 def time_interleaved(runs: List[Callable[[], None]], device, repeat: int,
-                     warmup: int = 1) -> List[Timing]:
+                     warmup: int = 1, deadline: Optional[float] = None) -> List[Timing]:
     """Wall time in milliseconds of each of ``runs`` (median, fastest, IQR), timed
     in ``repeat`` rounds that run each once in turn. A run that raises gets NaN
-    and leaves the rounds."""
+    and leaves the rounds. Past ``deadline`` (``time.perf_counter()``) no
+    further round starts, once one round was timed."""
     sync = _sync(device)
     times: List[List[float]] = [[] for _ in runs]
     alive = [True] * len(runs)
     for round_ in range(warmup + repeat):
+        if deadline is not None and round_ > warmup and time.perf_counter() > deadline:
+            break
         for k, run in enumerate(runs):
             if not alive[k]:
                 continue
@@ -378,15 +383,33 @@ def peak_gflops(device, dtype=torch.float32, n: int = 2048, repeat: int = 5) -> 
     return 2 * n ** 3 / (ms * 1e6)
 
 
+def group_deadlines(budget_s: Optional[float], groups: int, start: float) -> List[Optional[Tuple[float, float]]]:
+    """Per group, when its forward+backward rounds and then its forward-alone
+    rounds stop starting: ``budget_s`` shared evenly from ``start``, two thirds
+    of each share to forward+backward; a group that overran shortens the next."""
+    if budget_s is None:
+        return [None] * groups
+    share = budget_s / max(groups, 1)
+    return [(start + share * (k + 2 / 3), start + share * (k + 1)) for k in range(groups)]
+
+
+def rounds_text(repeat: int, budget_s: Optional[float]) -> str:
+    """What the timing loop does, in words (the progress lines and the command's header)."""
+    bound = f", fewer if its share of the {budget_s:.0f} s budget runs out" if budget_s else ""
+    return f"1 warm-up + up to {repeat} timed round{'s' if repeat != 1 else ''}{bound}"
+
+
 def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
                    ops_wanted=("lstm_sequence", "wm_lstm_sequence"),
                    compiled: bool = False, peak: Optional[float] = None,
-                   progress: bool = False) -> List[Result]:
+                   progress: bool = False, budget_s: Optional[float] = None, label: str = "") -> List[Result]:
     """Time every workload (interleaved per op); ratios are against each op's
     baseline. With ``compiled``, ``torch.compile`` of the reference step joins
     as a baseline (its compile time falls in the untimed warm-up). ``peak``
     (GFLOP/s) gives the fraction of peak of counted rows; ``progress`` says on
-    stderr which group is being timed."""
+    stderr which group is being timed (after ``label``, e.g. a sweep point).
+    ``budget_s`` bounds the rounds by time (``group_deadlines``): at least one
+    round is timed, at most ``repeat``."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     groups: List[List[Workload]] = []
     if "lstm_cell" in ops_wanted:
@@ -402,12 +425,14 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
     if "persistent_sweep" in ops_wanted:
         groups += persistent_sweep_workloads(device, dtype, **sizes)
     results: List[Result] = []
-    for number, loads in enumerate(groups, 1):
+    deadlines = group_deadlines(budget_s, len(groups), time.perf_counter())
+    for number, (loads, deadline) in enumerate(zip(groups, deadlines), 1):
         if progress:
-            print(f"[bench {number}/{len(groups)}] {loads[0].op}: {', '.join(l.impl for l in loads)} "
-                  f"x {repeat + 1} rounds", file=sys.stderr, flush=True)
-        timings = time_interleaved([load.run for load in loads], device, repeat)
-        forwards = time_interleaved([load.forward for load in loads], device, repeat)
+            print(f"{label}[bench {number}/{len(groups)}] {loads[0].op}: {', '.join(l.impl for l in loads)}, "
+                  f"{rounds_text(repeat, None)}", file=sys.stderr, flush=True)
+        run_deadline, forward_deadline = deadline or (None, None)
+        timings = time_interleaved([load.run for load in loads], device, repeat, deadline=run_deadline)
+        forwards = time_interleaved([load.forward for load in loads], device, repeat, deadline=forward_deadline)
         base = next((t.median for load, t in zip(loads, timings) if load.impl == load.baseline), None)
         floor = _floor(loads[0].op, device, dtype, sizes)
         for load, timing, forward in zip(loads, timings, forwards):
@@ -423,7 +448,7 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
                                   ms / base if base and not error else None, memory, error,
                                   gflops, gflops / peak if gflops and peak else None,
                                   None if error else timing.min, None if error else timing.iqr,
-                                  None if error else forward.median, floor))
+                                  None if error else forward.median, floor, None if error else timing.rounds))
     return results
 
 

@@ -7,7 +7,7 @@ per op and implementation, log-log. Needs matplotlib (``pip install matplotlib``
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,18 +29,36 @@ def axis_values(axis: str, sizes: Dict[str, int]) -> List[int]:
     return sorted({max(1, int(round(sizes[axis] * f))) for f in FACTORS})
 
 
+def groups_per_point(ops: Sequence[str]) -> int:
+    """Timed groups of one sweep point: lstm_sequence one, the WM-LSTM two (fifo, gated)."""
+    return ("lstm_sequence" in ops) + 2 * ("wm_lstm_sequence" in ops)
+
+
+def sweep_points(sizes: Dict[str, int], axes: Sequence[str] = ("T", "B", "H", "S")) -> List[Tuple[str, int]]:
+    """(axis, value) of every point of the sweep, in the order it runs."""
+    return [(axis, value) for axis in axes for value in axis_values(axis, sizes)]
+
+
+def sweep_groups(sizes: Dict[str, int], axes: Sequence[str] = ("T", "B", "H", "S")) -> int:
+    """How many groups the whole sweep times (what its duration scales with)."""
+    return sum(groups_per_point(AXIS_OPS[axis]) for axis, _ in sweep_points(sizes, axes))
+
+
 def sweep(device, dtype: torch.dtype, repeat: int, sizes: Dict[str, int],
-          axes: Sequence[str] = ("T", "B", "H", "S"), progress: bool = False) -> Sweep:
-    """{axis: [(value, results at that value)]}, the other sizes held at ``sizes``."""
-    curves: Sweep = {}
-    for axis in axes:
-        curves[axis] = []
-        for value in axis_values(axis, sizes):
-            point = dict(sizes, **{axis: value})
-            if axis == "H":
-                point["I"] = value
-            curves[axis].append((value, bench.run_benchmarks(device, dtype, repeat, point, AXIS_OPS[axis],
-                                                             progress=progress)))
+          axes: Sequence[str] = ("T", "B", "H", "S"), progress: bool = False,
+          group_budget_s: Optional[float] = None) -> Sweep:
+    """{axis: [(value, results at that value)]}, the other sizes held at ``sizes``;
+    each group's rounds bounded by ``group_budget_s`` (``bench.run_benchmarks``)."""
+    curves: Sweep = {axis: [] for axis in axes}
+    points = sweep_points(sizes, axes)
+    for number, (axis, value) in enumerate(points, 1):
+        point = dict(sizes, **{axis: value})
+        if axis == "H":
+            point["I"] = value
+        budget = None if group_budget_s is None else group_budget_s * groups_per_point(AXIS_OPS[axis])
+        curves[axis].append((value, bench.run_benchmarks(
+            device, dtype, repeat, point, AXIS_OPS[axis], progress=progress, budget_s=budget,
+            label=f"[sweep {number}/{len(points)}: {axis}={value}] ")))
     return curves
 
 

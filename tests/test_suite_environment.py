@@ -1,0 +1,50 @@
+"""The test suite leaves the user's environment alone: what it compiles is
+cached in the project's git-ignored ``.test-cache/`` (conftest), and the slow
+tests are started first so pytest-xdist runs them side by side."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_compile_caches_are_the_projects_and_ignored_by_git():
+    from tests.conftest import TEST_CACHE
+
+    for variable, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+        assert Path(os.environ[variable]) == TEST_CACHE / sub
+    if "WMKERNELS_TEST_CACHE" not in os.environ:
+        assert TEST_CACHE == ROOT / ".test-cache"
+        assert ".test-cache/" in (ROOT / ".gitignore").read_text().splitlines(), ".test-cache/ is not git-ignored"
+
+
+def test_triton_writes_its_cache_there():
+    triton = pytest.importorskip("triton")
+    from tests.conftest import TEST_CACHE
+
+    assert Path(triton.knobs.cache.dir) == TEST_CACHE / "triton"
+
+
+def test_slow_tests_are_started_first():
+    from tests.conftest import pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, name, minutes=None):
+            self.name, self.minutes = name, minutes
+
+        def get_closest_marker(self, name):
+            return None if self.minutes is None else pytest.mark.slow(minutes=self.minutes).mark
+
+    items = [Item("a"), Item("cmake", 2), Item("b"), Item("aot80", 15), Item("aot90", 15), Item("c")]
+    pytest_collection_modifyitems(None, items)
+    assert [i.name for i in items] == ["aot80", "aot90", "cmake", "a", "b", "c"]
+
+
+def test_the_long_tests_are_marked_slow():
+    from tests.cpp import test_build_cmake
+    from tests.tools import test_aot, test_gpu_report
+
+    assert any(m.name == "slow" for m in test_build_cmake.pytestmark)
+    assert any(m.name == "slow" for m in test_aot.test_every_launched_variant_compiles.pytestmark)
+    assert any(m.name == "slow" for m in test_gpu_report.test_gpu_check_dry_run_writes_json_and_markdown.pytestmark)
