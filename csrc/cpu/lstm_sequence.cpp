@@ -28,6 +28,7 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
+#include <torch/library.h>
 
 #include "tensor_checks.h"
 #include "lstm_rows.h"
@@ -261,3 +262,9 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
 
 }  // namespace cpu
 }  // namespace wmkernels
+
+// The CPU implementations of these ops (their schemas: csrc/schema.cpp).
+TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
+  m.impl("lstm_sequence_forward", &wmkernels::cpu::lstm_sequence_forward);
+  m.impl("lstm_sequence_backward", &wmkernels::cpu::lstm_sequence_backward);
+}
