@@ -16,14 +16,10 @@ import torch
 
 import wmkernels
 from wmkernels import testing
-from wmkernels.tools import bench, gpu_report
 from wmkernels.backends import BACKENDS, environment_problems
+from wmkernels.contract import OPS
+from wmkernels.tools import bench, bench_plot, gpu_report
 from wmkernels.triton import schedule_env
-from wmkernels.ops import OP_INPUTS
-
-# The dimensions auto's rules see for each op (wmkernels.backends.MEASURED_FASTER).
-OP_SIZES = {"lstm_cell": "BH", "lstm_sequence": "TBIH", "wm_read": "BSD", "wm_shift_write": "BSD",
-            "wm_write": "BSD", "wm_lstm_sequence": "TBIHSD"}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -55,8 +51,8 @@ def cmd_info(args) -> int:
         dtype = torch.float16 if device == "cuda" else torch.float32
         sizes = bench.DEFAULT_SIZES
         print(f"auto picks on {device} ({str(dtype).replace('torch.', '')}, bench sizes {sizes}):")
-        for op in OP_INPUTS:
-            op_sizes = {k: sizes[k] for k in OP_SIZES[op]}
+        for op in OPS:  # each with the dimensions auto's rules see (wmkernels.backends.MEASURED_FASTER)
+            op_sizes = {k: sizes[k] for k in OPS[op].sizes}
             choice = wmkernels.explain(op, device=device, dtype=dtype, backend="auto", **op_sizes)
             print(f"  {op:<17} -> {choice.backend or 'none'}: {choice.reason}")
     return 0
@@ -118,8 +114,6 @@ def cmd_bench(args) -> int:
         print("wrote", args.json)
     failed = any(r.error for r in results)
     if args.plot:
-        from wmkernels.tools import bench_plot
-
         curves = bench_plot.sweep(args.device, dtype, args.repeat, {**bench.DEFAULT_SIZES, **sizes},
                                   progress=True)
         bench_plot.plot(curves, args.plot, f"{machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "

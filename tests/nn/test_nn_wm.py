@@ -1,4 +1,4 @@
-"""wmkernels.nn.WMLSTM, WMLSTMCell and WorkingMemory (SPEC 2, 1.3, 1.4).
+"""wmkernels.nn.WMLSTM, WMLSTMCell and WorkingMemory (contract §2, §1.3, §1.4).
 
 WMLSTM is ops.wm_lstm_sequence on dict(layer.named_parameters()) (the same
 numbers, exactly) and matches the float64 reference; packed input equals

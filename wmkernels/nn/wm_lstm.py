@@ -1,4 +1,4 @@
-"""``wmkernels.nn.WMLSTM`` and ``WMLSTMCell``: the working-memory LSTM of SPEC 1.4."""
+"""``wmkernels.nn.WMLSTM`` and ``WMLSTMCell``: the working-memory LSTM of contract §1.4."""
 from __future__ import annotations
 
 import math
@@ -12,13 +12,13 @@ from wmkernels import ops
 from wmkernels.nn import checks
 from wmkernels.nn.cell import gate_preactivations
 from wmkernels.nn.sequences import repack, time_major, unpack
-from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
+from wmkernels.contract import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
 
 State = Tuple[Tensor, Tensor, Tensor]
 
 
 class _WMParameters(nn.Module):
-    """The parameters of the WM-LSTM, named as the keys of SPEC 1.4, and its state.
+    """The parameters of the WM-LSTM, named as the keys of contract §1.4, and its state.
 
     ``w_ih [4H, I]``, ``w_hh [4H, H]``, ``w_rh [4H, D]``, ``b [4H]``,
     ``w_q [D, H]``, ``b_q [D]``, ``w_v [D, H]``, ``b_v [D]``, and in ``gated``
@@ -92,7 +92,7 @@ class WMLSTM(_WMParameters):
     """The working-memory LSTM over a whole sequence: one ``ops.wm_lstm_sequence`` call.
 
     ``WMLSTM(input_size, hidden_size, memory_slots, memory_dim, write_mode="fifo",
-    batch_first=False, device=None, dtype=None)``; parameters as SPEC 1.4's keys,
+    batch_first=False, device=None, dtype=None)``; parameters as contract §1.4's keys,
     so ``dict(layer.named_parameters())`` is a valid ``params``.
     ``forward(x, state=None) -> (y, (h, c, M))``: ``x [T, B, I]`` (``[B, T, I]``
     with ``batch_first``) or a ``PackedSequence``; ``state = (h0 [B, H], c0 [B, H],
@@ -133,7 +133,7 @@ class WMLSTM(_WMParameters):
 
 
 class WMLSTMCell(_WMParameters):
-    """One step of the working-memory LSTM (SPEC 1.4), for user-written loops.
+    """One step of the working-memory LSTM (contract §1.4), for user-written loops.
 
     Same constructor (without ``batch_first``) and parameters as ``WMLSTM``, so
     the two load each other's ``state_dict``. ``forward(x [B, I], state=None)
