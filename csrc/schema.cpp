@@ -48,12 +48,12 @@ TORCH_LIBRARY(wmkernels, m) {
   m.def(
       "wm_lstm_sequence_forward(Tensor x, Tensor h0, Tensor c0, Tensor M0, Tensor w_ih, "
       "Tensor w_hh, Tensor w_rh, Tensor b, Tensor w_q, Tensor b_q, Tensor w_v, Tensor b_v, "
-      "Tensor? w_e, Tensor? b_e, Tensor? lengths, str write_mode, int K) -> (Tensor, Tensor, "
-      "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? w_e, Tensor? b_e, Tensor? lengths, Tensor? capacity, str write_mode, int K) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "wm_lstm_sequence_backward(Tensor grad_y, Tensor grad_h, Tensor grad_c, Tensor grad_M, "
       "Tensor x, Tensor M0, Tensor w_ih, Tensor w_hh, Tensor w_rh, Tensor w_q, Tensor w_v, "
-      "Tensor? w_e, Tensor? lengths, Tensor h0, Tensor y, Tensor c_all, Tensor act, "
+      "Tensor? w_e, Tensor? lengths, Tensor? capacity, Tensor h0, Tensor y, Tensor c_all, Tensor act, "
       "Tensor attn, Tensor q_all, Tensor v_all, Tensor e_all, Tensor ckpt, str write_mode, "
       "int K) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor, Tensor, Tensor, Tensor)");

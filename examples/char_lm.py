@@ -11,6 +11,7 @@ Writes ``char_lm.json``, ``char_lm.md`` and ``char_lm.png`` to ``--out``.
 
     python examples/char_lm.py --out docs/results           # the full run (~15 min on 2 cores)
     python examples/char_lm.py --quick --out /tmp/lm        # a smoke run (seconds)
+    python examples/char_lm.py --out new --kinds gated --reuse docs/results/char_lm.json  # rerun one model
 """
 from __future__ import annotations
 
@@ -172,16 +173,22 @@ def main(argv=None) -> Dict:
     vocabulary = Vocabulary(train_text)
     train_ids, held_ids = vocabulary.encode(train_text), vocabulary.encode(held_text)
 
-    runs = [run(args, kind, seed, train_ids, held_ids, len(vocabulary))
-            for kind in common.KINDS for seed in range(args.seeds)]
-    timings = common.compare_costs(
-        lambda kind: CharModel(kind, len(vocabulary), args.embedding, args.hidden, args.slots, args.width),
-        *random_windows(train_ids, args.window, args.batch, torch.Generator().manual_seed(0)))
+    runs, timings, provenance = common.reused(args, "runs")
+    runs += [run(args, kind, seed, train_ids, held_ids, len(vocabulary))
+             for kind in args.kinds for seed in range(args.seeds)]
+    runs.sort(key=lambda r: common.KINDS.index(r["kind"]))
+    if timings is None:
+        timings = common.compare_costs(
+            lambda kind: CharModel(kind, len(vocabulary), args.embedding, args.hidden, args.slots, args.width),
+            *random_windows(train_ids, args.window, args.batch, torch.Generator().manual_seed(0)))
 
     sizes = {"train": len(train_text), "held_out": len(held_text), "vocabulary": len(vocabulary)}
     plot(args.out / "char_lm.png", runs)
-    return common.write_report(args, "char_lm", {"sizes": sizes, "runs": runs, "timings": timings},
-                               markdown(args, runs, timings, sizes))
+    report = {"sizes": sizes, "runs": runs, "timings": timings}
+    if provenance is not None:
+        report["reused"] = provenance
+    return common.write_report(args, "char_lm", report,
+                               markdown(args, runs, timings, sizes) + common.reuse_note(provenance))
 
 
 if __name__ == "__main__":

@@ -177,7 +177,48 @@ def argument_parser(description: str, seeds: int, lr: float, hidden: int) -> arg
     parser.add_argument("--hidden", type=int, default=hidden)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="the models to train (default all); the others come from --reuse")
+    parser.add_argument("--reuse", type=pathlib.Path, default=None,
+                        help="an earlier report (JSON) of this example with the same options: "
+                             "the runs of the models not in --kinds and the step timings are taken from it")
     return parser
+
+
+# Options that do not change what a run computes, so a reused report may differ in them.
+NOT_COMPARED = ("out", "kinds", "reuse")
+
+
+def reused(args: argparse.Namespace, runs_key: str) -> Tuple[List[Dict], Optional[Dict], Optional[Dict]]:
+    """(runs of the models not in ``args.kinds``, step timings, the earlier report's
+    provenance) from ``args.reuse``, or ``([], None, None)`` without it. The
+    earlier report must have the same options (``NOT_COMPARED`` aside) and
+    hold every model left out of ``args.kinds``."""
+    missing = [k for k in KINDS if k not in args.kinds]
+    if args.reuse is None:
+        if missing:
+            raise SystemExit(f"--kinds leaves out {missing}: give --reuse with an earlier report holding them")
+        return [], None, None
+    old = json.loads(args.reuse.read_text())
+    mine = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
+            if k not in NOT_COMPARED}
+    differ = {k: (v, old["args"].get(k)) for k, v in mine.items() if old["args"].get(k) != v}
+    if differ:
+        raise SystemExit(f"--reuse {args.reuse} was made with other options (now, then): {differ}")
+    runs = [r for r in old[runs_key] if r["kind"] in missing]
+    if {r["kind"] for r in runs} != set(missing):
+        raise SystemExit(f"--reuse {args.reuse} lacks runs of {missing}")
+    provenance = {"file": args.reuse.name, "machine": old["machine"], "kinds": missing}
+    return runs, old["timings"], provenance
+
+
+def reuse_note(provenance: Optional[Dict]) -> List[str]:
+    """Markdown lines saying which rows and timings come from an earlier run."""
+    if provenance is None:
+        return []
+    return ["", f"Rows of {', '.join(provenance['kinds'])} and the step timings are reused from the "
+                f"earlier run in {provenance['file']} ({provenance['machine']}); "
+                "the other rows were rerun for this report."]
 
 
 def figure(columns: int, size: Tuple[float, float]):
@@ -203,7 +244,8 @@ def write_report(args: argparse.Namespace, name: str, report: Dict, markdown: Li
     machine) and ``<out>/<name>.md`` (the markdown lines), print the markdown,
     and return the report as written."""
     report = {"machine": machine(), "args": {k: str(v) if isinstance(v, pathlib.Path) else v
-                                             for k, v in vars(args).items()}, **report}
+                                             for k, v in vars(args).items() if k not in ("kinds", "reuse")},
+              **report}
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
     text = "\n".join(markdown) + "\n"
     (args.out / f"{name}.md").write_text(text)

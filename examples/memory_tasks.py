@@ -16,6 +16,8 @@ Writes ``memory_tasks.json``, ``memory_tasks.md`` and ``memory_tasks.png`` to ``
 
     python examples/memory_tasks.py --out docs/results            # the full run (~25 min on 2 cores)
     python examples/memory_tasks.py --quick --out /tmp/mt         # a smoke run (seconds)
+    python examples/memory_tasks.py --out new --kinds gated --reuse docs/results/memory_tasks.json
+        # rerun one model; the others' rows and the step timings come from the earlier report
 """
 from __future__ import annotations
 
@@ -191,20 +193,25 @@ def main(argv=None) -> Dict:
         args.delays, args.pairs, args.eval_batches, args.length = [0, 4], [2, 3], 2, 3
     args.out.mkdir(parents=True, exist_ok=True)
 
-    results, start = [], time.perf_counter()
+    results, timings, provenance = common.reused(args, "results")
+    start = time.perf_counter()
     for task, levels in (("copy", args.delays), ("recall", args.pairs)):
         for level in levels:
-            for kind in common.KINDS:
+            for kind in args.kinds:
                 for seed in range(args.seeds):
                     results.append(run_one(args, task, level, kind, seed))
                     r = results[-1]
                     print(f"{task:6s} {level:3d} {kind:5s} seed {seed}: accuracy {r['accuracy']:.3f} "
                           f"loss {r['loss']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    timings = {"copy": costs(args, "copy", max(args.delays)), "recall": costs(args, "recall", max(args.pairs))}
+    if timings is None:
+        timings = {"copy": costs(args, "copy", max(args.delays)), "recall": costs(args, "recall", max(args.pairs))}
     summary = summarise(results)
     plot(args.out / "memory_tasks.png", args, results, summary)
-    return common.write_report(args, "memory_tasks", {"results": results, "timings": timings},
-                               markdown(args, results, timings, summary))
+    report = {"results": results, "timings": timings}
+    if provenance is not None:
+        report["reused"] = provenance
+    return common.write_report(args, "memory_tasks", report,
+                               markdown(args, results, timings, summary) + common.reuse_note(provenance))
 
 
 if __name__ == "__main__":

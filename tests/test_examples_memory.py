@@ -95,3 +95,24 @@ def test_char_lm_small_run_learns_and_writes_its_report(examples, tmp_path):
     assert {run["kind"] for run in report["runs"]} == set(common.KINDS)
     assert "held-out bits/char" in (tmp_path / "char_lm.md").read_text()
     assert (tmp_path / "char_lm.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_memory_tasks_rerun_of_one_model_reuses_the_others(examples, tmp_path):
+    """--kinds gated --reuse: the gated runs are trained again (the same numbers as
+    in the full run: same seeds), the others' runs and the timings are the earlier
+    report's, and the markdown says so; a report made with other options is refused."""
+    memory_tasks, _, _ = examples
+    first = memory_tasks.main(["--quick", "--out", str(tmp_path / "all")])
+    again = memory_tasks.main(["--quick", "--out", str(tmp_path / "one"), "--kinds", "gated",
+                               "--reuse", str(tmp_path / "all" / "memory_tasks.json")])
+    key = lambda r: (r["task"], r["level"], r["kind"], r["seed"])
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds_per_step"}
+    assert sorted(map(key, again["results"])) == sorted(map(key, first["results"]))
+    assert ({key(r): strip(r) for r in again["results"]} == {key(r): strip(r) for r in first["results"]})
+    assert again["timings"] == first["timings"] and again["reused"]["kinds"] == ["lstm", "fifo"]
+    assert "Rows of lstm, fifo and the step timings are reused" in (tmp_path / "one" / "memory_tasks.md").read_text()
+    with pytest.raises(SystemExit, match="other options.*lr"):
+        memory_tasks.main(["--quick", "--out", str(tmp_path / "x"), "--kinds", "gated", "--lr", "0.5",
+                           "--reuse", str(tmp_path / "all" / "memory_tasks.json")])
+    with pytest.raises(SystemExit, match="--reuse"):
+        memory_tasks.main(["--quick", "--out", str(tmp_path / "x"), "--kinds", "gated"])

@@ -98,6 +98,44 @@ def lengths(op: str, value, batch: int, steps: int) -> Optional[Tensor]:
     return value
 
 
+def capacity(op: str, value, batch: int, steps: Optional[int], slots: int,
+             device: torch.device) -> Optional[Tensor]:
+    """``capacity``: None or an int64 tensor [B] or (with ``steps``) [T, B] with
+    values in [1, S], on the CPU or on ``device``; returned as [T, B] (a [B]
+    one expanded over the steps; [B] when ``steps`` is None) on the device it
+    came on. Checked as ``lengths`` are: on the host with the offending index
+    named when it is on the CPU (no sync), with a device-side assert and a
+    clamp into [1, S] on a GPU or under torch.compile."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{op}: argument 'capacity' must be a torch.Tensor or None, got {type(value).__name__}")
+    if value.dtype != torch.int64:
+        raise TypeError(f"{op}: argument 'capacity' must be an int64 tensor, got dtype {value.dtype}")
+    if value.layout != torch.strided or value.device.type == "meta":
+        raise ValueError(f"{op}: argument 'capacity' must be a dense tensor holding values, "
+                         f"got one on {value.device} with layout {value.layout}")
+    if value.device.type != "cpu" and value.device != device:
+        raise ValueError(f"{op}: argument 'capacity' is on {value.device} but the other tensors are on "
+                         f"{device}; it must be on the CPU or on {device}")
+    shapes = [[("B", batch)]] + ([] if steps is None else [[("T", steps), ("B", batch)]])
+    if not any(value.dim() == len(dims) and tuple(value.shape) == tuple(n for _, n in dims) for dims in shapes):
+        raise ValueError(f"{op}: argument 'capacity' must have shape "
+                         f"{' or '.join(_shape_text(d) for d in shapes)}, got {list(value.shape)}")
+    if torch.compiler.is_compiling() or value.device.type != "cpu":
+        # reading the values back would break the graph, or wait for the GPU
+        torch._assert_async(((value >= 1) & (value <= slots)).all(),
+                            f"{op}: argument 'capacity' must lie in [1, S={slots}]")
+        value = value.clamp(1, slots)
+    else:
+        bad = ((value < 1) | (value > slots)).nonzero()
+        if bad.numel() > 0:
+            index = tuple(bad[0].tolist())
+            raise ValueError(f"{op}: argument 'capacity' must lie in [1, S={slots}], got "
+                             f"capacity[{', '.join(map(str, index))}] = {int(value[index])}")
+    return value.expand(steps, batch) if steps is not None and value.dim() == 1 else value
+
+
 def mask(op: str, value, batch: int, slots: int, device: torch.device) -> Optional[Tensor]:
     """``mask``: None or a bool tensor [B, S] on ``device``."""
     if value is None:

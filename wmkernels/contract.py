@@ -71,9 +71,10 @@ OPS: Dict[str, Op] = {op.name: op for op in (
        dims={"M": ("B", "S", "D"), "w": ("B", "S"), "e": ("B", "D"), "a": ("B", "D"),
              "M_new": ("B", "S", "D")}),
     Op("wm_lstm_sequence", "§1.4", inputs=("x", "h0", "c0", "M0") + WM_PARAM_KEYS,
-       optional=WM_GATED_ONLY_KEYS, extras=("write_mode", "lengths"), outputs=("y", "h_n", "c_n", "M_n"),
+       optional=WM_GATED_ONLY_KEYS, extras=("write_mode", "lengths", "capacity"),
+       outputs=("y", "h_n", "c_n", "M_n"),
        dims={"x": ("T", "B", "I"), "h0": ("B", "H"), "c0": ("B", "H"), "M0": ("B", "S", "D"),
-             **WM_PARAM_SHAPES, "lengths": ("B",),
+             **WM_PARAM_SHAPES, "lengths": ("B",), "capacity": ("T", "B"),
              "y": ("T", "B", "H+D"), "h_n": ("B", "H"), "c_n": ("B", "H"), "M_n": ("B", "S", "D")}),
 )}
 OP_NAMES: Tuple[str, ...] = tuple(OPS)

@@ -88,9 +88,10 @@ def _traced_has_size_rules(op: str, device_type: str) -> bool:
 @torch.compiler.assume_constant_result
 def _traced_backend_name(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                          inference: bool, with_lengths: bool,
-                         sizes: Optional[Tuple[Tuple[str, int], ...]], recording: bool) -> str:
+                         sizes: Optional[Tuple[Tuple[str, int], ...]], recording: bool,
+                         with_capacity: bool) -> str:
     return select_backend(op, argument, device, dtype, None if sizes is None else dict(sizes), inference,
-                          traced_lengths=with_lengths, recording=recording).name
+                          traced_lengths=with_lengths, recording=recording, with_capacity=with_capacity).name
 
 
 def _recording() -> bool:
@@ -99,11 +100,12 @@ def _recording() -> bool:
 
 
 def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
-            inference: bool = False, with_lengths: bool = False, **sizes: int):
+            inference: bool = False, with_lengths: bool = False, with_capacity: bool = False, **sizes: int):
     """The backend of one call (``select_backend``, traceable by torch.compile);
     ``sizes`` are the call's dimensions by name, for auto's measured rules;
     ``inference``: no input wants a gradient; ``with_lengths``: the call has
-    lengths (under torch.compile only backends that trace them qualify).
+    lengths (under torch.compile only backends that trace them qualify);
+    ``with_capacity``: the call has a capacity (only backends that take it qualify).
     Under torch.jit.trace and torch.export only plain-PyTorch backends qualify."""
     recording = _recording()
     if torch.compiler.is_compiling():
@@ -114,9 +116,10 @@ def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch
         constant_sizes = (tuple((k, operator.index(v)) for k, v in sizes.items())
                           if _traced_has_size_rules(op, device.type) else None)
         return BACKENDS[_traced_backend_name(op, argument, device, dtype, inference, with_lengths,
-                                             constant_sizes, recording)]
+                                             constant_sizes, recording, with_capacity)]
     return select_backend(op, argument, device, dtype, sizes, inference,
-                          traced_lengths=recording and with_lengths, recording=recording)
+                          traced_lengths=recording and with_lengths, recording=recording,
+                          with_capacity=with_capacity)
 
 
 def wants_no_gradient(*tensors: Optional[Tensor]) -> bool:
@@ -277,11 +280,14 @@ def wm_write(M: Tensor, w: Tensor, e: Tensor, a: Tensor, *, backend: Optional[st
 
 
 def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode: str = "fifo",
-                     lengths: Optional[Tensor] = None, *, backend: Optional[str] = None):
+                     lengths: Optional[Tensor] = None, capacity: Optional[Tensor] = None, *,
+                     backend: Optional[str] = None):
     """The working-memory LSTM over a sequence (contract §1.4).
 
     x [T, B, I], state (h0 [B, H], c0 [B, H], M0 [B, S, D]), params a mapping of
-    the contract §1.4 keys, write_mode "fifo" or "gated", lengths int [B] or None
+    the contract §1.4 keys, write_mode "fifo" or "gated", lengths int [B] or None,
+    capacity int64 [B] or [T, B] with values in [1, S] (the active slots of
+    each row, per step; contract §1.5) or None (all S)
     -> (y [T, B, H + D], (h_T [B, H], c_T [B, H], M_T [B, S, D])).
     """
     op = "wm_lstm_sequence"
@@ -320,7 +326,12 @@ def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode:
     check.same_kind(op, ("x", x), [("state[0] (h0)", h0), ("state[1] (c0)", c0), ("state[2] (M0)", M0)]
                     + [(f"params['{k}']", w) for k, w in zip(WM_PARAM_KEYS, weights)])
     lengths = check.lengths(op, lengths, B, T)
-    chosen = _select(op, backend, x.device, x.dtype, T=T, B=B, I=I, H=H, S=M0.shape[1], D=D)
+    S = M0.shape[1]
+    capacity = check.capacity(op, capacity, B, T, S, x.device)
+    chosen = _select(op, backend, x.device, x.dtype, with_capacity=capacity is not None,
+                     T=T, B=B, I=I, H=H, S=S, D=D)
     extras = {"write_mode": write_mode, "lengths": chosen.place_lengths(lengths, x.device)}
+    if capacity is not None:  # only backends that take it see it (capacity=None: the call of before)
+        extras["capacity"] = chosen.place_lengths(capacity, x.device)
     y, h, c, M = _apply(op, chosen, extras, x, h0, c0, M0, *weights)
     return y, (h, c, M)

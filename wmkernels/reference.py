@@ -10,7 +10,7 @@ every backend is tested against. It does not validate its arguments
 from wmkernels.contract import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
 from wmkernels.lstm.reference import lstm_cell, lstm_sequence, lstm_step
 from wmkernels.memory.reference import wm_read, wm_shift_write, wm_write
-from wmkernels.wm_lstm.reference import wm_lstm_sequence, wm_lstm_step
+from wmkernels.wm_lstm.reference import active_slots, wm_lstm_sequence, wm_lstm_step
 
-__all__ = ["WM_GATED_ONLY_KEYS", "WM_PARAM_KEYS", "WRITE_MODES", "lstm_cell", "lstm_sequence", "lstm_step",
-           "wm_lstm_sequence", "wm_lstm_step", "wm_read", "wm_shift_write", "wm_write"]
+__all__ = ["WM_GATED_ONLY_KEYS", "WM_PARAM_KEYS", "WRITE_MODES", "active_slots", "lstm_cell", "lstm_sequence",
+           "lstm_step", "wm_lstm_sequence", "wm_lstm_step", "wm_read", "wm_shift_write", "wm_write"]

@@ -20,6 +20,11 @@
 // steps and recomputes the K states of a segment in backward from the saved
 // read weights, erase and add vectors (pointwise work, no matrix product).
 // Rows past their length keep h, c and M (no further writes) and output 0.
+//
+// Capacity (optional, int64 [T, B] in [1, S]): row b at step t reads only its
+// c = capacity[t, b] active slots, fifo the last c (slots S-c..S-1, the shift
+// runs as ever), gated the first c, which alone the gated write touches; the
+// loops run over those c slots, so a row's read/write cost follows c, not S.
 #include "wm_lstm_sequence.h"
 
 #include <cmath>
@@ -80,6 +85,39 @@ std::vector<int64_t> row_lengths(const std::optional<at::Tensor>& lengths, int64
     lens[b] = p[b];
   }
   return lens;
+}
+
+// Active slots per step and row, t * B + b (empty: every row all S slots),
+// checked to be an int64 CPU tensor [T, B] with values in [1, S].
+std::vector<int64_t> step_capacity(const std::optional<at::Tensor>& capacity, int64_t T,
+                                   int64_t B, int64_t S, const char* op) {
+  std::vector<int64_t> caps;
+  if (!capacity.has_value() || !capacity->defined()) return caps;
+  const at::Tensor& c = *capacity;
+  TORCH_CHECK(c.device().is_cpu() && c.layout() == at::kStrided &&
+                  c.scalar_type() == at::kLong && c.dim() == 2 && c.size(0) == T &&
+                  c.size(1) == B,
+              "wmkernels::", op, ": capacity must be an int64 CPU tensor of shape [", T, ", ",
+              B, "], got ", c.scalar_type(), " ", c.sizes(), " on ", c.device());
+  const at::Tensor cc = c.contiguous();
+  const int64_t* p = cc.const_data_ptr<int64_t>();
+  caps.assign(p, p + T * B);
+  for (int64_t k = 0; k < T * B; ++k) {
+    TORCH_CHECK(caps[k] >= 1 && caps[k] <= S, "wmkernels::", op, ": capacity[", k / B, ", ",
+                k % B, "] = ", caps[k], " is outside [1, S=", S, "]");
+  }
+  return caps;
+}
+
+// The active slots of row b at step t: [first, first + count).
+struct Active {
+  int64_t first, count;
+};
+
+Active active(const std::vector<int64_t>& caps, int64_t t, int64_t b, int64_t B, int64_t S,
+              bool gated) {
+  const int64_t c = caps.empty() ? S : caps[t * B + b];
+  return {gated ? 0 : S - c, c};
 }
 
 // Wcat = [w_hh; w_q; w_v; (w_e)] [N, H].
@@ -177,8 +215,8 @@ Sizes check_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor&
 // ---- forward ----------------------------------------------------------------
 
 template <typename T>
-void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
-                  const at::Tensor& xproj, const at::Tensor& M0, const at::Tensor& w_rh,
+void forward_loop(const Sizes& z, const std::vector<int64_t>& lens,
+                  const std::vector<int64_t>& caps, int64_t K, const at::Tensor& xproj, const at::Tensor& M0, const at::Tensor& w_rh,
                   const at::Tensor& Wcat, const at::Tensor& bias_cat, at::Tensor& y,
                   at::Tensor& h_state, at::Tensor& c_all, at::Tensor& act,
                   at::Tensor& attn, at::Tensor& q_all, at::Tensor& v_all, at::Tensor& e_all,
@@ -206,17 +244,22 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
   const int64_t row_work = S * D + 8 * H;
   const LstmRowKernels<T>& cell = lstm_row_kernels<T>();
 
-  // Step t's read for row b (valid at t): q from P, attention over M_{t-1}.
+  // Step t's read for row b (valid at t): q from P, attention over the
+  // active slots of M_{t-1} (the others get weight 0).
   auto read = [&](int64_t t, int64_t b) {
     const int64_t i = t * B + b;
     T* q = qp + i * D;
     copy_row(Pp + b * N + 4 * H, q, D);
+    const Active act_slots = active(caps, t, b, B, S, z.gated);
+    T* a = alp + i * S;
+    if (act_slots.count < S) zero_row(a, S);
     if (z.gated) {
-      read_row<T, VecRowOps>(DenseSlots<T>{Mw + b * S * D, D}, q, nullptr, scale, S, D,
-                             alp + i * S, yp + i * HD + H);
+      read_row<T, VecRowOps>(DenseSlots<T>{Mw + b * S * D, D}, q, nullptr, scale,
+                             act_slots.count, D, a, yp + i * HD + H);
     } else {
-      read_row<T, VecRowOps>(FifoSlots<T>{M0p + b * S * D, vp, t, S, D, BD, b}, q, nullptr,
-                             scale, S, D, alp + i * S, yp + i * HD + H);
+      read_row<T, VecRowOps>(FifoSlots<T>{M0p + b * S * D, vp, t + act_slots.first, S, D, BD, b},
+                             q, nullptr, scale, act_slots.count, D, a + act_slots.first,
+                             yp + i * HD + H);
     }
   };
   auto skip_read = [&](int64_t t, int64_t b) {
@@ -268,9 +311,10 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t i = t * B + b;
-        if (z.gated && t < lens[b]) {
+        if (z.gated && t < lens[b]) {  // the active slots only: the others keep their values
           const DenseSlots<T> M{Mw + b * S * D, D};
-          write_row<T>(M, alp + i * S, ep + i * D, vp + i * D, S, D, M);
+          write_row<T>(M, alp + i * S, ep + i * D, vp + i * D, active(caps, t, b, B, S, true).count,
+                       D, M);
         }
         if (t + 1 < T_) (t + 1 < lens[b]) ? read(t + 1, b) : skip_read(t + 1, b);
       }
@@ -301,8 +345,8 @@ void fifo_final_memory(const Sizes& z, const std::vector<int64_t>& lens, const a
 // part of dh0 not in Dall[0] Wcat; dc [B, H] in grad_c, out dc0; dM [B, S, D]
 // in the gradient of M_n (fifo: as a ring, see RingSlots), out dM0.
 template <typename T>
-void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
-                   const at::Tensor& grad_y, const at::Tensor& M0, const at::Tensor& w_rh,
+void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
+                   const std::vector<int64_t>& caps, int64_t K, const at::Tensor& grad_y, const at::Tensor& M0, const at::Tensor& w_rh,
                    const at::Tensor& Wcat, const at::Tensor& c_all, const at::Tensor& act,
                    const at::Tensor& attn, const at::Tensor& q_all, const at::Tensor& v_all,
                    const at::Tensor& e_all, const at::Tensor& ckpt, at::Tensor& Dall,
@@ -350,7 +394,9 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
             const DenseSlots<T> prev{segp + (j - 1) * BSD + b * SD, D};
             const DenseSlots<T> next{segp + j * BSD + b * SD, D};
             if (start + j - 1 < lens[b]) {
-              write_row<T>(prev, alp + i * S, ep + i * D, vp + i * D, S, D, next);
+              const int64_t c = active(caps, start + j - 1, b, B, S, true).count;
+              write_row<T>(prev, alp + i * S, ep + i * D, vp + i * D, c, D, next);
+              if (c < S) copy_row(prev(c), next(c), (S - c) * D);
             } else {
               copy_row(prev(0), next(0), SD);
             }
@@ -358,10 +404,6 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
         }
       });
     }
-    // The memory before step t and its gradient, per row.
-    auto memory = [&](int64_t b) {
-      return FifoSlots<T>{M0p + b * SD, vp, t, S, D, BD, b};
-    };
     auto dense = [&](T* base, int64_t b) { return DenseSlots<T>{base + b * SD, D}; };
 
     // A: backward of the write of step t -> dve_t in Dall[t+1], dM before it.
@@ -371,11 +413,11 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
         const int64_t i = t * B + b;
         T* dve = Dp + ((t + 1) * B + b) * N + 4 * H + D;
         const T* v = vp + i * D;
-        if (z.gated) {
+        if (z.gated) {  // inactive slots: M_t = M_{t-1}, their gradient passes unchanged
           const T* e = ep + i * D;
           write_backward_row<T, VecRowOps>(dense(dMp, b), dense(segp + (t - start) * BSD, b),
-                                           alp + i * S, e, v, S, D, dense(dMp, b),
-                                           dwp + b * S, dve + D, dve);
+                                           alp + i * S, e, v, active(caps, t, b, B, S, true).count,
+                                           D, dense(dMp, b), dwp + b * S, dve + D, dve);
           for (int64_t d = 0; d < D; ++d) dve[D + d] *= e[d] * (T(1) - e[d]);
         } else {
           T* slot = dMp + b * SD + (t % S) * D;
@@ -413,14 +455,17 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens, int64_t K,
         const T* gyr = gy + i * (H + D) + H;
         for (int64_t d = 0; d < D; ++d) dr[d] += gyr[d];
         T* dq = Dp + i * N + 4 * H;
+        const Active act_slots = active(caps, t, b, B, S, z.gated);
         if (z.gated) {
           read_backward_row<T, VecRowOps>(dr, dwp + b * S, alp + i * S,
                                           dense(segp + (t - start) * BSD, b), qp + i * D, scale,
-                                          S, D, dense(dMp, b), dq, wp + b * S);
+                                          act_slots.count, D, dense(dMp, b), dq, wp + b * S);
         } else {
-          read_backward_row<T, VecRowOps>(dr, static_cast<const T*>(nullptr), alp + i * S,
-                                          memory(b), qp + i * D, scale, S, D,
-                                          RingSlots<T>{dMp + b * SD, t, S, D}, dq, wp + b * S);
+          const int64_t first = act_slots.first;
+          read_backward_row<T, VecRowOps>(
+              dr, static_cast<const T*>(nullptr), alp + i * S + first,
+              FifoSlots<T>{M0p + b * SD, vp, t + first, S, D, BD, b}, qp + i * D, scale,
+              act_slots.count, D, RingSlots<T>{dMp + b * SD, t + first, S, D}, dq, wp + b * S);
         }
       }
     });
@@ -473,11 +518,13 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
                          const std::optional<at::Tensor>& w_e,
                          const std::optional<at::Tensor>& b_e,
                          const std::optional<at::Tensor>& lengths,
+                         const std::optional<at::Tensor>& capacity,
                          const std::string& write_mode, int64_t K) {
   const bool gated = parse_mode(write_mode, kFwd);
   const Sizes z = check_forward(x_in, h0, c0, M0_in, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
                                 w_e, b_e, gated, K);
   const std::vector<int64_t> lens = row_lengths(lengths, z.B, z.T, kFwd);
+  const std::vector<int64_t> caps = step_capacity(capacity, z.T, z.B, z.S, kFwd);
   const int64_t T_ = z.T, B = z.B, H = z.H, S = z.S, D = z.D;
   const auto opt = x_in.options();
   const at::Tensor x = x_in.contiguous(), M0 = M0_in.contiguous();
@@ -502,7 +549,7 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
   at::Tensor M_n = gated ? M0.clone() : at::empty({B, S, D}, opt);  // gated: the working memory
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wmkernels_wm_lstm_sequence_forward", [&] {
-    forward_loop<scalar_t>(z, lens, K, xproj, M0, w_rh, Wcat, bias_cat, y, h_state, c_all, act,
+    forward_loop<scalar_t>(z, lens, caps, K, xproj, M0, w_rh, Wcat, bias_cat, y, h_state, c_all, act,
                            attn, q_all, v_all, e_all, ckpt, M_n);
     if (!gated) fifo_final_memory<scalar_t>(z, lens, M0, v_all, M_n);
   });
@@ -517,7 +564,8 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
                           const at::Tensor& w_ih, const at::Tensor& w_hh,
                           const at::Tensor& w_rh, const at::Tensor& w_q, const at::Tensor& w_v,
                           const std::optional<at::Tensor>& w_e,
-                          const std::optional<at::Tensor>& lengths, const at::Tensor& h0_in,
+                          const std::optional<at::Tensor>& lengths,
+                          const std::optional<at::Tensor>& capacity, const at::Tensor& h0_in,
                           const at::Tensor& y_in,
                           const at::Tensor& c_all_in, const at::Tensor& act_in,
                           const at::Tensor& attn_in,
@@ -529,6 +577,7 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
                                  w_rh, w_q, w_v, w_e, h0_in, y_in, c_all_in, act_in,
                                  attn_in, q_all_in, v_all_in, e_all_in, ckpt_in, gated, K);
   const std::vector<int64_t> lens = row_lengths(lengths, z.B, z.T, kBwd);
+  const std::vector<int64_t> caps = step_capacity(capacity, z.T, z.B, z.S, kBwd);
   const int64_t T_ = z.T, B = z.B, H = z.H, S = z.S, D = z.D, N = z.N;
   const auto opt = x_in.options();
   const at::Tensor grad_y = grad_y_in.contiguous(), x = x_in.contiguous();
@@ -553,7 +602,7 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
     }
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wmkernels_wm_lstm_sequence_backward", [&] {
-    backward_loop<scalar_t>(z, lens, K, grad_y, M0, w_rh, Wcat, c_all, act, attn, q_all, v_all,
+    backward_loop<scalar_t>(z, lens, caps, K, grad_y, M0, w_rh, Wcat, c_all, act, attn, q_all, v_all,
                             e_all, ckpt, Dall, dhc, dc, dM);
   });
   const at::Tensor dh0 = at::addmm(dhc, Dall[0], Wcat);

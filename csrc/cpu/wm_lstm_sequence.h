@@ -25,7 +25,8 @@ namespace cpu {
 // -> (y [T, B, H+D], h_n, c_n [B, H], M_n [B, S, D],
 //     c_all, act, attn, q_all, v_all, e_all, ckpt) as above.
 // K: gated checkpoint interval (>= 1; ignored by fifo). lengths: int64 [B]
-// in [0, T] or none.
+// in [0, T] or none. capacity: int64 [T, B] in [1, S] (the active slots of
+// each row and step: fifo the last, gated the first) or none (all S).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 wm_lstm_sequence_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
@@ -35,6 +36,7 @@ wm_lstm_sequence_forward(const at::Tensor& x, const at::Tensor& h0, const at::Te
                          const std::optional<at::Tensor>& w_e,
                          const std::optional<at::Tensor>& b_e,
                          const std::optional<at::Tensor>& lengths,
+                         const std::optional<at::Tensor>& capacity,
                          const std::string& write_mode, int64_t K);
 
 // Gradients of (y, h_n, c_n, M_n), the inputs it needs, the forward's y and
@@ -48,7 +50,8 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
                           const at::Tensor& x, const at::Tensor& M0, const at::Tensor& w_ih,
                           const at::Tensor& w_hh, const at::Tensor& w_rh, const at::Tensor& w_q,
                           const at::Tensor& w_v, const std::optional<at::Tensor>& w_e,
-                          const std::optional<at::Tensor>& lengths, const at::Tensor& h0,
+                          const std::optional<at::Tensor>& lengths,
+                          const std::optional<at::Tensor>& capacity, const at::Tensor& h0,
                           const at::Tensor& y, const at::Tensor& c_all, const at::Tensor& act,
                           const at::Tensor& attn,
                           const at::Tensor& q_all, const at::Tensor& v_all,

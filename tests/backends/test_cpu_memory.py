@@ -198,11 +198,12 @@ def _direct_vs_reference(case: testing.Case, K: int) -> None:
     reference's outputs and gradients (float64, 1e-9)."""
     t = {k: v.clone() for k, v in case.tensors.items()}
     mode, lengths = case.extras["write_mode"], case.extras["lengths"]
+    capacity = case.extras.get("capacity")
     gated = mode == "gated"
     w_e, b_e = (t["w_e"], t["b_e"]) if gated else (None, None)
     weights = [t[k] for k in ("w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v")]
     out = W.wm_lstm_sequence_forward(t["x"], t["h0"], t["c0"], t["M0"], *weights, w_e, b_e,
-                                     lengths, mode, K)
+                                     lengths, capacity, mode, K)
     ref_in = [v.clone().requires_grad_() for v in case.tensors.values()]
     ref_out = case.run(ref_in, "reference")
     grads_out = [torch.randn_like(o) for o in ref_out]
@@ -211,7 +212,7 @@ def _direct_vs_reference(case: testing.Case, K: int) -> None:
         assert testing.rel_err(a, b) <= 1e-9, f"output {k} (K={K})"
     grads = W.wm_lstm_sequence_backward(
         *grads_out, t["x"], t["M0"], t["w_ih"], t["w_hh"], t["w_rh"], t["w_q"], t["w_v"], w_e,
-        lengths, t["h0"], out[0], *out[4:], mode, K)
+        lengths, capacity, t["h0"], out[0], *out[4:], mode, K)
     for name, g, ref in zip(case.tensors, grads, ref_grads):
         assert testing.rel_err(g, ref) <= 1e-9, f"grad[{name}] (K={K})"
 
@@ -226,7 +227,7 @@ def test_gated_checkpoint_intervals(T, K, with_lengths):
     n_ckpt = W.wm_lstm_sequence_forward(
         *[case.tensors[k] for k in ("x", "h0", "c0", "M0", "w_ih", "w_hh", "w_rh", "b", "w_q",
                                     "b_q", "w_v", "b_v", "w_e", "b_e")],
-        None, "gated", K)[10].shape[0]
+        None, None, "gated", K)[10].shape[0]
     assert n_ckpt == -(-T // K) - 1
 
 
@@ -293,13 +294,14 @@ def test_wm_lstm_sequence_fake_kernels():
         t = case.tensors
         e = (t["w_e"], t["b_e"]) if mode == "gated" else (None, None)
         weights = [t[k] for k in ("w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v")]
-        args = (t["x"], t["h0"], t["c0"], t["M0"], *weights, *e, case.extras["lengths"], mode, 2)
+        capacity = torch.randint(1, 4, (5, 2))
+        args = (t["x"], t["h0"], t["c0"], t["M0"], *weights, *e, case.extras["lengths"], capacity, mode, 2)
         checks = ("test_schema", "test_faketensor")
         torch.library.opcheck(W.wm_lstm_sequence_forward, args, test_utils=checks)
         out = W.wm_lstm_sequence_forward(*args)
         grads = [torch.randn_like(o) for o in out[:4]]
         bargs = (*grads, t["x"], t["M0"], t["w_ih"], t["w_hh"], t["w_rh"], t["w_q"], t["w_v"],
-                 e[0], case.extras["lengths"], t["h0"], out[0], *out[4:], mode, 2)
+                 e[0], case.extras["lengths"], capacity, t["h0"], out[0], *out[4:], mode, 2)
         torch.library.opcheck(W.wm_lstm_sequence_backward, bargs, test_utils=checks)
 
 
@@ -308,11 +310,11 @@ def _seq_args(mode="gated", T=4, B=3, dtype=F64):
     t = {k: v.to(dtype) for k, v in case.tensors.items()}
     if mode == "fifo":
         t.update(w_e=None, b_e=None)
-    return dict(t, lengths=None, write_mode=mode, K=2)
+    return dict(t, lengths=None, capacity=None, write_mode=mode, K=2)
 
 
 _SEQ_ORDER = ("x", "h0", "c0", "M0", "w_ih", "w_hh", "w_rh", "b", "w_q", "b_q", "w_v", "b_v",
-              "w_e", "b_e", "lengths", "write_mode", "K")
+              "w_e", "b_e", "lengths", "capacity", "write_mode", "K")
 
 
 def _seq_call(**changes):
@@ -348,6 +350,10 @@ BAD_SEQ = [
     ("lengths<0", dict(lengths=torch.tensor([1, -1, 2]))),
     ("lengths-B", dict(lengths=torch.tensor([1, 2]))),
     ("lengths-int32", dict(lengths=torch.tensor([1, 2, 3], dtype=torch.int32))),
+    ("capacity>S", dict(capacity=torch.full((4, 3), 4))),
+    ("capacity<1", dict(capacity=torch.zeros(4, 3, dtype=torch.int64))),
+    ("capacity-shape", dict(capacity=torch.ones(3, dtype=torch.int64))),
+    ("capacity-int32", dict(capacity=torch.ones(4, 3, dtype=torch.int32))),
     ("lengths-2d", dict(lengths=torch.tensor([[1, 2, 3]]))),
 ]
 
@@ -364,7 +370,8 @@ def _bwd_args(mode="gated"):
     grads = [torch.randn_like(o) for o in out[:4]]
     named = dict(zip(("grad_y", "grad_h", "grad_c", "grad_M"), grads))
     named.update(x=a["x"], M0=a["M0"], w_ih=a["w_ih"], w_hh=a["w_hh"], w_rh=a["w_rh"],
-                 w_q=a["w_q"], w_v=a["w_v"], w_e=a["w_e"], lengths=None, h0=a["h0"], y=out[0])
+                 w_q=a["w_q"], w_v=a["w_v"], w_e=a["w_e"], lengths=None, capacity=None, h0=a["h0"],
+                 y=out[0])
     named.update(zip(("c_all", "act", "attn", "q_all", "v_all", "e_all", "ckpt"), out[4:]))
     named.update(write_mode=mode, K=2)
     return named
@@ -386,6 +393,7 @@ BAD_SEQ_BWD = [
     ("w_e-missing", "w_e", lambda a: None),
     ("mode", "write_mode", lambda a: "fifo"),
     ("lengths", "lengths", lambda a: torch.tensor([9, 0, 0])),
+    ("capacity", "capacity", lambda a: torch.zeros(4, 3, dtype=torch.int64)),
 ]
 
 

@@ -38,7 +38,7 @@ auto forward(const Inputs& in, const std::string& mode, const std::optional<at::
                                   in.w_q, in.b_q, in.w_v, in.b_v,
                                   gated ? std::optional<at::Tensor>(in.w_e) : std::nullopt,
                                   gated ? std::optional<at::Tensor>(in.b_e) : std::nullopt,
-                                  lengths, mode, K);
+                                  lengths, std::nullopt, mode, K);
 }
 
 void check_fifo_memory_is_last_written_vectors() {
@@ -85,7 +85,7 @@ void check_gated_backward_independent_of_K() {
     }
     auto g = wm_lstm_sequence_backward(
         gy, gh, gc, gM, in.x, in.M0, in.w_ih, in.w_hh, in.w_rh, in.w_q, in.w_v, in.w_e, lengths,
-        in.h0, std::get<0>(out), std::get<4>(out), std::get<5>(out), std::get<6>(out),
+        std::nullopt, in.h0, std::get<0>(out), std::get<4>(out), std::get<5>(out), std::get<6>(out),
         std::get<7>(out), std::get<8>(out), std::get<9>(out), std::get<10>(out), "gated", K);
     std::vector<at::Tensor> grads = {std::get<0>(g), std::get<3>(g), std::get<5>(g),
                                      std::get<12>(g)};

@@ -7,6 +7,8 @@ running each row alone; WMLSTMCell stepped over a sequence equals WMLSTM
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -29,7 +31,11 @@ def test_parameters_are_the_spec_keys(mode):
     layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
     params = dict(layer.named_parameters())
     expected = set(reference.WM_PARAM_KEYS) - (set() if mode == "gated" else set(reference.WM_GATED_ONLY_KEYS))
-    assert set(params) == expected
+    assert set(params) == expected | ({"m0"} if mode == "gated" else set())
+    assert set(layer.params()) == expected
+    if mode == "gated":  # the learned initial memory: uniform ±1, distinct slots
+        m0 = params.pop("m0")
+        assert m0.shape == (S, D) and m0.abs().max() <= 1 and m0.abs().max() > 1 / H ** 0.5
     for key, p in params.items():
         labels = ops.WM_PARAM_SHAPES[key]
         sizes = {"I": I, "H": H, "4H": 4 * H, "D": D}
@@ -45,8 +51,10 @@ def test_wmlstm_is_the_op_on_its_named_parameters(mode, batch_first, with_state)
     x = torch.randn(T, B, I)
     state = random_state() if with_state else None
     y, (h, c, M) = layer(x.transpose(0, 1) if batch_first else x, state)
-    zeros = tuple(torch.zeros_like(t) for t in random_state())
-    y_op, (h_op, c_op, M_op) = ops.wm_lstm_sequence(x, state or zeros, dict(layer.named_parameters()), mode)
+    default = tuple(torch.zeros_like(t) for t in random_state())
+    if mode == "gated":  # state=None starts the gated memory at m0 in every row
+        default = (*default[:2], layer.m0.expand(B, S, D))
+    y_op, (h_op, c_op, M_op) = ops.wm_lstm_sequence(x, state or default, dict(layer.named_parameters()), mode)
     assert torch.equal(y.transpose(0, 1) if batch_first else y, y_op)
     for a, b in ((h, h_op), (c, c_op), (M, M_op)):
         assert torch.equal(a, b)
@@ -96,7 +104,7 @@ def test_cell_stepped_equals_the_sequence_layer(mode, dtype, tol):
 
     def grads(outputs, module):
         loss = sum((o * u).sum() for o, u in zip(outputs, upstream))
-        leaves = [x, *state, *module.parameters()]
+        leaves = [x, *state, *module.params().values()]  # m0 is unused: the state is given
         return torch.autograd.grad(loss, leaves)
 
     y, state_n = seq(x, state)
@@ -119,6 +127,94 @@ def test_cell_zero_state_by_default():
     y, (h, c, M) = cell(x)
     y0, _ = cell(x, tuple(torch.zeros_like(t) for t in random_state()))
     assert torch.equal(y, y0) and y.shape == (B, H + D) and M.shape == (B, S, D)
+
+
+def test_fifo_is_unchanged_by_the_gated_initial_memory():
+    """fifo draws exactly the weights it drew before m0 existed (the contract §1.4 keys in
+    order, uniform ±1/√H) and starts from zeros; gated draws the same weights, then m0."""
+    torch.manual_seed(7)
+    fifo = wmkernels.nn.WMLSTM(I, H, S, D, write_mode="fifo")
+    torch.manual_seed(7)
+    gated = wmkernels.nn.WMLSTM(I, H, S, D, write_mode="gated")
+    torch.manual_seed(7)
+    bound = 1 / H ** 0.5
+    for key, p in fifo.params().items():
+        assert torch.equal(p, torch.empty_like(p).uniform_(-bound, bound)), key
+        assert torch.equal(p, getattr(gated, key)), key
+    x = torch.randn(T, B, I)
+    zeros = tuple(torch.zeros_like(t) for t in random_state())
+    assert torch.equal(fifo(x)[0], ops.wm_lstm_sequence(x, zeros, fifo.params(), "fifo")[0])
+
+
+def slot_spread(M):
+    """Largest distance of a slot from its row's mean slot."""
+    return (M - M.mean(dim=1, keepdim=True)).abs().amax().item()
+
+
+@pytest.mark.parametrize("layer_type", (wmkernels.nn.WMLSTM, wmkernels.nn.WMLSTMCell))
+def test_gated_default_state_can_use_its_memory(layer_type):
+    """From state=None the gated memory's slots differ and stay apart, the read
+    attention depends on the query, and w_q, b_q get a gradient as large as the
+    other weights' (from the zero memory: spread 0 and gradients of 1e-9)."""
+    torch.manual_seed(0)
+    layer = layer_type(I, H, S, D, write_mode="gated")
+    x = torch.randn(T, B, I)
+    if layer_type is wmkernels.nn.WMLSTM:
+        y, (_, _, M) = layer(x)
+    else:
+        ys, state = [], None
+        for t in range(T):
+            y_t, state = layer(x[t], state)
+            ys.append(y_t)
+        y, M = torch.stack(ys), state[2]
+    assert slot_spread(M) > 0.1
+    y.square().sum().backward()
+    scale = layer.w_v.grad.norm()
+    assert layer.w_q.grad.norm() > 1e-2 * scale and layer.b_q.grad.norm() > 1e-2 * scale
+    assert layer.m0.grad.norm() > 1e-2 * scale
+
+
+@pytest.mark.parametrize("layer_type", (wmkernels.nn.WMLSTM, wmkernels.nn.WMLSTMCell))
+def test_a_degenerate_gated_memory_warns(layer_type):
+    layer = layer_type(I, H, S, D, write_mode="gated")
+    x = torch.randn(T, B, I) if layer_type is wmkernels.nn.WMLSTM else torch.randn(B, I)
+    h, c, M = random_state()
+    M[1] = 0.5  # row 1: every slot equal
+    with pytest.warns(UserWarning, match=r"all 3 slots equal in 1 of 3 rows \(first: row 1\).*w_q, b_q"):
+        layer(x, (h, c, M))
+    with pytest.warns(UserWarning, match="slots equal in 3 of 3 rows"):
+        layer(x, (h, c, torch.zeros_like(M)))
+    quiet = [(h, c, random_state()[2]), None]
+    fifo = layer_type(I, H, S, D, write_mode="fifo")
+    one_slot = layer_type(I, H, 1, D, write_mode="gated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for state in quiet:
+            layer(x, state)
+        fifo(x, (h, c, torch.zeros_like(M)))  # fifo's shift tells the slots apart
+        one_slot(x, (h, c, torch.zeros(B, 1, D)))  # one slot: nothing to tell apart
+        layer(x[..., :0, :] if x.dim() == 3 else x[:0], (h[:0], c[:0], M[:0]))  # an empty batch
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_state_dict_round_trip_between_the_layers(mode, tmp_path):
+    """WMLSTM and WMLSTMCell save and load each other's state_dict, m0 included,
+    and then compute the same from the default state."""
+    seq = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
+    torch.save(seq.state_dict(), tmp_path / "wm.pt")
+    cell = wmkernels.nn.WMLSTMCell(I, H, S, D, write_mode=mode)
+    cell.load_state_dict(torch.load(tmp_path / "wm.pt"))
+    assert ("m0" in cell.state_dict()) == (mode == "gated")
+    x = torch.randn(T, B, I)
+    y, state = seq(x)
+    ys, s = [], None
+    for t in range(T):
+        y_t, s = cell(x[t], s)
+        ys.append(y_t)
+    assert rel_err(torch.stack(ys), y) <= 1e-5 and rel_err(s[2], state[2]) <= 1e-5
+    back = wmkernels.nn.WMLSTM(I, H, S, D, write_mode=mode)
+    back.load_state_dict(cell.state_dict())
+    assert torch.equal(back(x)[0], y)
 
 
 @pytest.mark.parametrize("layer_type", (wmkernels.nn.WMLSTM, wmkernels.nn.WMLSTMCell))

@@ -1,6 +1,7 @@
 """How the recurrent kernels are spread over programs and launches (wmkernels/triton/schedule.py)."""
 import contextlib
 import functools
+import types
 
 import pytest
 import torch
@@ -129,3 +130,25 @@ def test_streamed_option_streams_weights_that_would_be_resident(monkeypatch):
         with recording():
             plans.append(schedule.plan(16, 768, like, launch_config))
     assert [(p.grid, p.config["BLOCK_H"]) for p in plans] == [((48, 1), 1024), ((48, 1), 0)]
+
+
+class _CounterKernel:
+    """Stands in for a kernel launched by ``schedule.run``: sets the barrier counter it is given."""
+
+    fn = types.SimpleNamespace(__name__="stand_in")
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getitem__(self, grid):
+        return lambda *args, **options: args[-3].fill_(self.value)
+
+
+def test_persistent_run_checks_its_barrier_without_cuda():
+    """After a persistent launch ``run`` reads the barrier counters; on tensors
+    that are not on a GPU it must not ask CUDA whether a graph is being captured
+    (a CPU build of torch raised "Tried to instantiate dummy base class")."""
+    plan = schedule.Plan("persistent", (3, 2))
+    schedule.run(_CounterKernel(3 * 4), plan, 4, (), torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="stand_in: a grid barrier timed out"):
+        schedule.run(_CounterKernel(schedule.BROKEN), plan, 4, (), torch.device("cpu"))

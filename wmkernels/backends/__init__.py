@@ -183,13 +183,24 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
     return [(name, why[name]) for name in dict.fromkeys(order)]
 
 
+def _call_reason(name: str, op: str, device: torch.device, dtype: torch.dtype,
+                 with_capacity: bool) -> Optional[str]:
+    """Why backend ``name`` cannot run this call (None: it can)."""
+    backend = BACKENDS[name]
+    reason = backend.case_reason(op, device, dtype)
+    if reason is None and with_capacity and not backend.takes_capacity:
+        reason = f"backend '{name}' does not implement {op} with capacity yet"
+    return reason
+
+
 def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
            sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-           traced_lengths: bool = False, recording: bool = False) -> Choice:
-    """The backend of one call and the reasons (nothing raised: see ``select_backend``)."""
+           traced_lengths: bool = False, recording: bool = False, with_capacity: bool = False) -> Choice:
+    """The backend of one call and the reasons (nothing raised: see ``select_backend``);
+    ``with_capacity``: the call has a capacity, which only some backends take."""
     name = requested_backend(argument)
     if name != AUTO:
-        reason = BACKENDS[name].case_reason(op, device, dtype)
+        reason = _call_reason(name, op, device, dtype, with_capacity)
         if reason is None and recording and not BACKENDS[name].recordable:
             reason = ("torch.jit.trace and torch.export record plain PyTorch only, and this backend runs "
                       "a Python autograd Function; use 'reference' or 'aten', or auto")
@@ -198,7 +209,7 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
         return Choice(op, device, dtype, name, name, "asked for by name")
     rejected = []
     for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
-        reason = BACKENDS[candidate].case_reason(op, device, dtype)
+        reason = _call_reason(candidate, op, device, dtype, with_capacity)
         if reason is None:
             return Choice(op, device, dtype, AUTO, candidate, why, rejected)
         rejected.append((candidate, reason))
@@ -207,11 +218,13 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
 
 def select_backend(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                    sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-                   traced_lengths: bool = False, recording: bool = False) -> Backend:
+                   traced_lengths: bool = False, recording: bool = False,
+                   with_capacity: bool = False) -> Backend:
     """The backend that runs ``op`` on tensors of ``device`` and ``dtype`` (``sizes``:
     the call's dimensions by name, for the measured rules; ``inference``: no
-    input wants a gradient; ``traced_lengths``, ``recording``: see ``auto_candidates``)."""
-    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording)
+    input wants a gradient; ``traced_lengths``, ``recording``: see ``auto_candidates``;
+    ``with_capacity``: the call has a capacity)."""
+    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording, with_capacity)
     if choice.backend is None:
         raise BackendUnavailableError(f"{op}: {choice.reason}")
     if log.isEnabledFor(logging.DEBUG):

@@ -36,6 +36,7 @@ class Backend:
     traces_lengths = True  # torch.compile can trace its calls with lengths
     recordable = False  # plain PyTorch ops that torch.jit.trace / torch.export can record
     impls: Mapping[str, Impl] = {}
+    takes_capacity = False  # wm_lstm_sequence with a capacity (active slots per row and step)
 
     def device_reason(self, device: torch.device) -> Optional[str]:
         """Why this backend cannot run on tensors of ``device`` (None: it can)."""

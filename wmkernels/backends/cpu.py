@@ -22,6 +22,7 @@ __all__ = ["CpuBackend", "LOAD_ERROR"]
 class CpuBackend(Backend):
     name = "cpu"
     dtypes = (torch.float32, torch.float64)
+    takes_capacity = True  # its wm_lstm_sequence loops over each row's active slots only
     impls = {
         "lstm_cell": lstm.LSTM_CELL,
         "lstm_sequence": lstm.LSTM_SEQUENCE,

@@ -2,19 +2,33 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from wmkernels import ops
+from wmkernels import _checks, ops
 from wmkernels.nn import checks
 from wmkernels.nn.cell import gate_preactivations
 from wmkernels.nn.sequences import repack, time_major, unpack
 from wmkernels.contract import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
+from wmkernels.wm_lstm.reference import active_slots
 
 State = Tuple[Tensor, Tensor, Tensor]
+
+
+def degenerate_rows(M: Tensor) -> Tensor:
+    """Bool ``[B]``: rows of ``M [B, S, D]`` whose ``S > 1`` slots are all equal.
+
+    Under the gated write such a row stays so: the read attention over equal
+    slots is uniform, the write weights are that attention, every slot gets
+    the same update. Its read ignores the query, which then gets no gradient.
+    """
+    if M.shape[1] < 2:
+        return torch.zeros(M.shape[0], dtype=torch.bool, device=M.device)
+    return (M == M[:, :1]).flatten(1).all(dim=1)
 
 
 class _WMParameters(nn.Module):
@@ -25,6 +39,12 @@ class _WMParameters(nn.Module):
     mode ``w_e [D, H]``, ``b_e [D]``; all uniform ±1/√H as in torch.nn.LSTM
     (every matrix but ``w_ih``/``w_rh`` reads the hidden state, and ±1/√H keeps
     the read's scores ``q·M/√D`` and the gates O(1) at any width).
+
+    In ``gated`` mode also ``m0 [S, D]``, the learned initial memory (the
+    memory a ``state=None`` call starts from), uniform ±1: slots that differ,
+    in the range the write puts there (``v = tanh(·)``). A gated memory whose
+    slots start equal stays so (``degenerate_rows``); see contract §2.1.
+    ``fifo`` has no ``m0``: it starts from zeros, its shift tells slots apart.
     """
 
     NAME = "WMLSTM"
@@ -45,15 +65,20 @@ class _WMParameters(nn.Module):
         for key in self.param_keys():
             shape = tuple(sizes[label] for label in ops.WM_PARAM_SHAPES[key])
             setattr(self, key, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+        if write_mode == "gated":
+            self.m0 = nn.Parameter(torch.empty(S, D, device=device, dtype=dtype))
         self.reset_parameters()
 
     def param_keys(self):
         return tuple(k for k in WM_PARAM_KEYS if self.write_mode == "gated" or k not in WM_GATED_ONLY_KEYS)
 
     def reset_parameters(self) -> None:
+        # m0 is drawn last, so the contract §1.4 weights of a seed are what they were before it existed
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for key in self.param_keys():
+            nn.init.uniform_(getattr(self, key), -bound, bound)
+        if self.write_mode == "gated":
+            nn.init.uniform_(self.m0, -1.0, 1.0)
 
     def params(self) -> Dict[str, Tensor]:
         """The ``params`` mapping of ``ops.wm_lstm_sequence`` (= ``dict(self.named_parameters())``)."""
@@ -64,11 +89,16 @@ class _WMParameters(nn.Module):
                 f"memory_dim={self.memory_dim}, write_mode={self.write_mode!r}")
 
     def initial_state(self, state: Optional[State], like: Tensor, batch: int) -> State:
-        """``state`` checked against ``[B, H], [B, H], [B, S, D]``, or zeros of ``like``'s kind."""
+        """``state`` checked against ``[B, H], [B, H], [B, S, D]`` (in gated mode a
+        warning where a row's slots are all equal), or the default: zero ``h``,
+        ``c``, and ``M`` = ``m0`` for every row (gated) or zeros (fifo)."""
         H, S, D = self.hidden_size, self.memory_slots, self.memory_dim
         shapes = ((batch, H), (batch, H), (batch, S, D))
         if state is None:
-            return tuple(checks.zeros(shape, like) for shape in shapes)
+            h, c = (checks.zeros(shape, like) for shape in shapes[:2])
+            if self.write_mode == "gated":
+                return h, c, self.m0.unsqueeze(0).expand(batch, S, D)
+            return h, c, checks.zeros(shapes[2], like)
         if not isinstance(state, (tuple, list)) or len(state) != 3:
             raise ValueError(f"{self.NAME}: Expected state to be a tuple (h, c, M), got "
                              f"{type(state).__name__}" + (f" of length {len(state)}"
@@ -78,7 +108,46 @@ class _WMParameters(nn.Module):
             checks.tensor(self.NAME, name, value, (len(shape),))
             checks.matches_weights(self.NAME, name, value, self.w_ih)
             checks.size(self.NAME, name, value, shape, labels)
+        if self.write_mode == "gated":
+            self.warn_if_degenerate(state[2])
         return tuple(state)
+
+    def warn_if_degenerate(self, M: Tensor) -> None:
+        """A ``UserWarning`` where a row of the caller's gated memory has all slots
+        equal (one comparison and a host sync; skipped while compiling or tracing)."""
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or M.numel() == 0:
+            return
+        rows = degenerate_rows(M.detach()).nonzero().flatten()
+        if rows.numel():
+            warnings.warn(
+                f"{self.NAME}: gated memory state[2] (M) has all {self.memory_slots} slots equal in "
+                f"{rows.numel()} of {M.shape[0]} rows (first: row {int(rows[0])}). A gated memory "
+                "whose slots are equal stays so (the read attention is uniform and the write "
+                "weights are that attention): it cannot store anything apart and w_q, b_q get no "
+                "gradient. Start from distinct slots, e.g. state=None (the learned initial memory "
+                "m0) or layer.m0.expand(B, -1, -1).", UserWarning, stacklevel=4)
+
+    def capacity_from_lengths(self, lengths: Tensor, slots_per_step: float = 1.0) -> Tensor:
+        """A capacity policy: ``ceil(slots_per_step · lengths)`` clamped to [1, S],
+        int64 ``[B]`` on the device of ``lengths`` (int ``[B]``, any integer dtype).
+
+        At the default 1.0 a row gets as many slots as it has steps, up to S:
+        never fewer than it can fill (fifo keeps its last ``min(L, S)`` writes
+        either way; a gated row of L steps makes at most L writes, and a
+        smaller memory sharpens its read). A row of length 0 gets 1 (the
+        least allowed; it runs no step). Pass the result as ``capacity``.
+        """
+        if not isinstance(lengths, Tensor) or lengths.dtype.is_floating_point or lengths.dtype.is_complex \
+                or lengths.dtype == torch.bool or lengths.dim() != 1:
+            raise TypeError(f"{self.NAME}.capacity_from_lengths: lengths must be an integer tensor [B], got "
+                            + (f"{lengths.dtype} of shape {list(lengths.shape)}" if isinstance(lengths, Tensor)
+                               else type(lengths).__name__))
+        if isinstance(slots_per_step, bool) or not isinstance(slots_per_step, (int, float)) \
+                or not slots_per_step > 0 or not math.isfinite(slots_per_step):
+            raise ValueError(f"{self.NAME}.capacity_from_lengths: slots_per_step must be a finite number > 0, "
+                             f"got {slots_per_step!r}")
+        wanted = torch.ceil(lengths.to(torch.float64) * slots_per_step)
+        return wanted.clamp(1, self.memory_slots).to(torch.int64)
 
     def check_input(self, x: Tensor, dims: int, labels: str) -> None:
         checks.tensor(self.NAME, "input", x, (dims,))
@@ -92,20 +161,25 @@ class WMLSTM(_WMParameters):
     """The working-memory LSTM over a whole sequence: one ``ops.wm_lstm_sequence`` call.
 
     ``WMLSTM(input_size, hidden_size, memory_slots, memory_dim, write_mode="fifo",
-    batch_first=False, device=None, dtype=None)``; parameters as contract §1.4's keys,
-    so ``dict(layer.named_parameters())`` is a valid ``params``.
+    batch_first=False, device=None, dtype=None)``; parameters as contract §1.4's keys
+    (and ``m0`` in gated mode), so ``dict(layer.named_parameters())`` is a valid
+    ``params`` (the op takes the keys it needs).
     ``forward(x, state=None) -> (y, (h, c, M))``: ``x [T, B, I]`` (``[B, T, I]``
     with ``batch_first``) or a ``PackedSequence``; ``state = (h0 [B, H], c0 [B, H],
-    M0 [B, S, D])``, zeros if None; ``y [T, B, H + D]`` (``concat(h_t, r_t)``,
-    laid out like ``x``, packed if ``x`` was), ``h, c [B, H]``, ``M [B, S, D]``
-    (of each row's last valid step when packed). Compiles with
+    M0 [B, S, D])``; None means zero ``h0``, ``c0`` and ``M0`` = zeros (fifo) or
+    the learned initial memory ``m0`` in every row (gated); ``y [T, B, H + D]``
+    (``concat(h_t, r_t)``, laid out like ``x``, packed if ``x`` was), ``h, c [B, H]``,
+    ``M [B, S, D]`` (of each row's last valid step when packed). Compiles with
     ``torch.compile(fullgraph=True)`` on tensor input (not on a PackedSequence).
     Under ``torch.autocast`` it computes in its inputs' dtype, as a fused op.
 
-    Note: in ``gated`` mode a memory that starts with all slots equal (the zero
-    state) stays so — the write weights are the read's attention, uniform over
-    equal slots — so the read is uniform and ``w_q``, ``b_q`` get no gradient;
-    pass a non-uniform ``M0`` (or use ``fifo``) when that matters.
+    ``capacity`` (int64 ``[B]``, or per step ``[T, B]`` — ``[B, T]`` with
+    ``batch_first`` —, values in [1, S]) gives each row its active slots, as
+    ``ops.wm_lstm_sequence`` takes it; ``capacity_from_lengths`` derives one.
+
+    In ``gated`` mode a memory whose slots are all equal stays so (the write
+    weights are the read's attention, uniform over equal slots): a ``state``
+    whose ``M0`` has such a row draws a ``UserWarning``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, memory_slots: int, memory_dim: int,
@@ -118,7 +192,7 @@ class WMLSTM(_WMParameters):
     def extra_repr(self) -> str:
         return super().extra_repr() + (", batch_first=True" if self.batch_first else "")
 
-    def forward(self, x, state: Optional[State] = None):
+    def forward(self, x, state: Optional[State] = None, capacity: Optional[Tensor] = None):
         packed = isinstance(x, PackedSequence)
         if packed:
             xs, lengths = unpack(x)  # lengths stay on the CPU: checked there, with no sync
@@ -127,7 +201,10 @@ class WMLSTM(_WMParameters):
             self.check_input(x, 3, "[B, T, I]" if self.batch_first else "[T, B, I]")
             xs, lengths = time_major(x, self.batch_first), None
         state = self.initial_state(state, xs, xs.shape[1])
-        y, state_n = ops.wm_lstm_sequence(xs, state, self.params(), self.write_mode, lengths)
+        if capacity is not None and self.batch_first and not packed and isinstance(capacity, Tensor) \
+                and capacity.dim() == 2:
+            capacity = capacity.t()  # [B, T], laid out like x -> [T, B]
+        y, state_n = ops.wm_lstm_sequence(xs, state, self.params(), self.write_mode, lengths, capacity)
         y = repack(y, lengths, x) if packed else time_major(y, self.batch_first)
         return y, state_n
 
@@ -139,20 +216,25 @@ class WMLSTMCell(_WMParameters):
     the two load each other's ``state_dict``. ``forward(x [B, I], state=None)
     -> (y [B, H + D], (h, c, M))``, from ``ops.wm_read``, ``addmm`` gate
     pre-activations, ``ops.lstm_cell`` and ``ops.wm_shift_write`` (fifo) or
-    ``ops.wm_write`` (gated); ``state=None`` means zeros.
+    ``ops.wm_write`` (gated); ``state=None`` means what it means for ``WMLSTM``
+    (zeros; in gated mode ``M`` = ``m0``), and a degenerate gated ``M`` warns.
+    ``capacity`` (int64 ``[B]`` in [1, S], or None) limits the step's read, and
+    so the gated write, to each row's active slots (fifo: the last, gated: the first).
     """
 
     NAME = "WMLSTMCell"
 
-    def forward(self, x: Tensor, state: Optional[State] = None):
+    def forward(self, x: Tensor, state: Optional[State] = None, capacity: Optional[Tensor] = None):
         self.check_input(x, 2, "[B, I]")
+        capacity = _checks.capacity(self.NAME, capacity, x.shape[0], None, self.memory_slots, x.device)
         with ops.autocast_off(x.device.type):  # a step of WMLSTM, which computes in its inputs' dtype
-            return self._step(x, state)
+            return self._step(x, state, capacity)
 
-    def _step(self, x: Tensor, state: Optional[State]):
+    def _step(self, x: Tensor, state: Optional[State], capacity: Optional[Tensor]):
         h, c, M = self.initial_state(state, x, x.shape[0])
         q = torch.addmm(self.b_q, h, self.w_q.t())
-        r, attn = ops.wm_read(M, q)
+        mask = None if capacity is None else active_slots(capacity.to(x.device), self.memory_slots, self.write_mode)
+        r, attn = ops.wm_read(M, q, mask)
         gates = torch.addmm(gate_preactivations(x, h, self.w_ih, self.w_hh, self.b), r, self.w_rh.t())
         h, c = ops.lstm_cell(gates, c)
         v = torch.tanh(torch.addmm(self.b_v, h, self.w_v.t()))

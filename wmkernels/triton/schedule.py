@@ -161,7 +161,9 @@ def run(kernel, plan: Plan, n_steps: int, args: tuple, device: torch.device) -> 
     chunk = plan.steps_per_launch or n_steps
     for begin in range(0, n_steps, chunk):
         launch(kernel, plan.grid, *args, counter, begin, min(begin + chunk, n_steps), device=device, **plan.config)
-    if plan.kind == "persistent" and not recording_active() and not torch.cuda.is_current_stream_capturing():
+    # only a GPU stream can be capturing (a CPU build of torch raises when asked)
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if plan.kind == "persistent" and not recording_active() and not capturing:
         # one sync per call, until the barrier has been proven on GPUs
         if int(counter.max()) >= BROKEN:
             raise RuntimeError(f"{kernel.fn.__name__}: a grid barrier timed out (its {plan.grid[0] * plan.grid[1]} "

@@ -16,7 +16,7 @@ def _register_fakes() -> None:
     fake = torch.library.register_fake
 
     @fake("wmkernels::wm_lstm_sequence_forward")
-    def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
+    def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, capacity,
           write_mode, K):
         T, B, _ = x.shape
         H, (S, D) = h0.shape[1], M0.shape[1:]
@@ -28,7 +28,7 @@ def _register_fakes() -> None:
                 new(T if gated else 0, B, D), new(n_ckpt, B, S, D))
 
     @fake("wmkernels::wm_lstm_sequence_backward")
-    def _(grad_y, grad_h, grad_c, grad_M, x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths,
+    def _(grad_y, grad_h, grad_c, grad_M, x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths, capacity,
           h0, y, c_all, act, attn, q_all, v_all, e_all, ckpt, write_mode, K):
         H, D = h0.shape[1], M0.shape[2]
         like = torch.empty_like
@@ -44,19 +44,20 @@ if LOAD_ERROR is None:
 
 
 def _wm_lstm_sequence_forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
-                             w_e, b_e, write_mode="fifo", lengths=None):
+                              w_e, b_e, write_mode="fifo", lengths=None, capacity=None):
     """x [T, B, I], h0/c0 [B, H], M0 [B, S, D], contract §1.4 weights (w_e/b_e None
-    in fifo) -> ((y [T, B, H+D], h_n, c_n, M_n), saved, (write_mode, K)).
+    in fifo), capacity int64 [T, B] (CPU) or None -> ((y [T, B, H+D], h_n, c_n,
+    M_n), saved, (write_mode, K)).
 
-    Saved for backward: x, h0, M0 and the weights (the caller's), lengths,
+    Saved for backward: x, h0, M0 and the weights (the caller's), lengths, capacity,
     the output y (h_t and r_t are read back from it), and the kernel's
     per-step tensors O(T·B·(5H + S + 2D)), plus in gated mode T·B·D erase
     vectors and ceil(T/K) - 1 memory checkpoints; never a memory per step."""
     K = checkpoint_interval(x.shape[0])
     y, h, c, M, *kept = torch.ops.wmkernels.wm_lstm_sequence_forward(
-        x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths,
+        x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, capacity,
         write_mode, K)
-    saved = (x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths, h0, y, *kept)
+    saved = (x, M0, w_ih, w_hh, w_rh, w_q, w_v, w_e, lengths, capacity, h0, y, *kept)
     return (y, h, c, M), saved, (write_mode, K)
 
 

@@ -442,7 +442,9 @@ def _(grad_y, grad_h, grad_c, grad_M, x, w_ih, w_hh, w_rh, w_q, w_v, w_e, h_all,
 # (wmkernels.wm_lstm.cpu), where the two keep the same tensor.
 
 def _forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e=None, b_e=None,
-             write_mode="fifo", lengths=None):
+             write_mode="fifo", lengths=None, capacity=None):
+    if capacity is not None:  # the backend choice never sends one (takes_capacity is False)
+        raise ValueError("wm_lstm_sequence: the triton kernels take no 'capacity' (every slot is active)")
     K = checkpoint_interval(x.shape[0])
     lengths = lengths.contiguous() if lengths is not None else None
     y, h, c, M, *kept = wm_lstm_sequence_forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
