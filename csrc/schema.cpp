@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "cpu/lstm_rows.h"
+#include "cpu/persistent_lstm.h"
 
 TORCH_LIBRARY(wmkernels, m) {
   // lstm_cell (contract §1.1) -> (h, c, act); act is saved for the backward.
@@ -26,6 +27,11 @@ TORCH_LIBRARY(wmkernels, m) {
       "lstm_sequence_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor? lengths) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // lstm_sequence_forward without anything saved for a backward (no input
+  // wants a gradient) -> (y, h_n, c_n).
+  m.def(
+      "lstm_sequence_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, Tensor? lengths) -> (Tensor, Tensor, Tensor)");
   // -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b)
   m.def(
       "lstm_sequence_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
@@ -35,7 +41,7 @@ TORCH_LIBRARY(wmkernels, m) {
   m.def("wm_read_forward(Tensor M, Tensor q, Tensor? mask, float scale) -> (Tensor, Tensor)");
   m.def(
       "wm_read_backward(Tensor grad_r, Tensor grad_attn, Tensor M, Tensor q, Tensor attn, "
-      "float scale) -> (Tensor, Tensor)");
+      "float scale, Tensor? mask=None) -> (Tensor, Tensor)");
   m.def("wm_shift_write_forward(Tensor M, Tensor v) -> Tensor");
   m.def("wm_shift_write_backward(Tensor grad_new) -> (Tensor, Tensor)");
   m.def("wm_write_forward(Tensor M, Tensor w, Tensor e, Tensor a) -> Tensor");
@@ -61,4 +67,7 @@ TORCH_LIBRARY(wmkernels, m) {
   // "avx2" or "default" (see csrc/cpu/lstm_rows.h).
   m.def("cpu_capability() -> str",
         [] { return std::string(wmkernels::cpu::cpu_capability()); });
+  // Threads the last persistent CPU loop ran on (tests).
+  m.def("cpu_last_team_size() -> int",
+        [] { return static_cast<int64_t>(wmkernels::cpu::persistent_last_team_size()); });
 }

@@ -95,8 +95,10 @@ def cmd_bench(args) -> int:
     machine = bench.machine_description(args.device)
     print(f"machine: {machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, ISA {machine['isa']}, "
           f"torch {machine['torch']}, {args.dtype}, sizes {({**bench.DEFAULT_SIZES, **sizes})}")
+    if args.inference:
+        args.op = list(args.op) + [bench.INFERENCE_OP]
     peak = None
-    if "lstm_sequence" in args.op:
+    if "lstm_sequence" in args.op or bench.INFERENCE_OP in args.op:
         peak = bench.peak_gflops(args.device, dtype)
         print(f"peak: {peak:.1f} GFLOP/s = one 2048x2048x2048 torch.mm in {args.dtype}, "
               f"{machine['threads']} threads, measured in this process")
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, default=5)
     run.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     run.add_argument("--op", action="append", choices=["lstm_cell", "lstm_sequence", "wm_lstm_sequence"])
+    run.add_argument("--inference", action="store_true",
+                     help="add lstm_sequence under torch.no_grad (forward only, nothing saved) beside "
+                          "torch.nn.LSTM under no_grad; GFLOP/s and 'of peak' count the forward")
     run.add_argument("--json", help="also write the results as JSON to this path")
     run.add_argument("--plot", help="also sweep T, B, H and S around the sizes and write the scaling "
                                     "curves against the baselines as a PNG to this path (needs matplotlib)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 # The keys of the WM-LSTM parameter mapping (contract §1.4), in the order
 # backends receive them, and the shape of each by its dimension labels.
@@ -116,10 +116,13 @@ class Impl(NamedTuple):
     ``inputs`` in the op's ``inputs`` order (None for an absent optional one),
     ``extras`` by name; ``saved`` is the tuple of tensors the op's autograd
     Function keeps for backward, ``info`` anything else backward needs;
-    ``grads`` are the gradients of the outputs (zeros for unused ones)."""
+    ``grads`` are the gradients of the outputs (zeros for unused ones).
+    ``inference(*inputs, **extras) -> outputs``, where a kernel has one, runs
+    instead of forward when no input wants a gradient: it saves nothing."""
 
     forward: Callable[..., Tuple[Tuple[Any, ...], tuple, Any]]
     backward: Callable[..., tuple]
+    inference: Optional[Callable[..., Tuple[Any, ...]]] = None
 
 
 def checkpoint_interval(T: int) -> int:

@@ -24,6 +24,15 @@ lstm_sequence_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
                       const std::optional<at::Tensor>& b_hh,
                       const std::optional<at::Tensor>& lengths);
 
+// The same forward where nothing wants a gradient: saves nothing (the gates
+// never go to memory) -> (y, h_n, c_n).
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+lstm_sequence_inference(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                        const at::Tensor& w_ih, const at::Tensor& w_hh,
+                        const std::optional<at::Tensor>& b_ih,
+                        const std::optional<at::Tensor>& b_hh,
+                        const std::optional<at::Tensor>& lengths);
+
 // Gradients of (y, h_n, c_n) and what the forward saved
 //   -> (grad_x [T, B, I], grad_h0 [B, H], grad_c0 [B, H], grad_w_ih [4H, I],
 //       grad_w_hh [4H, H], grad_b [4H]); grad_b is the gradient of b_ih and of

@@ -30,6 +30,20 @@ std::tuple<int64_t, int64_t, int64_t> memory_sizes(const at::Tensor& M, const ch
   return {B, S, D};
 }
 
+// The optional read mask: a strided bool CPU tensor [B, S], made contiguous
+// (undefined when absent).
+at::Tensor checked_mask(const std::optional<at::Tensor>& mask, const char* op, int64_t B,
+                        int64_t S) {
+  if (!mask.has_value() || !mask->defined()) return {};
+  TORCH_CHECK(mask->scalar_type() == at::kBool && mask->device().is_cpu() &&
+                  mask->layout() == at::kStrided,
+              "wmkernels::", op, ": mask must be a strided bool CPU tensor, got ",
+              mask->scalar_type(), " on ", mask->device());
+  TORCH_CHECK(mask->sizes().equals({B, S}), "wmkernels::", op, ": mask must have shape [", B,
+              ", ", S, "], got ", mask->sizes());
+  return mask->contiguous();
+}
+
 template <typename T>
 DenseSlots<T> slots_of(const at::Tensor& t, int64_t b) {
   const int64_t S = t.size(1), D = t.size(2);
@@ -44,16 +58,7 @@ std::tuple<at::Tensor, at::Tensor> wm_read_forward(const at::Tensor& M_in, const
   const char* op = "wm_read_forward";
   auto [B, S, D] = memory_sizes(M_in, op, "M");
   check_like(q_in, M_in, op, "q", {B, D});
-  at::Tensor mask;
-  if (mask_in.has_value() && mask_in->defined()) {
-    TORCH_CHECK(mask_in->scalar_type() == at::kBool && mask_in->device().is_cpu() &&
-                    mask_in->layout() == at::kStrided,
-                "wmkernels::", op, ": mask must be a strided bool CPU tensor, got ",
-                mask_in->scalar_type(), " on ", mask_in->device());
-    TORCH_CHECK(mask_in->sizes().equals({B, S}), "wmkernels::", op,
-                ": mask must have shape [", B, ", ", S, "], got ", mask_in->sizes());
-    mask = mask_in->contiguous();
-  }
+  const at::Tensor mask = checked_mask(mask_in, op, B, S);
   const at::Tensor M = M_in.contiguous(), q = q_in.contiguous();
   at::Tensor r = at::empty({B, D}, M.options());
   at::Tensor attn = at::empty({B, S}, M.options());
@@ -78,13 +83,15 @@ std::tuple<at::Tensor, at::Tensor> wm_read_backward(const at::Tensor& grad_r_in,
                                                     const at::Tensor& grad_attn_in,
                                                     const at::Tensor& M_in,
                                                     const at::Tensor& q_in,
-                                                    const at::Tensor& attn_in, double scale) {
+                                                    const at::Tensor& attn_in, double scale,
+                                                    const std::optional<at::Tensor>& mask_in) {
   const char* op = "wm_read_backward";
   auto [B, S, D] = memory_sizes(M_in, op, "M");
   check_like(grad_r_in, M_in, op, "grad_r", {B, D});
   check_like(grad_attn_in, M_in, op, "grad_attn", {B, S});
   check_like(q_in, M_in, op, "q", {B, D});
   check_like(attn_in, M_in, op, "attn", {B, S});
+  const at::Tensor mask = checked_mask(mask_in, op, B, S);
   const at::Tensor grad_r = grad_r_in.contiguous(), grad_attn = grad_attn_in.contiguous();
   const at::Tensor M = M_in.contiguous(), q = q_in.contiguous(), attn = attn_in.contiguous();
   at::Tensor grad_M = at::zeros({B, S, D}, M.options());  // read_backward_row accumulates
@@ -94,14 +101,15 @@ std::tuple<at::Tensor, at::Tensor> wm_read_backward(const at::Tensor& grad_r_in,
     const scalar_t* ga = grad_attn.const_data_ptr<scalar_t>();
     const scalar_t* q_p = q.const_data_ptr<scalar_t>();
     const scalar_t* a_p = attn.const_data_ptr<scalar_t>();
+    const bool* mask_p = mask.defined() ? mask.const_data_ptr<bool>() : nullptr;
     scalar_t* gq = grad_q.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> work(S);
       for (int64_t b = begin; b < end; ++b) {
         read_backward_row<scalar_t, VecRowOps>(
             gr + b * D, ga + b * S, a_p + b * S, slots_of<scalar_t>(M, b), q_p + b * D,
-            static_cast<scalar_t>(scale), S, D, slots_of<scalar_t>(grad_M, b), gq + b * D,
-            work.data());
+            mask_p ? mask_p + b * S : nullptr, static_cast<scalar_t>(scale), S, D,
+            slots_of<scalar_t>(grad_M, b), gq + b * D, work.data());
       }
     });
   });

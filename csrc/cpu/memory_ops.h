@@ -16,10 +16,12 @@ std::tuple<at::Tensor, at::Tensor> wm_read_forward(
     const at::Tensor& M, const at::Tensor& q, const std::optional<at::Tensor>& mask,
     double scale);
 
-// grad_r [B, D], grad_attn [B, S], M, q, attn (forward's) -> (grad_M, grad_q).
+// grad_r [B, D], grad_attn [B, S], M, q, attn (forward's), the forward's mask
+// [B, S] bool or none -> (grad_M, grad_q).
 std::tuple<at::Tensor, at::Tensor> wm_read_backward(
     const at::Tensor& grad_r, const at::Tensor& grad_attn, const at::Tensor& M,
-    const at::Tensor& q, const at::Tensor& attn, double scale);
+    const at::Tensor& q, const at::Tensor& attn, double scale,
+    const std::optional<at::Tensor>& mask);
 
 // M [B, S, D], v [B, D] -> M_new [B, S, D].
 at::Tensor wm_shift_write_forward(const at::Tensor& M, const at::Tensor& v);

@@ -45,7 +45,9 @@
 
 #include <wmkernels/memory_math.h>
 
+#include "invariant_mm.h"
 #include "lstm_rows.h"
+#include "padding.h"
 #include "tensor_checks.h"
 #include "vec_row_ops.h"
 
@@ -120,6 +122,13 @@ Active active(const std::vector<int64_t>& caps, int64_t t, int64_t b, int64_t B,
   return {gated ? 0 : S - c, c};
 }
 
+// The memory checkpoints gated mode keeps: ceil(T / K) - 1 (none in fifo).
+// K >= 1 is checked first; ceil is T / K plus a remainder test, because
+// T + K - 1 overflows int64 (undefined behaviour) for K near 2^63.
+int64_t checkpoint_count(int64_t T, int64_t K, bool gated) {
+  return gated && T > 0 ? T / K + (T % K != 0 ? 1 : 0) - 1 : 0;
+}
+
 // Wcat = [w_hh; w_q; w_v; (w_e)] [N, H].
 at::Tensor cat_weights(const at::Tensor& w_hh, const at::Tensor& w_q, const at::Tensor& w_v,
                        const std::optional<at::Tensor>& w_e, bool gated) {
@@ -169,6 +178,7 @@ void zero_row(T* dst, int64_t n) {
 Sizes checked_sizes(const char* op, const at::Tensor& x, const at::Tensor& M0,
                     const at::Tensor& h, const char* h_name, int64_t h_dim, bool gated,
                     int64_t K) {
+  TORCH_CHECK(K >= 1, "wmkernels::", op, ": checkpoint interval K must be >= 1, got ", K);
   check_float_cpu(x, op, "x", 3);
   check_float_cpu(M0, op, "M0", 3);
   check_float_cpu(h, op, h_name, h_dim);
@@ -179,7 +189,6 @@ Sizes checked_sizes(const char* op, const at::Tensor& x, const at::Tensor& M0,
   z.N = 4 * z.H + z.D + z.E;
   check_slots(op, z.S, z.D);
   TORCH_CHECK(z.H >= 1, "wmkernels::", op, ": hidden size H must be >= 1, got ", z.H);
-  TORCH_CHECK(K >= 1, "wmkernels::", op, ": checkpoint interval K must be >= 1, got ", K);
   check_like(M0, x, op, "M0", {z.B, z.S, z.D});
   return z;
 }
@@ -427,8 +436,15 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
         for (int64_t d = 0; d < D; ++d) dve[d] *= T(1) - v[d] * v[d];
       }
     });
-    // Gradient of h_t from steps t+1 (gates, query) and t (value, erase).
-    at::cpu::mm_out(tmp, Dall[t + 1], Wcat);
+    // Gradient of h_t from steps t+1 (gates, query) and t (value, erase). At
+    // the last step there is no step t+1: only the value (erase) block, so that
+    // its zero rows never meet w_hh, w_q (0 · inf would be NaN).
+    if (t == T_ - 1) {
+      at::cpu::mm_out(tmp, Dall[t + 1].narrow(1, 4 * H + D, N - 4 * H - D),
+                      Wcat.narrow(0, 4 * H + D, N - 4 * H - D));
+    } else {
+      at::cpu::mm_out(tmp, Dall[t + 1], Wcat);
+    }
     // C: cell backward -> dG_t in Dall[t].
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
@@ -458,13 +474,13 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
         const Active act_slots = active(caps, t, b, B, S, z.gated);
         if (z.gated) {
           read_backward_row<T, VecRowOps>(dr, dwp + b * S, alp + i * S,
-                                          dense(segp + (t - start) * BSD, b), qp + i * D, scale,
-                                          act_slots.count, D, dense(dMp, b), dq, wp + b * S);
+                                          dense(segp + (t - start) * BSD, b), qp + i * D, nullptr,
+                                          scale, act_slots.count, D, dense(dMp, b), dq, wp + b * S);
         } else {
           const int64_t first = act_slots.first;
           read_backward_row<T, VecRowOps>(
               dr, static_cast<const T*>(nullptr), alp + i * S + first,
-              FifoSlots<T>{M0p + b * SD, vp, t + first, S, D, BD, b}, qp + i * D, scale,
+              FifoSlots<T>{M0p + b * SD, vp, t + first, S, D, BD, b}, qp + i * D, nullptr, scale,
               act_slots.count, D, RingSlots<T>{dMp + b * SD, t + first, S, D}, dq, wp + b * S);
         }
       }
@@ -502,7 +518,7 @@ Sizes check_backward(const at::Tensor& grad_y, const at::Tensor& grad_h,
   check_like(q_all, x, kBwd, "q_all", {T_, B, D});
   check_like(v_all, x, kBwd, "v_all", {T_, B, D});
   check_like(e_all, x, kBwd, "e_all", {gated ? T_ : 0, B, D});
-  const int64_t n_ckpt = gated && T_ > 0 ? (T_ + K - 1) / K - 1 : 0;
+  const int64_t n_ckpt = checkpoint_count(T_, K, gated);
   check_like(ckpt, x, kBwd, "ckpt", {n_ckpt, B, S, D});
   return z;
 }
@@ -533,7 +549,7 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
   const at::Tensor bias_cat =
       gated ? at::cat({zeros4h, b_q, b_v, *b_e}) : at::cat({zeros4h, b_q, b_v});
   // The input projection of every step in one product, the bias folded in.
-  const at::Tensor xproj = at::addmm(b, x.view({T_ * B, z.I}), w_ih.t());
+  const at::Tensor xproj = invariant_addmm(b, x.view({T_ * B, z.I}), w_ih.t());
 
   at::Tensor y = at::empty({T_, B, H + D}, opt);
   at::Tensor h_state = h0.contiguous().clone();
@@ -544,7 +560,7 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
   at::Tensor q_all = at::empty({T_, B, D}, opt);
   at::Tensor v_all = at::empty({T_, B, D}, opt);
   at::Tensor e_all = at::empty({gated ? T_ : 0, B, D}, opt);
-  const int64_t n_ckpt = gated && T_ > 0 ? (T_ + K - 1) / K - 1 : 0;
+  const int64_t n_ckpt = checkpoint_count(T_, K, gated);
   at::Tensor ckpt = at::empty({n_ckpt, B, S, D}, opt);
   at::Tensor M_n = gated ? M0.clone() : at::empty({B, S, D}, opt);  // gated: the working memory
 
@@ -605,18 +621,24 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
     backward_loop<scalar_t>(z, lens, caps, K, grad_y, M0, w_rh, Wcat, c_all, act, attn, q_all, v_all,
                             e_all, ckpt, Dall, dhc, dc, dM);
   });
-  const at::Tensor dh0 = at::addmm(dhc, Dall[0], Wcat);
+  // h0 feeds the gates and query of step 0, not a value or erase vector.
+  const at::Tensor dh0 =
+      at::addmm(dhc, Dall[0].narrow(1, 0, 4 * H + D), Wcat.narrow(0, 0, 4 * H + D));
   // Every weight gradient from the stacked per-step rows, in a few products.
   const at::Tensor Dflat = Dall.view({(T_ + 1) * B, N});
   // h_t and r_t of valid rows are in y; a row's y is zero past its length,
   // where its rows of Dall are zero too.
   const at::Tensor h_of_y = y.narrow(2, 0, H).reshape({T_ * B, H});
+  // (h0 of a row of length 0 is never read: its zero row of Dall[0] must not meet it)
+  const at::Tensor h0_read = zero_past_lengths(h0.unsqueeze(0), lengths)[0];
   const at::Tensor dWcat =
-      at::addmm(at::mm(Dall[0].t(), h0), Dall.narrow(0, 1, T_).view({T_ * B, N}).t(), h_of_y);
+      at::addmm(at::mm(Dall[0].t(), h0_read), Dall.narrow(0, 1, T_).view({T_ * B, N}).t(), h_of_y);
   const at::Tensor dbias = Dflat.sum(0);
   const at::Tensor dG = Dall.narrow(0, 0, T_).narrow(2, 0, 4 * H).reshape({T_ * B, 4 * H});
-  const at::Tensor dx = at::mm(dG, w_ih).view({T_, B, z.I});
-  const at::Tensor dw_ih = at::mm(dG.t(), x.view({T_ * B, z.I}));
+  // zero past each row's length, by selection (their zero rows of dG times a NaN in w_ih are NaN)
+  const at::Tensor dx =
+      zero_past_lengths(invariant_addmm(std::nullopt, dG, w_ih).view({T_, B, z.I}), lengths);
+  const at::Tensor dw_ih = at::mm(dG.t(), zero_past_lengths(x, lengths).view({T_ * B, z.I}));
   const at::Tensor dw_rh = at::mm(dG.t(), y.narrow(2, H, D).reshape({T_ * B, D}));
   auto rows = [&](const at::Tensor& t, int64_t from, int64_t n) {
     return t.narrow(0, from, n).clone();  // own storage: outputs must not alias

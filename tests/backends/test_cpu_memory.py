@@ -217,10 +217,12 @@ def _direct_vs_reference(case: testing.Case, K: int) -> None:
         assert testing.rel_err(g, ref) <= 1e-9, f"grad[{name}] (K={K})"
 
 
-@pytest.mark.parametrize("T, K", [(7, 3), (4, 10), (6, 1), (6, 6), (9, 3), (1, 2)])
+@pytest.mark.parametrize("T, K", [(7, 3), (4, 10), (6, 1), (6, 6), (9, 3), (1, 2), (5, 2 ** 63 - 1)])
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "len"])
 def test_gated_checkpoint_intervals(T, K, with_lengths):
-    """Gated recompute from checkpoints: T not a multiple of K, T < K, K = 1, K = T."""
+    """Gated recompute from checkpoints: T not a multiple of K, T < K, K = 1, K = T,
+    K = 2^63 - 1 (no checkpoint: ceil(T / K) must not be computed as (T + K - 1) / K,
+    which overflows int64 there)."""
     case = testing.random_case("wm_lstm_sequence", T=T, B=4, I=3, H=4, S=3, D=5,
                                write_mode="gated", with_lengths=with_lengths)
     _direct_vs_reference(case, K)

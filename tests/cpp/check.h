@@ -67,3 +67,4 @@ void run_lstm_cell_cpu_tests();
 void run_memory_ops_tests();
 void run_memory_wm_lstm_tests();
 void run_lstm_sequence_cpu_tests();
+void run_persistent_team_tests();

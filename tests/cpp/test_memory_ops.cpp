@@ -57,8 +57,16 @@ void check_softmax_rules() {
   WMK_CHECK(s2[1] == 0.0);
   WMK_CHECK(std::isfinite(s2[2]));
   double g[3] = {NAN, NAN, NAN}, dz[3];
-  softmax_backward(scores, g, 3, dz);  // all-masked: garbage g never leaks
+  softmax_backward(scores, g, none, 3, dz);  // all-masked: the row's dz is 0, as in the reference
   WMK_CHECK(dz[0] == 0.0 && dz[1] == 0.0 && dz[2] == 0.0);
+  // A readable slot of weight 0 (a -inf score) with an infinite g: 0 · inf is
+  // NaN in the reference's softmax backward, and so the whole row's dz.
+  const double a0[3] = {0.0, 0.25, 0.75}, g0[3] = {INFINITY, 1.0, 2.0};
+  softmax_backward(a0, g0, static_cast<const bool*>(nullptr), 3, dz);
+  WMK_CHECK(std::isnan(dz[0]) && std::isnan(dz[1]) && std::isnan(dz[2]));
+  // The same through a masked slot: its dz is exactly 0, the readable ones NaN.
+  softmax_backward(a0, g0, some, 3, dz);
+  WMK_CHECK(std::isnan(dz[0]) && dz[1] == 0.0 && std::isnan(dz[2]));
   WMK_CHECK_CLOSE(erase_add(2.0, 0.5, 0.25, 3.0), 2.0 * (1 - 0.125) + 1.5, 1e-15);
 }
 

@@ -444,3 +444,45 @@ def test_layers_pass_gradgradcheck():
     h, c = (torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradgradcheck(lambda x, h, c: lstm(x, (h, c))[0], (x, h, c))
     assert torch.autograd.gradgradcheck(lambda x, h, c: cell(x, (h, c)), (x[0], h[0], c[0]))
+
+
+# Two things wrong at once: the error is the one torch's layer raises first
+# (shapes before dtypes: torch.nn.LSTMCell checks sizes in C++ before any
+# arithmetic; torch.nn.LSTM checks ranks, then the input's dtype, then sizes).
+MIXED_ERRORS = {
+    "cell: float64 input of the wrong width": (
+        lambda: torch.nn.LSTMCell(3, 4), lambda: torch.randn(2, 5, dtype=torch.float64), None,
+        "input has inconsistent input_size: got 5 expected 3"),
+    "cell: float64 state of the wrong width": (
+        lambda: torch.nn.LSTMCell(3, 4), lambda: torch.randn(2, 3),
+        lambda: (torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)),
+        "hidden0 has inconsistent hidden_size: got 5, expected 4"),
+    "cell: float64 input, state of another batch": (
+        lambda: torch.nn.LSTMCell(3, 4), lambda: torch.randn(2, 3, dtype=torch.float64),
+        lambda: (torch.randn(3, 4), torch.randn(3, 4)), "Input batch size 2 doesn't match hidden0 batch size 3"),
+    "lstm: float64 input of the wrong width": (
+        lambda: torch.nn.LSTM(3, 4), lambda: torch.randn(5, 2, 5, dtype=torch.float64), None, "dtype"),
+    "lstm: float64 state of the wrong size": (
+        lambda: torch.nn.LSTM(3, 4), lambda: torch.randn(5, 2, 3),
+        lambda: (torch.randn(1, 2, 5, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64)),
+        r"Expected hidden\[0\].*size \(1, 2, 4\), got \[1, 2, 5\]"),
+    "lstm: float64 input, state of the wrong rank": (
+        lambda: torch.nn.LSTM(3, 4), lambda: torch.randn(5, 2, 3, dtype=torch.float64),
+        lambda: (torch.randn(2, 4), torch.randn(2, 4)), "3"),
+}
+
+
+@pytest.mark.parametrize("case", list(MIXED_ERRORS))
+def test_errors_come_in_torchs_order(case):
+    """PyTorch's test_errors_LSTMCell_cpu_float64 among them: our layer raises
+    the error torch's raises (its type, and the message it matches), not a
+    dtype error where torch reports a size."""
+    make, make_input, make_state, message = MIXED_ERRORS[case]
+    theirs = make()
+    ours = {torch.nn.LSTM: wmkernels.nn.LSTM, torch.nn.LSTMCell: wmkernels.nn.LSTMCell}[type(theirs)](
+        theirs.input_size, theirs.hidden_size)
+    x, state = make_input(), make_state() if make_state else None
+    with pytest.raises(Exception, match=message) as torch_error:
+        theirs(x, state)
+    with pytest.raises(type(torch_error.value), match=message):
+        ours(x, state)

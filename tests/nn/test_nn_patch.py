@@ -98,3 +98,53 @@ def test_layer_saved_whole_loads_with_weights_only(make, tmp_path):
     assert type(loaded) is type(layer)
     for (name, a), (_, b) in zip(layer.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_patch_keeps_hooks_buffers_and_training_flag():
+    """The replaced layer is the same object with the drop-in's class: forward
+    hooks and pre-hooks keep firing, buffers and the training flag stay."""
+    model = nn.Sequential(nn.LSTM(3, 4), nn.LSTMCell(3, 4)).eval()
+    lstm, cell = model[0], model[1]
+    fired = []
+    lstm.register_forward_pre_hook(lambda module, args: fired.append(("pre", type(module))))
+    lstm.register_forward_hook(lambda module, args, out: fired.append(("post", type(module))))
+    cell.register_forward_hook(lambda module, args, out: (out[0] * 2, out[1]))  # a hook that changes the output
+    lstm.register_buffer("steps_seen", torch.tensor(7))
+    x = torch.randn(5, 2, 3)
+    want_cell = cell(x[0])[0]
+    wmkernels.patch(model)
+    assert model[0] is lstm and model[1] is cell
+    assert type(lstm) is wmkernels.nn.LSTM and type(cell) is wmkernels.nn.LSTMCell
+    assert not lstm.training and not cell.training
+    assert torch.equal(lstm.steps_seen, torch.tensor(7)) and "steps_seen" in lstm.state_dict()
+    lstm(x)
+    assert fired == [("pre", wmkernels.nn.LSTM), ("post", wmkernels.nn.LSTM)]
+    assert rel_err(cell(x[0])[0], want_cell) <= 1e-6  # the hook still doubles h
+
+
+def test_patch_keeps_registered_parametrizations():
+    """A layer with a registered parametrization (torch.nn.utils.parametrize)
+    becomes the drop-in still parametrized: the same outputs, gradients reach
+    the original weight, and removing the parametrization leaves the drop-in."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = nn.Sequential(nn.LSTM(3, 4))
+    parametrize.register_parametrization(model[0], "weight_hh_l0", Doubled())
+    original = model[0].parametrizations.weight_hh_l0.original
+    x = torch.randn(5, 2, 3)
+    want = model(x)[0]
+    wmkernels.patch(model)
+    layer = model[0]
+    assert isinstance(layer, wmkernels.nn.LSTM) and parametrize.is_parametrized(layer, "weight_hh_l0")
+    assert rel_err(layer(x)[0], want) <= 2e-5
+    layer(x)[0].sum().backward()
+    assert original.grad is not None and original.grad.abs().sum() > 0
+    doubled = layer.weight_hh_l0.detach().clone()
+    assert torch.equal(doubled, 2 * original.detach())
+    parametrize.remove_parametrizations(layer, "weight_hh_l0")
+    assert type(layer) is wmkernels.nn.LSTM
+    assert torch.equal(layer.weight_hh_l0, doubled)

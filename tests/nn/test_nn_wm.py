@@ -237,6 +237,10 @@ def test_bad_arguments(layer_type):
         layer(x, random_state()[:2])
     with pytest.raises(ValueError, match="dtype"):
         layer(x.double())
+    with pytest.raises(ValueError, match="I=4"):  # the width before the dtype, as torch's layers
+        layer(x[..., :3].double())
+    with pytest.raises(ValueError, match=r"state\[2\] \(M\).*\(3, 3, 5\), got \[3, 4, 5\]"):
+        layer(x, tuple(t.double() for t in bad_state))
 
 
 # ------------------------------------------------------------------------- WorkingMemory

@@ -68,7 +68,10 @@ class Backend:
 
     def forward(self, op: str, inputs: Sequence[Optional[torch.Tensor]], extras: dict,
                 needs_grad: Sequence[bool]) -> Tuple[Tuple[torch.Tensor, ...], tuple, Any]:
-        return self.impls[op].forward(*inputs, **extras)
+        impl = self.impls[op]
+        if impl.inference is not None and not any(needs_grad):  # nothing to keep for a backward
+            return impl.inference(*inputs, **extras), (), None
+        return impl.forward(*inputs, **extras)
 
     def backward(self, op: str, saved: Sequence[Optional[torch.Tensor]], info: Any,
                  grads: Sequence[torch.Tensor], needs_grad: Sequence[bool]):

@@ -39,18 +39,18 @@ class PlainTorchBackend(Backend):
             for t, need in zip(inputs, needs_grad))
         with torch.enable_grad():
             outputs = tuple(self.run_traceable(op, leaves, extras))
-        differentiable = any(o.requires_grad for o in outputs)
-        # Keep the graph alive through its outputs and the leaves it hangs from.
-        saved = (leaves + outputs) if differentiable else ()
-        info = len(leaves)
-        return tuple(o.detach() for o in outputs), saved, info
+        # Keep the graph alive through its outputs and the leaves it hangs from
+        # (the leaves also give the shape of a zero gradient).
+        return tuple(o.detach() for o in outputs), leaves + outputs, len(leaves)
 
     def backward(self, op, saved, info, grads, needs_grad):
         leaves, outputs = saved[:info], saved[info:]
         wanted = [t for t, need in zip(leaves, needs_grad) if need and t is not None]
         pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
-        if not wanted or not pairs:  # no output depends on what wants a gradient (e.g. T = 0)
-            return tuple(None for _ in needs_grad)
+        if not wanted or not pairs:  # no output depends on what wants a gradient (e.g. T = 0):
+            # zeros, as the kernel backends give (x.grad [0, B, I] at T = 0)
+            return tuple(torch.zeros_like(t) if need and t is not None else None
+                         for t, need in zip(leaves, needs_grad))
         # retain_graph: autograd may call backward again (retain_graph=True
         # outside); the graph dies with the op's saved tensors.
         found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],

@@ -6,7 +6,8 @@ Lengths go through a ``PackedSequence``, as in ``torch.nn.LSTM``:
 packing needs the lengths on the CPU (lengths given on a GPU are copied
 there, a device-to-host sync; pass them on the CPU, as ``PackedSequence``
 keeps its batch sizes, to avoid it) and at least 1, so rows of length 0 are
-packed with length 1 and their outputs replaced by the state they start with.
+packed with length 1 (a step on zeros, not on their padding) and their
+outputs replaced by the state they start with.
 """
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
         return y, h_n[0], c_n[0]
     host_lengths = lengths.cpu()
     empty = host_lengths == 0
+    if bool(empty.any()):
+        # their one packed step runs on zeros, selected (not on their padding or
+        # state: a NaN there must reach nothing, its backward neither)
+        on_device = empty.to(x.device)
+        x = torch.where((torch.arange(T, device=x.device) == 0).view(T, 1, 1) & on_device.view(1, B, 1),
+                        torch.zeros_like(x), x)
+        state = tuple(torch.where(on_device.view(1, B, 1), torch.zeros_like(s), s) for s in state)
     packed = pack_padded_sequence(x, host_lengths.clamp(min=1), enforce_sorted=False)
     order, unorder = packed.sorted_indices, packed.unsorted_indices
     state = (state[0].index_select(1, order), state[1].index_select(1, order))

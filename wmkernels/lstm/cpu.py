@@ -32,6 +32,10 @@ def _register_fakes():
         H = h0.shape[1]
         return (*empty_outputs("lstm_sequence", x, x=x, h0=h0), x.new_empty(T, B, 4 * H), x.new_empty(T, B, H))
 
+    @torch.library.register_fake(lib + "lstm_sequence_inference")
+    def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
+        return empty_outputs("lstm_sequence", x, x=x, h0=h0)
+
     @torch.library.register_fake(lib + "lstm_sequence_backward")
     def _(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, act, cs, y, lengths):
         H = h0.shape[1]
@@ -64,6 +68,11 @@ def _lstm_sequence_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     return (y, h_n, c_n), saved, (b_ih is not None, b_hh is not None)
 
 
+def _lstm_sequence_inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+    """No input wants a gradient: the persistent loop saves nothing -> (y, h_n, c_n)."""
+    return tuple(torch.ops.wmkernels.lstm_sequence_inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths))
+
+
 def _lstm_sequence_backward(saved, info, grad_y, grad_h_n, grad_c_n):
     grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b = torch.ops.wmkernels.lstm_sequence_backward(
         grad_y, grad_h_n, grad_c_n, *saved)
@@ -71,4 +80,4 @@ def _lstm_sequence_backward(saved, info, grad_y, grad_h_n, grad_c_n):
 
 
 LSTM_CELL = Impl(_lstm_cell_forward, _lstm_cell_backward)
-LSTM_SEQUENCE = Impl(_lstm_sequence_forward, _lstm_sequence_backward)
+LSTM_SEQUENCE = Impl(_lstm_sequence_forward, _lstm_sequence_backward, _lstm_sequence_inference)

@@ -182,9 +182,9 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, x
     dtype = x.dtype
     dg2 = dg.reshape(T * B, 4 * H)
     grad_gates = tiles.product_operand(dg2, dtype)
-    dx = (grad_gates @ tiles.product_operand(w_ih, dtype)).reshape(T, B, I)
-    dw_ih = grad_gates.t() @ tiles.product_operand(x.reshape(T * B, I), dtype)
-    dw_hh = grad_gates.t() @ tiles.product_operand(hs[:T].reshape(T * B, H), dtype)
+    dx = tiles.without_padding((grad_gates @ tiles.product_operand(w_ih, dtype)).reshape(T, B, I), lengths)
+    dw_ih = grad_gates.t() @ tiles.product_operand(tiles.without_padding(x, lengths).reshape(T * B, I), dtype)
+    dw_hh = grad_gates.t() @ tiles.product_operand(tiles.without_padding(hs[:T], lengths).reshape(T * B, H), dtype)
     return (dx.to(dtype), dh.to(dtype), dc.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype),
             dg2.sum(0, dtype=torch.float32).to(dtype))
 

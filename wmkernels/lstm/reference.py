@@ -38,6 +38,21 @@ def keep_where(valid: Optional[Tensor], new: Tensor, old: Tensor) -> Tensor:
     return torch.where(valid.view(valid.shape + (1,) * (new.dim() - 2)), new, old)
 
 
+def step_inputs(valid: Optional[Tensor], *tensors: Tensor) -> Tuple[Tensor, ...]:
+    """The inputs of step t ([B, ...] each) with the rows past their length
+    replaced by zeros, by selection.
+
+    Padding is "don't care" (a PackedSequence never holds it), and so is the
+    step a row takes past its length, whose results are discarded: nothing
+    there may reach an output or a gradient. Run on its real inputs, that step
+    would still leak backward (its zero gradient times a NaN derivative is
+    NaN); multiplying by a 0/1 mask would keep a NaN (0 × NaN = NaN). So the
+    step runs on zeros, selected with torch.where, whose gradient there is
+    exactly zero, and the state passes around it (``keep_where``).
+    """
+    return tuple(keep_where(valid, t, torch.zeros_like(t)) for t in tensors)
+
+
 def lstm_step(x_t: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
               b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """One LSTM step: x_t [B, I], h/c [B, H] -> (h [B, H], c [B, H]) (contract §1.2)."""
@@ -62,8 +77,8 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     h, c = h0, c0
     ys = []
     for t in range(T):
-        h_new, c_new = lstm_step(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
         valid = valid_rows(lengths, t, x)
+        h_new, c_new = lstm_step(*step_inputs(valid, x[t], h, c), w_ih, w_hh, b_ih, b_hh)
         ys.append(keep_where(valid, h_new, torch.zeros_like(h_new)))
         h, c = keep_where(valid, h_new, h), keep_where(valid, c_new, c)
     y = torch.stack(ys) if ys else x.new_zeros(0, x.shape[1], h0.shape[1])

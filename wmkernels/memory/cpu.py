@@ -22,7 +22,7 @@ def _register_fakes() -> None:
         return empty_outputs("wm_read", M, M=M)
 
     @fake("wmkernels::wm_read_backward")
-    def _(grad_r, grad_attn, M, q, attn, scale):
+    def _(grad_r, grad_attn, M, q, attn, scale, mask=None):
         return torch.empty_like(M), torch.empty_like(q)
 
     @fake("wmkernels::wm_shift_write_forward")
@@ -49,12 +49,13 @@ if LOAD_ERROR is None:
 def _wm_read_forward(M, q, mask=None, scale=None):
     """M [B, S, D], q [B, D], mask [B, S] bool or None -> ((r [B, D], attn [B, S]), saved, scale)."""
     r, attn = torch.ops.wmkernels.wm_read_forward(M, q, mask, float(scale))
-    return (r, attn), (M, q, attn), float(scale)
+    return (r, attn), (M, q, attn, mask), float(scale)
 
 
 def _wm_read_backward(saved, scale, grad_r, grad_attn):
-    """``scale`` is the forward's info."""
-    return torch.ops.wmkernels.wm_read_backward(grad_r, grad_attn, *saved, scale)
+    """``scale`` is the forward's info; the mask is saved with M, q, attn."""
+    M, q, attn, mask = saved
+    return torch.ops.wmkernels.wm_read_backward(grad_r, grad_attn, M, q, attn, scale, mask)
 
 
 def _wm_shift_write_forward(M, v):

@@ -45,6 +45,24 @@ def masked_softmax(scores, allowed):
 
 
 @triton.jit
+def softmax_backward(attn, d_attn, allowed, slots):
+    """The gradient of the scores [BLOCK_B, BLOCK_S] from the attention's
+    (``d_attn``), as the reference's autograd (softmax, then times the mask)
+    and memory_math.h's softmax_backward: a slot not ``allowed`` passes
+    d_attn · 0 (NaN where d_attn is not finite) and gets exactly 0, so does a
+    row with nothing allowed; every product is taken, weight 0 included. The
+    difference is taken about slot 0's value (when finite), using Σ attn = 1,
+    so equal slots give exactly 0 and nearly equal ones a rounding error that
+    scales with their spread rather than their size."""
+    passed = tl.where(allowed, d_attn, d_attn * 0.0)
+    any_allowed = tl.max(allowed.to(tl.int32), axis=1) > 0
+    ref = tl.sum(tl.where(slots[None, :] == 0, passed, 0.0), axis=1)
+    passed = passed - tl.where(ref - ref == 0.0, ref, 0.0)[:, None]
+    d_scores = attn * (passed - tl.sum(attn * passed, axis=1)[:, None])
+    return tl.where(allowed & any_allowed[:, None], d_scores, 0.0)
+
+
+@triton.jit
 def copy_memory(src_ptr, dst_ptr, rows, row_ok, S, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
     """Copy the [S, D] memories of the rows ``row_ok`` between two [B, S, D] buffers."""
     slots = tl.arange(0, BLOCK_S)
@@ -100,23 +118,27 @@ def read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_o
     attn, d_attn [BLOCK_B, BLOCK_S] fp32 (d_attn: the gradient reaching attn
     directly); dr rows are read from ``dr_ptr``. Stores the gradient of the
     memory into the dm view (with ACCUMULATE: adds it to what is there) and
-    stores dq rows.
+    stores dq rows. As the reference's autograd (softmax, then times the
+    mask): every slot of a row takes part, weight 0 included, in IEEE
+    arithmetic (a -inf score with an infinite gradient gives NaN, as there);
+    the slots not ``allowed`` get a score gradient of exactly 0, and so do
+    all slots of a row with nothing allowed.
     """
     slots = tl.arange(0, BLOCK_S)
-    for d0 in range(0, D, BLOCK_D):
-        ds = d0 + tl.arange(0, BLOCK_D)
-        d_ok = ds < D
-        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
-                    other=0.0).to(tl.float32)
-        dr = tl.load(dr_ptr + rows[:, None] * D + ds[None, :], mask=row_ok[:, None] & d_ok[None, :],
-                     other=0.0).to(tl.float32)
-        d_attn += tl.sum(m * dr[:, None, :], axis=2)
-    d_scores = attn * (d_attn - tl.sum(attn * d_attn, axis=1)[:, None]) * scale
     whole = row_ok[:, None, None] & (slots < S)[None, :, None]
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         d_ok = ds < D
-        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=allowed[:, :, None] & d_ok[None, None, :],
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=whole & d_ok[None, None, :],
+                    other=0.0).to(tl.float32)
+        dr = tl.load(dr_ptr + rows[:, None] * D + ds[None, :], mask=row_ok[:, None] & d_ok[None, :],
+                     other=0.0).to(tl.float32)
+        d_attn += tl.sum(m * dr[:, None, :], axis=2)
+    d_scores = softmax_backward(attn, d_attn, allowed, slots) * scale
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_ok = ds < D
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=whole & d_ok[None, None, :],
                     other=0.0).to(tl.float32)
         row_d = row_ok[:, None] & d_ok[None, :]
         dr = tl.load(dr_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
@@ -199,15 +221,18 @@ def _read_forward_kernel(m_ptr, q_ptr, mask_ptr, r_ptr, attn_ptr, scale, B, S, D
 
 
 @triton.jit
-def _read_backward_kernel(m_ptr, q_ptr, attn_ptr, dr_ptr, d_attn_ptr, dm_ptr, dq_ptr, scale, B, S, D,
-                          BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+def _read_backward_kernel(m_ptr, q_ptr, mask_ptr, attn_ptr, dr_ptr, d_attn_ptr, dm_ptr, dq_ptr, scale, B, S, D,
+                          HAS_MASK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
     rows, row_ok, slot_ok = _rows(B, S, BLOCK_B, BLOCK_S)
     whole = row_ok[:, None] & slot_ok[None, :]
     offs = rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :]
     attn = tl.load(attn_ptr + offs, mask=whole, other=0.0).to(tl.float32)
     d_attn = tl.load(d_attn_ptr + offs, mask=whole, other=0.0).to(tl.float32)
-    # masked slots have attn = 0 and hence no gradient; reading them is harmless
-    read_backward(m_ptr, rows * S * D, D, dm_ptr, rows * S * D, D, rows, row_ok, whole, attn, d_attn,
+    allowed = whole
+    if HAS_MASK:
+        allowed = allowed & (tl.load(mask_ptr + offs, mask=whole, other=0) != 0)
+    read_backward(m_ptr, rows * S * D, D, dm_ptr, rows * S * D, D, rows, row_ok, allowed, attn, d_attn,
                   q_ptr, dr_ptr, dq_ptr, S, D, scale, False, BLOCK_B, BLOCK_S, BLOCK_D)
 
 
@@ -295,19 +320,21 @@ def _(M, q, mask, scale):
 
 @torch.library.custom_op("wmkernels_triton::wm_read_backward", mutates_args=())
 def wm_read_backward(grad_r: Tensor, grad_attn: Tensor, M: Tensor, q: Tensor, attn: Tensor,
-                     scale: float) -> Tuple[Tensor, Tensor]:
-    """The gradients of r [B, D], attn [B, S], then the saved M, q, attn -> (dM, dq)."""
+                     scale: float, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The gradients of r [B, D], attn [B, S], then the saved M, q, attn, then the
+    forward's extras scale and mask (bool [B, S] or None) -> (dM, dq)."""
     tiles.check_int32_indexing("wm_read", memory=M.numel())
     M, q = M.contiguous(), q.contiguous()
     dM, dq = M.new_empty(M.shape), q.new_empty(q.shape)
     if M.shape[0]:
-        _launch(_read_backward_kernel, M, M, q, attn.contiguous(), grad_r.contiguous(),
-                grad_attn.contiguous(), dM, dq, scale)
+        flags = mask.contiguous() if mask is not None else None
+        _launch(_read_backward_kernel, M, M, q, flags, attn.contiguous(), grad_r.contiguous(),
+                grad_attn.contiguous(), dM, dq, scale, HAS_MASK=mask is not None)
     return dM, dq
 
 
 @wm_read_backward.register_fake
-def _(grad_r, grad_attn, M, q, attn, scale):
+def _(grad_r, grad_attn, M, q, attn, scale, mask=None):
     return M.new_empty(M.shape), q.new_empty(q.shape)
 
 
@@ -387,11 +414,12 @@ def _(grad_new, M, w, e, a):
 
 def _wm_read_forward(M, q, mask=None, scale=1.0):
     r, attn = wm_read_forward(M, q, mask, scale)
-    return (r, attn), (M, q, attn), scale
+    return (r, attn), (M, q, attn, mask), scale
 
 
 def _wm_read_backward(saved, scale, grad_r, grad_attn):
-    return wm_read_backward(grad_r, grad_attn, *saved, scale)
+    M, q, attn, mask = saved
+    return wm_read_backward(grad_r, grad_attn, M, q, attn, scale, mask)
 
 
 def _wm_shift_write_forward(M, v):

@@ -41,15 +41,14 @@ class LSTMCell(nn.LSTMCell):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        # torch.nn.LSTMCell's order: ranks, input size, state sizes, then dtype and device
         checks.tensor(NAME, "input", input, (1, 2))
-        checks.matches_weights(NAME, "input", input, self.weight_ih)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         if hx is not None:
             h, c = checks.state_pair(NAME, "hx", hx)
             for k, value in enumerate((h, c)):
                 checks.tensor(NAME, f"hx[{k}]", value, (1, 2))
-                checks.matches_weights(NAME, f"hx[{k}]", value, self.weight_ih)
         # the messages below are torch.nn.LSTMCell's own
         if x.shape[1] != self.input_size:
             raise checks.LayerShapeError(f"{NAME}: input has inconsistent input_size: got {x.shape[1]} "
@@ -72,6 +71,8 @@ class LSTMCell(nn.LSTMCell):
                                                  f"{value.shape[-1]}, expected {self.hidden_size}")
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
+        for name, value in (("input", x), ("hx[0]", h), ("hx[1]", c)):
+            checks.matches_weights(NAME, name, value, self.weight_ih)
         if self._runs_on_torch_cell(x, h, c):
             return super().forward(input, hx)
         bias = self.bias_ih + self.bias_hh if self.bias else None

@@ -29,12 +29,12 @@ def tensor(layer: str, name: str, value, dims: Sequence[int]) -> Tensor:
     """``value`` must be a floating-point tensor with one of ``dims`` dimensions."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{layer}: {name} must be a torch.Tensor, got {type(value).__name__}")
-    if not value.dtype.is_floating_point:
-        raise TypeError(f"{layer}: {name} must be a floating-point tensor, got dtype {value.dtype}")
-    if value.dim() not in dims:
+    if value.dim() not in dims:  # the rank before the dtype, as torch's layers check
         wanted = " or ".join(f"{d}D" for d in dims)
         raise LayerShapeError(f"{layer}: Expected {name} to be {wanted}, got {value.dim()}D instead "
-                         f"(shape {list(value.shape)})")
+                              f"(shape {list(value.shape)})")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{layer}: {name} must be a floating-point tensor, got dtype {value.dtype}")
     return value
 
 

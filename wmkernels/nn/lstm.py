@@ -89,22 +89,23 @@ class LSTM(nn.LSTM):
         return 2 if self.bidirectional else 1
 
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        # torch.nn.LSTM's order: ranks (input, then state), the input's dtype,
+        # its width, the state's sizes; then the state's dtype and device
         packed = isinstance(input, PackedSequence)
-        first_weight = self.weight_ih_l0
         if packed:
             x, lengths = unpack(input)
-            checks.matches_weights(NAME, "input", x, first_weight)
             batched = True  # lengths stay on the CPU: the ops check them there, with no sync
         else:
             checks.tensor(NAME, "input", input, (2, 3))
-            checks.matches_weights(NAME, "input", input, first_weight)
             batched = input.dim() == 3
             x = time_major(input, self.batch_first) if batched else input.unsqueeze(1)
             lengths = None
+        state = self._state_ranks(hx, batched)
+        checks.matches_weights(NAME, "input", x, self.weight_ih_l0)
         if x.shape[2] != self.input_size:
             raise checks.LayerShapeError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[2]}")
-        h0, c0 = self._initial_state(hx, x, batched)
+        h0, c0 = self._initial_state(state, x, batched)
         if self._runs_on_torch_lstm(x, h0, c0):
             return super().forward(input, hx)
         output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
@@ -156,24 +157,34 @@ class LSTM(nn.LSTM):
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n), torch.stack(c_n)
 
-    def _initial_state(self, hx, x: Tensor, batched: bool) -> Tuple[Tensor, Tensor]:
-        """(h0 [L·D, B, H_out], c0 [L·D, B, H]) from ``hx`` (checked) or zeros."""
+    @staticmethod
+    def _state_ranks(hx, batched: bool) -> Optional[Tuple[Tensor, Tensor]]:
+        """``hx`` checked to be None or a pair of tensors of the input's rank."""
+        if hx is None:
+            return None
+        h0, c0 = checks.state_pair(NAME, "hx", hx)
+        for name, value in (("hx[0] (h0)", h0), ("hx[1] (c0)", c0)):
+            checks.tensor(NAME, name, value, (3 if batched else 2,))
+        return h0, c0
+
+    def _initial_state(self, state: Optional[Tuple[Tensor, Tensor]], x: Tensor,
+                       batched: bool) -> Tuple[Tensor, Tensor]:
+        """(h0 [L·D, B, H_out], c0 [L·D, B, H]) from ``state`` (of checked rank;
+        its sizes, then dtype and device are checked here) or zeros."""
         B = x.shape[1]
         LD = self.num_layers * self.num_directions
         h_shape, c_shape = (LD, B, self.proj_size or self.hidden_size), (LD, B, self.hidden_size)
-        if hx is None:
+        if state is None:
             return checks.zeros(h_shape, x), checks.zeros(c_shape, x)
-        h0, c0 = checks.state_pair(NAME, "hx", hx)
-        dims = 3 if batched else 2
-        for name, value in (("hx[0] (h0)", h0), ("hx[1] (c0)", c0)):
-            checks.tensor(NAME, name, value, (dims,))
-            checks.matches_weights(NAME, name, value, self.weight_ih_l0)
+        h0, c0 = state
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         labels = "[num_layers*num_directions, B, {}]"
         checks.size(NAME, "hidden[0] (hx[0], h0)", h0, h_shape,
                     labels.format("proj_size" if self.proj_size else "H"))
         checks.size(NAME, "hidden[1] (hx[1], c0)", c0, c_shape, labels.format("H"))
+        for name, value in (("hx[0] (h0)", h0), ("hx[1] (c0)", c0)):
+            checks.matches_weights(NAME, name, value, self.weight_ih_l0)
         return h0, c0
 
     def _run_direction(self, k: int, direction: int, x: Tensor, h0: Tensor, c0: Tensor,

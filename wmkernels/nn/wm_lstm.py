@@ -103,11 +103,12 @@ class _WMParameters(nn.Module):
             raise ValueError(f"{self.NAME}: Expected state to be a tuple (h, c, M), got "
                              f"{type(state).__name__}" + (f" of length {len(state)}"
                                                           if isinstance(state, (tuple, list)) else ""))
-        for (name, labels), value, shape in zip((("state[0] (h)", "[B, H]"), ("state[1] (c)", "[B, H]"),
-                                                 ("state[2] (M)", "[B, S, D]")), state, shapes):
+        names = (("state[0] (h)", "[B, H]"), ("state[1] (c)", "[B, H]"), ("state[2] (M)", "[B, S, D]"))
+        for (name, labels), value, shape in zip(names, state, shapes):  # shapes first, then dtypes
             checks.tensor(self.NAME, name, value, (len(shape),))
-            checks.matches_weights(self.NAME, name, value, self.w_ih)
             checks.size(self.NAME, name, value, shape, labels)
+        for (name, _), value in zip(names, state):
+            checks.matches_weights(self.NAME, name, value, self.w_ih)
         if self.write_mode == "gated":
             self.warn_if_degenerate(state[2])
         return tuple(state)
@@ -150,11 +151,12 @@ class _WMParameters(nn.Module):
         return wanted.clamp(1, self.memory_slots).to(torch.int64)
 
     def check_input(self, x: Tensor, dims: int, labels: str) -> None:
+        """Rank and width of the input, then its dtype and device (shapes first, as torch's layers)."""
         checks.tensor(self.NAME, "input", x, (dims,))
-        checks.matches_weights(self.NAME, "input", x, self.w_ih)
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{self.NAME}: Expected input of shape {labels} with I={self.input_size}, "
                              f"got {list(x.shape)}")
+        checks.matches_weights(self.NAME, "input", x, self.w_ih)
 
 
 class WMLSTM(_WMParameters):

@@ -133,6 +133,39 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
     return loads
 
 
+INFERENCE_OP = "lstm_sequence[no_grad]"
+
+
+def lstm_inference_flops(T, B, I, H) -> float:
+    """Matrix-product FLOPs of one LSTM layer forward: 2·B·4H·(I+H) per step."""
+    return T * 2 * B * 4 * H * (I + H)
+
+
+def lstm_inference_workloads(device, dtype, T, B, I, H, **_) -> List[Workload]:
+    """lstm_sequence under torch.no_grad on each backend beside torch.nn.LSTM
+    under no_grad (oneDNN's fused inference kernel on CPU), same weights."""
+    lstm = torch.nn.LSTM(I, H).to(device=device, dtype=dtype)
+    x = torch.randn(T, B, I, device=device, dtype=dtype)
+    h0 = torch.randn(B, H, device=device, dtype=dtype)
+    c0 = torch.randn(B, H, device=device, dtype=dtype)
+    weights = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
+    baseline = "torch.nn.LSTM"
+    flops = lstm_inference_flops(T, B, I, H)
+
+    def no_grad(forward):
+        def run():
+            with torch.no_grad():
+                return forward()
+        return run
+
+    nn_forward = no_grad(lambda: lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0))))
+    loads = [Workload(INFERENCE_OP, baseline, baseline, nn_forward, nn_forward, [x, h0, c0, *weights], flops)]
+    for name in _backends_for("lstm_sequence", device, dtype):
+        forward = no_grad(lambda name=name: ops.lstm_sequence(x, h0, c0, *weights, backend=name))
+        loads.append(Workload(INFERENCE_OP, name, baseline, forward, forward, [x, h0, c0, *weights], flops))
+    return loads
+
+
 def _persistent_workload(triton_load: Workload, options: str = "", baseline: Optional[str] = None) -> Workload:
     """The triton row again with the persistent schedule (``wmkernels.triton.schedule``)
     and its ``options`` (e.g. ``:n32:streamed``)."""
@@ -277,6 +310,8 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
         groups.append(lstm_cell_workloads(device, dtype, **sizes))
     if "lstm_sequence" in ops_wanted:
         groups.append(lstm_workloads(device, dtype, compiled=compiled, **sizes))
+    if INFERENCE_OP in ops_wanted:
+        groups.append(lstm_inference_workloads(device, dtype, **sizes))
     if "wm_lstm_sequence" in ops_wanted:
         for mode in ("fifo", "gated"):
             groups.append(wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled,

@@ -5,6 +5,8 @@ column tiles, the minimum ``tl.dot`` accepts being 16 in every dimension).
 Under the interpreter (CPU tensors) every program instance costs
 milliseconds, so the blocks grow to cover small problems in one program.
 """
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -62,6 +64,18 @@ def product_operand(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     four products of 77 GFLOP each: float32 without tensor cores would take
     longer than cuDNN's whole backward."""
     return t.to(product_dtype(dtype))
+
+
+def without_padding(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """x [T, B, F] with the steps past each row's length (lengths [B] on x's
+    device, or None) replaced by zeros, by selection: an operand of a weight
+    gradient summed over every step (the input, the state a step reads),
+    whose zero rows of the gate gradient there would otherwise meet the
+    padding or the kept state (0 · NaN is NaN). No host sync."""
+    if lengths is None:
+        return x
+    steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
+    return torch.where((steps < lengths.unsqueeze(0)).unsqueeze(2), x, 0)
 
 
 def pow2(n: int, lo: int = 1) -> int:

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from wmkernels.lstm.reference import keep_where, lstm_cell, valid_rows
+from wmkernels.lstm.reference import keep_where, lstm_cell, step_inputs, valid_rows
 from wmkernels.memory.reference import wm_read, wm_shift_write, wm_write
 
 
@@ -60,9 +60,9 @@ def wm_lstm_sequence(x: Tensor, state: Tuple[Tensor, Tensor, Tensor],
     h, c, M = state
     ys = []
     for t in range(x.shape[0]):
-        h_new, c_new, M_new, r = wm_lstm_step(x[t], h, c, M, params, write_mode,
-                                              None if capacity is None else capacity[t])
         valid = valid_rows(lengths, t, x)
+        h_new, c_new, M_new, r = wm_lstm_step(*step_inputs(valid, x[t], h, c, M), params, write_mode,
+                                              None if capacity is None else capacity[t])
         y_t = torch.cat([h_new, r], dim=1)
         ys.append(keep_where(valid, y_t, torch.zeros_like(y_t)))
         h, c, M = (keep_where(valid, h_new, h), keep_where(valid, c_new, c),

@@ -36,7 +36,7 @@ from wmkernels.triton import schedule, tiles
 from wmkernels.triton.lstm_gates import (add_gate_products, add_recurrent_products, add_resident_products, cell_step,
                                     cell_step_backward, column_tile, hidden_grad_through_gates, load_gate_tiles,
                                     load_preacts, resident_product, row_lengths)
-from wmkernels.memory.memory_ops_triton import copy_memory, read_forward, view, write_forward
+from wmkernels.memory.memory_ops_triton import copy_memory, read_forward, softmax_backward, view, write_forward
 from wmkernels.triton.sync import program_ids, step_barrier
 from wmkernels.triton.tiles import matmul_w
 
@@ -262,7 +262,7 @@ def _read_scores_grad(m_ptr, m_off, m_stride, rows, running, attn_ptr, d_attn_pt
         dr = tl.load(dr_ptr + rows[:, None] * D + ds[None, :], mask=running[:, None] & d_ok[None, :], other=0.0,
                      cache_modifier=".cg")
         d_attn += tl.sum(m * dr[:, None, :], axis=2)
-    return attn, attn * (d_attn - tl.sum(attn * d_attn, axis=1)[:, None]) * scale, allowed
+    return attn, softmax_backward(attn, d_attn, allowed, slots) * scale, allowed
 
 
 @triton.jit

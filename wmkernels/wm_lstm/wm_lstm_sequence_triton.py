@@ -413,10 +413,15 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dtype = x.dtype
     G, dpv2, dq2 = dg.reshape(T * B, 4 * H), dpv.reshape(T * B, D), dq.reshape(T * B, D)
     op = functools.partial(tiles.product_operand, dtype=dtype)
-    h_prev, h_next, G_op = op(h_all[:T].reshape(T * B, H)), op(h_all[1:].reshape(T * B, H)), op(G)
-    grads = [(G_op @ op(w_ih)).reshape(T, B, I), dh, dc,
+    # the state a step reads and writes; zeros past each row's length (a padded row's rows of G, dq, dpv
+    # are zero there, and its kept state, even h0 of a row of length 0, must not meet them: 0 · NaN is NaN)
+    h_prev = op(tiles.without_padding(h_all[:T], lengths).reshape(T * B, H))
+    h_next = op(tiles.without_padding(h_all[1:], lengths).reshape(T * B, H))
+    G_op = op(G)
+    grads = [tiles.without_padding((G_op @ op(w_ih)).reshape(T, B, I), lengths), dh, dc,
              dmem if gated else dmem[:S].transpose(0, 1),
-             G_op.t() @ op(x.reshape(T * B, I)), G_op.t() @ h_prev, G_op.t() @ op(r_all.reshape(T * B, D)), G.sum(0, dtype=torch.float32),
+             G_op.t() @ op(tiles.without_padding(x, lengths).reshape(T * B, I)), G_op.t() @ h_prev,
+             G_op.t() @ op(r_all.reshape(T * B, D)), G.sum(0, dtype=torch.float32),
              op(dq2).t() @ h_prev, dq2.sum(0), op(dpv2).t() @ h_next, dpv2.sum(0)]
     if gated:
         dpe2 = dpe.reshape(T * B, D)

@@ -83,18 +83,34 @@ WMK_INLINE bool masked_softmax(T* scores, const bool* mask, int64_t S) {
   return true;
 }
 
-// Backward of a = softmax(z) restricted to the readable slots:
-// dz_s = a_s (g_s − Σ_k a_k g_k). Masked slots and all-masked rows have
-// a_s = 0, hence dz_s = 0; their g_s is never multiplied in, so a garbage g_s
-// there cannot leak in (g may alias dz).
+// Backward of a = softmax(z) restricted to the readable slots (mask[s]; mask
+// null: every slot), as the reference's autograd computes it (softmax, then
+// multiplied by the mask): g'_s = g_s on readable slots and g_s · 0 on the
+// others (NaN where g_s is not finite), dz_s = a_s (g'_s − Σ_k a_k g'_k) on
+// readable slots, exactly 0 on masked ones and throughout a row with nothing
+// readable. Every product is taken, zero weights included: a slot with weight
+// 0 and a non-finite g (a -inf score from an infinite memory slot) makes the
+// row's dz NaN, as in the reference. g may alias dz.
+//
+// The difference is taken about g'_0 (when finite), using Σ_k a_k = 1:
+// dz_s = a_s ((g'_s − g'_0) − Σ_k a_k (g'_k − g'_0)). Where the slots are
+// nearly equal the g's are too and dz is a difference of nearly equal terms;
+// this way its rounding error scales with their spread, not their size (equal
+// slots give exactly 0, the true gradient, where the plain form leaves
+// ε·|g|, which the weight gradient of the query sums over every step).
 template <typename T>
-WMK_INLINE void softmax_backward(const T* attn, const T* g, int64_t S, T* dz) {
+WMK_INLINE void softmax_backward(const T* attn, const T* g, const bool* mask, int64_t S, T* dz) {
+  bool any = mask == nullptr;
+  const T first = (mask == nullptr || mask[0]) ? g[0] : g[0] * T(0);
+  const T ref = first - first == T(0) ? first : T(0);  // g'_0 if finite
   T ag = T(0);
   for (int64_t s = 0; s < S; ++s) {
-    if (attn[s] != T(0)) ag += attn[s] * g[s];
+    const bool readable = mask == nullptr || mask[s];
+    any = any || readable;
+    ag += attn[s] * ((readable ? g[s] : g[s] * T(0)) - ref);
   }
   for (int64_t s = 0; s < S; ++s) {
-    dz[s] = attn[s] != T(0) ? attn[s] * (g[s] - ag) : T(0);
+    dz[s] = any && (mask == nullptr || mask[s]) ? attn[s] * ((g[s] - ref) - ag) : T(0);
   }
 }
 
@@ -115,23 +131,22 @@ WMK_INLINE void read_row(const Slots& M, const T* q, const bool* mask, T scale,
 }
 
 // Backward of read_row. In: grad_r [D], grad_attn [S] (null: zero), the
-// forward's attn [S], M, q. Out: grad_q [D] (overwritten); grad_M slots are
-// ACCUMULATED into (dM(s) += ...), so callers chain other contributions.
-// work [S] is scratch.
+// forward's attn [S], M, q, mask [S] (null: every slot readable). Out: grad_q
+// [D] (overwritten); grad_M slots are ACCUMULATED into (dM(s) += ...), so
+// callers chain other contributions. work [S] is scratch. Every slot takes
+// part, weight 0 included, in IEEE arithmetic as in the reference (masked
+// slots get a score gradient of exactly 0, see softmax_backward).
 template <typename T, typename R = ScalarRowOps, typename Slots, typename GradSlots>
 WMK_INLINE void read_backward_row(const T* grad_r, const T* grad_attn,
                                   const T* attn, const Slots& M, const T* q,
-                                  T scale, int64_t S, int64_t D,
+                                  const bool* mask, T scale, int64_t S, int64_t D,
                                   const GradSlots& dM, T* grad_q, T* work) {
   for (int64_t s = 0; s < S; ++s) {
-    work[s] = attn[s] != T(0)
-                  ? R::dot(grad_r, M(s), D) + (grad_attn ? grad_attn[s] : T(0))
-                  : T(0);
+    work[s] = R::dot(grad_r, M(s), D) + (grad_attn ? grad_attn[s] : T(0));
   }
-  softmax_backward(attn, work, S, work);  // work = d(scores)
+  softmax_backward(attn, work, mask, S, work);  // work = d(scores)
   for (int64_t d = 0; d < D; ++d) grad_q[d] = T(0);
   for (int64_t s = 0; s < S; ++s) {
-    if (attn[s] == T(0)) continue;
     const T dscore = scale * work[s];
     R::axpy(dscore, M(s), grad_q, D);
     R::axpy(attn[s], grad_r, dM(s), D);

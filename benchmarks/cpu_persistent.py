@@ -1,0 +1,113 @@
+"""Ratios of the cpu backend's lstm_sequence (persistent team, csrc/cpu/
+persistent_lstm.h) over torch.nn.LSTM (oneDNN) at the sizes of issue 22,
+under no_grad and forward+backward, interleaved in one process, with the
+machine's own fp32 GEMM rate (torch.mm 2048^3) measured between the rows as
+the floor.
+
+    python benchmarks/cpu_persistent.py [--rounds 7] [--threads 2] [--json out.json]
+
+Per row: median of per-round ratios ours/torch (< 1: ours faster) with the
+min-max and interquartile spread of those ratios, each side's median ms and
+GFLOP/s (matrix-product FLOPs: 2*B*4H*(I+H) per step forward, x3 with
+backward), and that rate as a fraction of the GEMM rate measured just before
+the row. Round-to-round ratios, not absolute times, are what survives a
+shared machine.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from wmkernels import ops
+from wmkernels.tools import bench
+
+SIZES = [(256, 1, 512, 512), (256, 16, 256, 256), (128, 64, 512, 512)]
+
+
+def gemm_rate(n=2048, repeat=3):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeat))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(f):
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+def row(T, B, I, H, grad, rounds):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(I, H)
+    x = torch.randn(T, B, I, requires_grad=grad)
+    h0 = torch.zeros(B, H, requires_grad=grad)
+    c0 = torch.zeros(B, H, requires_grad=grad)
+    w = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
+    for p in w:
+        p.requires_grad_(grad)
+
+    def ours():
+        with torch.set_grad_enabled(grad):
+            y, h, c = ops.lstm_sequence(x, h0, c0, *w, backend="cpu")
+            if grad:
+                (y.sum() + h.sum() + c.sum()).backward()
+
+    def theirs():
+        with torch.set_grad_enabled(grad):
+            y, (h, c) = lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
+            if grad:
+                (y.sum() + h.sum() + c.sum()).backward()
+
+    ours(), theirs()
+    t_ours, t_torch = [], []
+    for r in range(rounds):
+        pair = [(ours, t_ours), (theirs, t_torch)]
+        for f, store in (pair if r % 2 == 0 else pair[::-1]):
+            store.append(_timed(f))
+    ratios = sorted(a / b for a, b in zip(t_ours, t_torch))
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    flops = bench.lstm_flops(T, B, I, H) if grad else bench.lstm_inference_flops(T, B, I, H)
+    mo, mt = statistics.median(t_ours), statistics.median(t_torch)
+    return {"T": T, "B": B, "I": I, "H": H, "mode": "fwd+bwd" if grad else "no_grad",
+            "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+            "ratio_iqr": q3 - q1, "ours_ms": mo * 1e3, "torch_ms": mt * 1e3,
+            "ours_gflops": flops / mo / 1e9, "torch_gflops": flops / mt / 1e9}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = bench.machine_description("cpu")
+    print(f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, torch {machine['torch']}, "
+          f"{machine['date']}, {args.rounds} interleaved rounds", flush=True)
+    print(f"{'T':>4} {'B':>3} {'I=H':>4} {'mode':>8} {'ours/torch':>10} {'[min, max]':>14} {'IQR':>5} "
+          f"{'ours ms':>8} {'torch ms':>8} {'ours GF/s':>9} {'torch GF/s':>10} {'GEMM GF/s':>9} "
+          f"{'ours/GEMM':>9} {'torch/GEMM':>10}", flush=True)
+    rows = []
+    for grad in (False, True):
+        for T, B, I, H in SIZES:
+            floor = gemm_rate()
+            r = row(T, B, I, H, grad, args.rounds)
+            r["gemm_gflops"] = floor
+            rows.append(r)
+            print(f"{T:>4} {B:>3} {H:>4} {r['mode']:>8} {r['ratio']:>10.2f} "
+                  f"[{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] {r['ratio_iqr']:>5.2f} {r['ours_ms']:>8.1f} "
+                  f"{r['torch_ms']:>8.1f} {r['ours_gflops']:>9.1f} {r['torch_gflops']:>10.1f} {floor:>9.1f} "
+                  f"{r['ours_gflops'] / floor:>9.2f} {r['torch_gflops'] / floor:>10.2f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "rounds": args.rounds, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

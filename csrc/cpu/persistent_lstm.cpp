@@ -1,0 +1,259 @@
+// See persistent_lstm.h.
+#include "persistent_lstm.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+
+#include "lstm_rows.h"
+#include "lstm_tiles.h"
+#include "team.h"
+
+namespace wmkernels {
+namespace cpu {
+
+namespace {
+
+std::atomic<int> last_team_size{0};
+
+// Which copy of the tile kernels: the one of cpu_capability().
+enum class Isa { kDefault, kAvx2, kAvx512 };
+
+Isa chosen_isa() {
+  static const Isa isa = [] {
+    const char* c = cpu_capability();
+    if (std::strcmp(c, "avx512") == 0) return Isa::kAvx512;
+    if (std::strcmp(c, "avx2") == 0) return Isa::kAvx2;
+    return Isa::kDefault;
+  }();
+  return isa;
+}
+
+// A 64-byte aligned scratch array of one thread.
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n)
+      : p_(static_cast<T*>(std::aligned_alloc(64, ((n * sizeof(T) + 63) / 64 + 1) * 64))) {}
+  ~Scratch() { std::free(p_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* get() const { return p_; }
+
+ private:
+  T* p_;
+};
+
+template <typename T>
+const T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+// The team size for `parallel_units` independent slices of work: at most
+// at::get_num_threads() and at most parallel_units; 1 inside a parallel region.
+int team_size(int64_t parallel_units) {
+  if (at::in_parallel_region()) return 1;
+  int64_t n = at::get_num_threads();
+  if (n > parallel_units) n = parallel_units;
+  return n < 1 ? 1 : static_cast<int>(n);
+}
+
+int run_team(int64_t panels, const Team::Work& work) {
+  const int n = Team::run(team_size(panels), work);
+  last_team_size.store(n, std::memory_order_relaxed);
+  return n;
+}
+
+}  // namespace
+
+template <>
+const LstmTileKernels<float>& lstm_tile_kernels<float>() {
+  switch (chosen_isa()) {
+#if defined(WMK_HAVE_AVX512)
+    case Isa::kAvx512: return AVX512::lstm_tile_kernels_float();
+#endif
+#if defined(WMK_HAVE_AVX2)
+    case Isa::kAvx2: return AVX2::lstm_tile_kernels_float();
+#endif
+    default: return DEFAULT::lstm_tile_kernels_float();
+  }
+}
+
+template <>
+const LstmTileKernels<double>& lstm_tile_kernels<double>() {
+  switch (chosen_isa()) {
+#if defined(WMK_HAVE_AVX512)
+    case Isa::kAvx512: return AVX512::lstm_tile_kernels_double();
+#endif
+#if defined(WMK_HAVE_AVX2)
+    case Isa::kAvx2: return AVX2::lstm_tile_kernels_double();
+#endif
+    default: return DEFAULT::lstm_tile_kernels_double();
+  }
+}
+
+at::Tensor team_mm(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  at::Tensor c = at::empty({M, N}, b.options());
+  if (M == 0 || N == 0) return c;
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "wmkernels_team_mm", [&] {
+    const LstmTileKernels<scalar_t>& k = lstm_tile_kernels<scalar_t>();
+    const scalar_t* a_p = a.const_data_ptr<scalar_t>();
+    const scalar_t* b_p = b.const_data_ptr<scalar_t>();
+    scalar_t* c_p = c.mutable_data_ptr<scalar_t>();
+    const int64_t sam = a.stride(0), sak = a.stride(1);
+    // Rows in blocks of 8 per thread at least (a tile is up to 6 rows).
+    run_team((M + 7) / 8, [&](int tid, int n, Barrier&) {
+      int64_t m0, m1;
+      team_slice(M, tid, n, m0, m1);
+      k.gemm_rows(a_p, sam, sak, b_p, N, N, K, c_p, N, m0, m1);
+    });
+  });
+  return c;
+}
+
+at::Tensor column_sum(const at::Tensor& a) {
+  const int64_t M = a.size(0), N = a.size(1);
+  at::Tensor out = at::empty({N}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "wmkernels_column_sum", [&] {
+    const scalar_t* a_p = a.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) o[n] = scalar_t(0);
+      for (int64_t m = 0; m < M; ++m) {
+        const scalar_t* row = a_p + m * N;
+        for (int64_t n = n0; n < n1; ++n) o[n] += row[n];
+      }
+    });
+  });
+  return out;
+}
+
+int persistent_last_team_size() { return last_team_size.load(std::memory_order_relaxed); }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+persistent_lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                        const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias,
+                        const at::Tensor& lengths, bool save) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
+  const auto opts = x.options();
+  at::Tensor y = at::empty({T, B, H}, opts);
+  // The input projection, then (save) the activated gates in place.
+  at::Tensor pre = at::empty({T, B, 4 * H}, opts);
+  // save: c of every step; else the running c, updated in place.
+  at::Tensor cs = save ? at::empty({T, B, H}, opts) : c0.clone();
+  // With lengths the state h differs from y (0 past a row's length): two
+  // buffers, written in turn (a step reads one and writes the other).
+  at::Tensor h_buf = lengths.defined() ? at::empty({2, B, H}, opts) : at::Tensor();
+  if (T == 0 || B == 0) {
+    return {y, h0.clone(), c0.clone(), save ? pre : at::Tensor(), save ? cs : at::Tensor()};
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wmkernels_persistent_lstm_forward", [&] {
+    using T_ = scalar_t;
+    const LstmTileKernels<T_>& k = lstm_tile_kernels<T_>();
+    const int64_t U = k.units, panels = (H + U - 1) / U;
+    const T_* x_p = ptr<T_>(x);
+    const T_* h0_p = ptr<T_>(h0);
+    const T_* c0_p = ptr<T_>(c0);
+    const T_* w_ih_p = ptr<T_>(w_ih);
+    const T_* w_hh_p = ptr<T_>(w_hh);
+    const T_* bias_p = ptr<T_>(bias);
+    const int64_t* len_p = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    T_* y_p = y.mutable_data_ptr<T_>();
+    T_* pre_p = pre.mutable_data_ptr<T_>();
+    T_* cs_p = cs.mutable_data_ptr<T_>();
+    T_* hb_p = h_buf.defined() ? h_buf.mutable_data_ptr<T_>() : nullptr;
+    run_team(panels, [&](int tid, int n, Barrier& barrier) {
+      int64_t p0, p1;
+      team_slice(panels, tid, n, p0, p1);
+      const int64_t mine = p1 - p0;
+      Scratch<T_> w_pack(mine * (I > H ? I : H) * 4 * U);
+      k.pack_gate_rows(w_ih_p, H, I, p0, p1, w_pack.get());
+      k.project(x_p, T * B, I, I, w_pack.get(), bias_p, H, p0, p1, pre_p);
+      k.pack_gate_rows(w_hh_p, H, H, p0, p1, w_pack.get());
+      ForwardStep<T_> s{B, H, w_pack.get(), nullptr, nullptr, save, nullptr,
+                        nullptr, nullptr, nullptr, len_p, 0};
+      for (int64_t t = 0; t < T; ++t) {
+        s.t = t;
+        s.pre = pre_p + t * B * 4 * H;
+        if (hb_p != nullptr) {
+          s.h_prev = t == 0 ? h0_p : hb_p + ((t - 1) & 1) * B * H;
+          s.h = hb_p + (t & 1) * B * H;
+          s.y = y_p + t * B * H;
+        } else {
+          s.h_prev = t == 0 ? h0_p : y_p + (t - 1) * B * H;
+          s.h = y_p + t * B * H;
+        }
+        if (save) {
+          s.c_prev = t == 0 ? c0_p : cs_p + (t - 1) * B * H;
+          s.c = cs_p + t * B * H;
+        } else {
+          s.c_prev = s.c = cs_p;
+        }
+        k.forward_step(s, p0, p1);
+        if (t + 1 < T) barrier.wait();
+      }
+    });
+  });
+  at::Tensor h_n = h_buf.defined() ? h_buf[(T - 1) & 1].clone() : y[T - 1].clone();
+  if (!save) return {y, h_n, cs, at::Tensor(), at::Tensor()};
+  return {y, h_n, cs[T - 1].clone(), pre, cs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+persistent_lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+                         const at::Tensor& grad_c_n, const at::Tensor& c0,
+                         const at::Tensor& w_hh, const at::Tensor& act, const at::Tensor& cs,
+                         const at::Tensor& lengths) {
+  const int64_t T = grad_y.size(0), B = grad_y.size(1), H = grad_y.size(2);
+  at::Tensor d_gates = at::empty({T, B, 4 * H}, grad_y.options());
+  at::Tensor grad_h = grad_h_n.clone(at::MemoryFormat::Contiguous);
+  at::Tensor grad_c = grad_c_n.clone(at::MemoryFormat::Contiguous);
+  if (T == 0 || B == 0) return {d_gates, grad_h, grad_c};
+  AT_DISPATCH_FLOATING_TYPES(grad_y.scalar_type(), "wmkernels_persistent_lstm_backward", [&] {
+    using T_ = scalar_t;
+    const LstmTileKernels<T_>& k = lstm_tile_kernels<T_>();
+    const int64_t U = k.units, panels = (H + U - 1) / U;
+    const T_* gy_p = ptr<T_>(grad_y);
+    const T_* c0_p = ptr<T_>(c0);
+    const T_* w_hh_p = ptr<T_>(w_hh);
+    const T_* act_p = ptr<T_>(act);
+    const T_* cs_p = ptr<T_>(cs);
+    const int64_t* len_p = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    T_* dg_p = d_gates.mutable_data_ptr<T_>();
+    T_* gh_p = grad_h.mutable_data_ptr<T_>();
+    T_* gc_p = grad_c.mutable_data_ptr<T_>();
+    run_team(panels, [&](int tid, int n, Barrier& barrier) {
+      int64_t p0, p1;
+      team_slice(panels, tid, n, p0, p1);
+      Scratch<T_> w_pack((p1 - p0) * 4 * H * U);
+      k.pack_unit_columns(w_hh_p, H, p0, p1, w_pack.get());
+      BackwardStep<T_> s{B, H, w_pack.get(), nullptr, nullptr, nullptr, nullptr, nullptr,
+                         gh_p, gc_p, nullptr, len_p, 0};
+      // Steps T-1 .. 0, then the final one (t = -1): grad_h0 += d_gates[0] w_hh.
+      for (int64_t t = T - 1; t >= -1; --t) {
+        s.t = t;
+        s.dg_next = t + 1 < T ? dg_p + (t + 1) * B * 4 * H : nullptr;
+        if (t >= 0) {
+          s.act = act_p + t * B * 4 * H;
+          s.c_prev = t == 0 ? c0_p : cs_p + (t - 1) * B * H;
+          s.c = cs_p + t * B * H;
+          s.grad_y = gy_p + t * B * H;
+          s.dg = dg_p + t * B * 4 * H;
+        } else {
+          s.act = nullptr;
+        }
+        k.backward_step(s, p0, p1);
+        if (t >= 0) barrier.wait();
+      }
+    });
+  });
+  return {d_gates, grad_h, grad_c};
+}
+
+}  // namespace cpu
+}  // namespace wmkernels
