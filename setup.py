@@ -55,7 +55,7 @@ class BuildWithIsaCopies(BuildExtension):
         super().build_extension(ext)
 
 
-sources = ["csrc/bindings.cpp", "csrc/python_module.cpp"] + _rel("csrc/cpu/*.cpp")
+sources = ["csrc/schema.cpp", "csrc/python_module.cpp"] + _rel("csrc/cpu/*.cpp")
 
 ext_modules = [
     CppExtension(

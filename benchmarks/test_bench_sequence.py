@@ -11,6 +11,7 @@ stored in ``extra_info``.
 import pytest
 import torch
 
+from wmkernels import testing
 from wmkernels.tools import bench
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -31,7 +32,7 @@ def test_forward_backward(benchmark, key):
     load = WORKLOADS[key]
     benchmark.group = load.op
     benchmark.extra_info.update(impl=load.impl, baseline=load.baseline, device=DEVICE,
-                                saved_bytes=bench.saved_bytes(load.forward, load.inputs),
+                                saved_bytes=testing.saved_bytes(load.forward, load.inputs),
                                 flops=load.flops, **bench.DEFAULT_SIZES)
     sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
     benchmark.pedantic(lambda: (load.run(), sync()), rounds=3, warmup_rounds=1)

@@ -1,5 +1,5 @@
 // `import wmkernels._C` loads this shared library, whose static initialisers
-// (bindings.cpp) register the torch.ops.wmkernels.* operators. The Python
+// (schema.cpp and each kernel of csrc/cpu) register the torch.ops.wmkernels.* operators. The Python
 // module itself is empty: every op is reached through torch.ops.
 #include <Python.h>
 

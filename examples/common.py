@@ -111,7 +111,7 @@ def step_cost(model: nn.Module, x: Tensor, targets: Tensor, mask: Tensor,
     one batch, its ops on ``backend``: median and min seconds over ``repeats``
     after a warm-up, and the bytes autograd saves for backward (parameters,
     input and outputs left out)."""
-    from wmkernels.tools.bench import saved_bytes
+    from wmkernels.testing import saved_bytes
 
     times: List[float] = []
     with wmkernels.use_backend(backend):

@@ -55,7 +55,7 @@ def recall_batch(batch: int, pairs: int, keys: int, values: int, generator: torc
     a query step (key one-hot, last channel set), then a blank answer step whose
     target is that key's value (mask marks it). The answer comes one step after
     the query because the WM-LSTM reads with a query made from the previous
-    hidden state (SPEC 1.4): the step that sees the key can only ask for it."""
+    hidden state (contract §1.4): the step that sees the key can only ask for it."""
     key_ids = torch.argsort(torch.rand(batch, keys, generator=generator), dim=1)[:, :pairs].t()  # [n, B]
     value_ids = torch.randint(0, values, (pairs, batch), generator=generator)
     asked = torch.randint(0, pairs, (batch,), generator=generator)

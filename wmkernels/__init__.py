@@ -8,8 +8,10 @@ the working-memory LSTM, behind PyTorch autograd, with a pure-PyTorch reference.
     lstm = wmkernels.nn.LSTM(32, 64, num_layers=2)   # drop-in for torch.nn.LSTM
     model = wmkernels.patch(model)                   # or swap a model's LSTMs in place
 """
+import warnings
+
 from wmkernels import nn, ops, reference
-from wmkernels.backends import BackendUnavailableError, availability, explain, use_backend
+from wmkernels.backends import BackendUnavailableError, availability, environment_problems, explain, use_backend
 from wmkernels.nn import patch
 from wmkernels.ops import (lstm_cell, lstm_sequence, wm_lstm_sequence, wm_read,
                            wm_shift_write, wm_write)
@@ -18,10 +20,6 @@ __version__ = "0.1.0"
 
 
 def _warn_about_the_environment() -> None:
-    import warnings
-
-    from wmkernels.backends import environment_problems
-
     for problem in environment_problems():
         warnings.warn(f"wmkernels: {problem}", stacklevel=3)
 

@@ -18,14 +18,10 @@ import torch
 
 import wmkernels
 from wmkernels import testing
-from wmkernels.tools import bench, gpu_report
 from wmkernels.backends import BACKENDS, environment_problems
+from wmkernels.contract import OPS
+from wmkernels.tools import bench, bench_plot, bench_summary, gpu_report
 from wmkernels.triton import schedule_env
-from wmkernels.ops import OP_INPUTS
-
-# The dimensions auto's rules see for each op (wmkernels.backends.MEASURED_FASTER).
-OP_SIZES = {"lstm_cell": "BH", "lstm_sequence": "TBIH", "wm_read": "BSD", "wm_shift_write": "BSD",
-            "wm_write": "BSD", "wm_lstm_sequence": "TBIHSD"}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -57,8 +53,8 @@ def cmd_info(args) -> int:
         dtype = torch.float16 if device == "cuda" else torch.float32
         sizes = bench.DEFAULT_SIZES
         print(f"auto picks on {device} ({str(dtype).replace('torch.', '')}, bench sizes {sizes}):")
-        for op in OP_INPUTS:
-            op_sizes = {k: sizes[k] for k in OP_SIZES[op]}
+        for op in OPS:  # each with the dimensions auto's rules see (wmkernels.backends.MEASURED_FASTER)
+            op_sizes = {k: sizes[k] for k in OPS[op].sizes}
             choice = wmkernels.explain(op, device=device, dtype=dtype, backend="auto", **op_sizes)
             print(f"  {op:<17} -> {choice.backend or 'none'}: {choice.reason}")
     return 0
@@ -119,7 +115,7 @@ def cmd_check(args) -> int:
 
 def cmd_explain(args) -> int:
     sizes = {k: getattr(args, k) if getattr(args, k) is not None else bench.DEFAULT_SIZES[k]
-             for k in OP_SIZES[args.op]}
+             for k in OPS[args.op].sizes}
     choice = wmkernels.explain(args.op, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend,
                                inference=args.inference, **sizes)
     print(choice)
@@ -127,8 +123,6 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from wmkernels.tools import bench_summary
-
     dtype = DTYPES[args.dtype]
     sizes = {k: getattr(args, k) for k in bench.DEFAULT_SIZES if getattr(args, k) is not None}
     all_sizes = {**bench.DEFAULT_SIZES, **sizes}
@@ -167,8 +161,6 @@ def cmd_bench(args) -> int:
     groups = len({r.op for r in results}) or 1
     print(f"took {seconds:.0f} s. {bench_summary.gain_sentence(results, args.device, dtype, all_sizes)}")
     if args.plot:
-        from wmkernels.tools import bench_plot
-
         curves = bench_plot.sweep(args.device, dtype, args.repeat, all_sizes, progress=True,
                                   group_budget_s=None if budget is None else budget / groups)
         bench_plot.plot(curves, args.plot, f"{machine.get('gpu', machine['cpu'])}, {machine['threads']} threads, "
@@ -195,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     explain = sub.add_parser("explain", help="which backend an op call takes here, and why (wmkernels.explain)")
-    explain.add_argument("op", choices=list(OP_INPUTS))
+    explain.add_argument("op", choices=list(OPS))
     explain.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     explain.add_argument("--dtype", default="float32", choices=list(DTYPES))
     explain.add_argument("--backend", choices=["auto", *BACKENDS], help="as asked for (default: auto or "

@@ -1,4 +1,4 @@
-"""Argument checks of the public ops (SPEC section 5), done once, in Python.
+"""Argument checks of the public ops (contract §5), done once, in Python.
 
 Every failure names the op, the argument, what was expected and what was
 given: ``TypeError`` for a wrong kind of value (not a tensor, an integer

@@ -1,9 +1,11 @@
-"""The public ops of SPEC section 1.
+"""The public ops of contract §1.
 
-Each op checks its arguments once, picks a backend (SPEC section 3) and runs
-through its own ``torch.autograd.Function``, which calls the backend's
-forward and backward (the protocol of ``wmkernels.backends.base``). Shapes:
-``T`` steps, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` slots, ``D`` slot width.
+Each op checks its arguments once against the table of ops
+(``wmkernels.contract``: names, dimension labels), picks a backend (contract
+§3) and runs through its own ``torch.autograd.Function``, which calls the
+backend's forward and backward (the protocol of ``wmkernels.backends.base``).
+Shapes: ``T`` steps, ``B`` batch, ``I`` input, ``H`` hidden, ``S`` slots,
+``D`` slot width.
 """
 from __future__ import annotations
 
@@ -16,18 +18,9 @@ from torch import Tensor
 
 from wmkernels import _checks as check
 from wmkernels.backends import BACKENDS, has_size_rules, select_backend
-from wmkernels.backends.graph import GraphBackend
-from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
-
-# The tensors each op differentiates, in the order backends receive them.
-OP_INPUTS = {
-    "lstm_cell": ("gates", "c_prev"),
-    "lstm_sequence": ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"),
-    "wm_read": ("M", "q"),
-    "wm_shift_write": ("M", "v"),
-    "wm_write": ("M", "w", "e", "a"),
-    "wm_lstm_sequence": ("x", "h0", "c0", "M0") + WM_PARAM_KEYS,
-}
+from wmkernels.backends.plain import PlainTorchBackend
+from wmkernels.contract import (OP_INPUTS, OP_NAMES, OPS, WM_GATED_ONLY_KEYS, WM_PARAM_KEYS,  # noqa: F401
+                                WM_PARAM_SHAPES, WRITE_MODES)
 
 
 def _make_function(op: str):
@@ -76,7 +69,7 @@ def _differentiable_backward(op: str, inputs, extras, grads, needs_grad):
     return tuple(next(found) if need else None for need in needs_grad)
 
 
-FUNCTIONS = {op: _make_function(op) for op in OP_INPUTS}
+FUNCTIONS = {op: _make_function(op) for op in OP_NAMES}
 
 
 # torch.compile: dynamo traces the op's Function, whose forward and backward
@@ -149,7 +142,7 @@ def _apply(op: str, backend, extras: dict, *inputs):
     its inputs' dtype, as a fused kernel does: autocast would recast the
     matrix products inside some backends and not others."""
     with autocast_off(inputs[0].device.type):
-        if (torch.compiler.is_compiling() or _recording()) and isinstance(backend, GraphBackend):
+        if (torch.compiler.is_compiling() or _recording()) and isinstance(backend, PlainTorchBackend):
             return backend.run_traceable(op, inputs, extras)
         return FUNCTIONS[op].apply(backend, extras, *inputs)
 
@@ -168,8 +161,13 @@ def autocast_off(device_type: str):
     return contextlib.nullcontext()
 
 
+def _dims(op: str, name: str, sizes: Mapping[str, Optional[int]]):
+    """The expected shape of input ``name`` of ``op`` by the table of ops: [(label, size)]."""
+    return [(label, sizes.get(label)) for label in OPS[op].dims[name]]
+
+
 def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
-    """LSTM cell update from pre-activations (SPEC 1.1).
+    """LSTM cell update from pre-activations (contract §1.1).
 
     gates [B, 4H] (gate order i, f, g, o), c_prev [B, H] -> (h [B, H], c [B, H]).
     """
@@ -179,9 +177,9 @@ def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -
     if gates.dim() == 2 and gates.shape[1] % 4 != 0:
         raise ValueError(f"{op}: argument 'gates' must have shape [B, 4H]: its width "
                          f"{gates.shape[1]} is not a multiple of 4 (got {list(gates.shape)})")
-    B, four_h = check.shape(op, "gates", gates, [("B", None), ("4H", None)])
-    check.at_least_one(op, "gates", gates, "4H", four_h, [("B", B), ("4H", None)])
-    check.shape(op, "c_prev", c_prev, [("B", B), ("H", four_h // 4)])
+    B, four_h = check.shape(op, "gates", gates, _dims(op, "gates", {}))
+    check.at_least_one(op, "gates", gates, "4H", four_h, _dims(op, "gates", {"B": B}))
+    check.shape(op, "c_prev", c_prev, _dims(op, "c_prev", {"B": B, "H": four_h // 4}))
     check.same_kind(op, ("gates", gates), [("c_prev", c_prev)])
     chosen = _select(op, backend, gates.device, gates.dtype)
     return _apply(op, chosen, {}, gates, c_prev)
@@ -189,16 +187,16 @@ def lstm_cell(gates: Tensor, c_prev: Tensor, *, backend: Optional[str] = None) -
 
 def _check_lstm_weights(op: str, x: Tensor, h0: Tensor, c0: Tensor, named):
     """x [T, B, I], h0/c0 [B, H], weights by name -> (T, B, I, H)."""
-    T, B, I = check.shape(op, "x", x, [("T", None), ("B", None), ("I", None)])
-    _, H = check.shape(op, "h0", h0, [("B", B), ("H", None)])
-    check.at_least_one(op, "h0", h0, "H", H, [("B", B), ("H", None)])
-    check.shape(op, "c0", c0, [("B", B), ("H", H)])
+    T, B, I = check.shape(op, "x", x, _dims(op, "x", {}))
+    _, H = check.shape(op, "h0", h0, _dims(op, "h0", {"B": B}))
+    check.at_least_one(op, "h0", h0, "H", H, _dims(op, "h0", {"B": B}))
+    check.shape(op, "c0", c0, _dims(op, "c0", {"B": B, "H": H}))
     sizes = {"I": I, "H": H, "4H": 4 * H}
-    for name, tensor, labels in named:
+    for name, tensor in named:
         if tensor is not None:
             check.float_tensor(op, name, tensor)
-            check.shape(op, name, tensor, [(label, sizes[label]) for label in labels])
-    check.same_kind(op, ("x", x), [("h0", h0), ("c0", c0)] + [(n, t) for n, t, _ in named])
+            check.shape(op, name, tensor, _dims(op, name, sizes))
+    check.same_kind(op, ("x", x), [("h0", h0), ("c0", c0)] + list(named))
     return T, B, I, H
 
 
@@ -206,7 +204,7 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
                   b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
                   lengths: Optional[Tensor] = None, *,
                   backend: Optional[str] = None) -> Tuple[Tensor, Tensor, Tensor]:
-    """One direction of one LSTM layer over a sequence (SPEC 1.2).
+    """One direction of one LSTM layer over a sequence (contract §1.2).
 
     x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H], b_ih/b_hh [4H] or None,
     lengths int [B] (any device) or None -> (y [T, B, H], h_n [B, H], c_n [B, H]).
@@ -217,9 +215,8 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     op = "lstm_sequence"
     for name, tensor in (("x", x), ("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh)):
         check.float_tensor(op, name, tensor)
-    T, B, I, H = _check_lstm_weights(op, x, h0, c0, [
-        ("w_ih", w_ih, ("4H", "I")), ("w_hh", w_hh, ("4H", "H")),
-        ("b_ih", b_ih, ("4H",)), ("b_hh", b_hh, ("4H",))])
+    T, B, I, H = _check_lstm_weights(op, x, h0, c0, [("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih),
+                                                     ("b_hh", b_hh)])
     lengths = check.lengths(op, lengths, B, T)
     inference = wants_no_gradient(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     chosen = _select(op, backend, x.device, x.dtype, inference, lengths is not None, T=T, B=B, I=I, H=H)
@@ -230,7 +227,7 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
 def _check_memory(op: str, name: str, M: Tensor) -> Tuple[int, int, int]:
     """M [B, S, D] with S ≥ 1 and D ≥ 1 -> (B, S, D)."""
     check.float_tensor(op, name, M)
-    dims = [("B", None), ("S", None), ("D", None)]
+    dims = _dims("wm_read", "M", {})
     B, S, D = check.shape(op, name, M, dims)
     check.at_least_one(op, name, M, "S", S, dims)
     check.at_least_one(op, name, M, "D", D, dims)
@@ -239,7 +236,7 @@ def _check_memory(op: str, name: str, M: Tensor) -> Tuple[int, int, int]:
 
 def wm_read(M: Tensor, q: Tensor, mask: Optional[Tensor] = None, scale: Optional[float] = None,
             *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
-    """Content-addressed read of the memory (SPEC 1.3).
+    """Content-addressed read of the memory (contract §1.3).
 
     M [B, S, D], q [B, D], mask bool [B, S] or None, scale (default 1/sqrt(D))
     -> (r [B, D], attn [B, S]).
@@ -247,7 +244,7 @@ def wm_read(M: Tensor, q: Tensor, mask: Optional[Tensor] = None, scale: Optional
     op = "wm_read"
     B, S, D = _check_memory(op, "M", M)
     check.float_tensor(op, "q", q)
-    check.shape(op, "q", q, [("B", B), ("D", D)])
+    check.shape(op, "q", q, _dims(op, "q", {"B": B, "D": D}))
     check.same_kind(op, ("M", M), [("q", q)])
     extras = {"mask": check.mask(op, mask, B, S, M.device), "scale": check.scale(op, scale, D)}
     chosen = _select(op, backend, M.device, M.dtype)
@@ -255,11 +252,11 @@ def wm_read(M: Tensor, q: Tensor, mask: Optional[Tensor] = None, scale: Optional
 
 
 def wm_shift_write(M: Tensor, v: Tensor, *, backend: Optional[str] = None) -> Tensor:
-    """FIFO write (SPEC 1.3): M [B, S, D], v [B, D] -> M_new [B, S, D]."""
+    """FIFO write (contract §1.3): M [B, S, D], v [B, D] -> M_new [B, S, D]."""
     op = "wm_shift_write"
     B, S, D = _check_memory(op, "M", M)
     check.float_tensor(op, "v", v)
-    check.shape(op, "v", v, [("B", B), ("D", D)])
+    check.shape(op, "v", v, _dims(op, "v", {"B": B, "D": D}))
     check.same_kind(op, ("M", M), [("v", v)])
     chosen = _select(op, backend, M.device, M.dtype)
     (M_new,) = _apply(op, chosen, {}, M, v)
@@ -267,39 +264,30 @@ def wm_shift_write(M: Tensor, v: Tensor, *, backend: Optional[str] = None) -> Te
 
 
 def wm_write(M: Tensor, w: Tensor, e: Tensor, a: Tensor, *, backend: Optional[str] = None) -> Tensor:
-    """Gated erase/add write (SPEC 1.3).
+    """Gated erase/add write (contract §1.3).
 
     M [B, S, D], w [B, S], e [B, D], a [B, D] -> M_new = M ⊙ (1 − w eᵀ) + w aᵀ.
     """
     op = "wm_write"
     B, S, D = _check_memory(op, "M", M)
-    for name, tensor, dims in (("w", w, [("B", B), ("S", S)]), ("e", e, [("B", B), ("D", D)]),
-                               ("a", a, [("B", B), ("D", D)])):
+    for name, tensor in (("w", w), ("e", e), ("a", a)):
         check.float_tensor(op, name, tensor)
-        check.shape(op, name, tensor, dims)
+        check.shape(op, name, tensor, _dims(op, name, {"B": B, "S": S, "D": D}))
     check.same_kind(op, ("M", M), [("w", w), ("e", e), ("a", a)])
     chosen = _select(op, backend, M.device, M.dtype)
     (M_new,) = _apply(op, chosen, {}, M, w, e, a)
     return M_new
 
 
-# The shape of every WM-LSTM parameter, by the labels of its dimensions.
-WM_PARAM_SHAPES = {
-    "w_ih": ("4H", "I"), "w_hh": ("4H", "H"), "w_rh": ("4H", "D"), "b": ("4H",),
-    "w_q": ("D", "H"), "b_q": ("D",), "w_v": ("D", "H"), "b_v": ("D",),
-    "w_e": ("D", "H"), "b_e": ("D",),
-}
-
-
 def wm_lstm_sequence(x: Tensor, state, params: Mapping[str, Tensor], write_mode: str = "fifo",
                      lengths: Optional[Tensor] = None, capacity: Optional[Tensor] = None, *,
                      backend: Optional[str] = None):
-    """The working-memory LSTM over a sequence (SPEC 1.4).
+    """The working-memory LSTM over a sequence (contract §1.4).
 
     x [T, B, I], state (h0 [B, H], c0 [B, H], M0 [B, S, D]), params a mapping of
-    the SPEC 1.4 keys, write_mode "fifo" or "gated", lengths int [B] or None,
+    the contract §1.4 keys, write_mode "fifo" or "gated", lengths int [B] or None,
     capacity int64 [B] or [T, B] with values in [1, S] (the active slots of
-    each row, per step; see docs/contract.md) or None (all S)
+    each row, per step; contract §1.5) or None (all S)
     -> (y [T, B, H + D], (h_T [B, H], c_T [B, H], M_T [B, S, D])).
     """
     op = "wm_lstm_sequence"

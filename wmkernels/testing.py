@@ -4,22 +4,22 @@ A *case* is one op on fresh random float64 inputs. ``compare`` runs it on a
 backend in a given dtype, with every uninitialised output poisoned with NaN,
 then forward and backward (with one random upstream gradient), and measures
 ``‖out − ref‖ / ‖ref‖`` for every output and every input gradient against
-the reference backend run in float64 (SPEC section 4).
+the reference backend run in float64 (contract §4).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from wmkernels import ops
-from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
+from wmkernels.contract import OP_NAMES, WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WM_PARAM_SHAPES
 
-# SPEC section 4 (float64 is the bar the fused backends are held to).
+# contract §4 (float64 is the bar the fused backends are held to).
 TOLERANCE = {
     torch.float64: 1e-9,
     torch.float32: 1e-5,
@@ -134,11 +134,11 @@ def random_case(op: str, *, T: int = 5, B: int = 3, I: int = 7, H: int = 9, S: i
         tensors = {"x": _rand(T, B, I), "h0": _rand(B, H), "c0": _rand(B, H), "M0": _rand(B, S, D)}
         for key in WM_PARAM_KEYS:
             if write_mode == "gated" or key not in WM_GATED_ONLY_KEYS:
-                dims = [shapes[label] for label in ops.WM_PARAM_SHAPES[key]]
+                dims = [shapes[label] for label in WM_PARAM_SHAPES[key]]
                 tensors[key] = _rand(*dims, scale=w)
         return Case(op, tensors, {"write_mode": write_mode,
                                   "lengths": random_lengths(B, T) if with_lengths else None})
-    raise ValueError(f"unknown op {op!r}; known: {list(ops.OP_INPUTS)}")
+    raise ValueError(f"unknown op {op!r}; known: {list(OP_NAMES)}")
 
 
 # Float32 conditioning. For outputs of a few elements whose terms cancel
@@ -262,12 +262,42 @@ def _rounding_floors(case: Case, dtype: torch.dtype, device, upstream, ref_outpu
     return floors
 
 
+def _storage_key(t: Tensor):
+    return (t.device, t.untyped_storage().data_ptr())
+
+
+def flatten(value) -> Iterator[object]:
+    """The leaves of nested tuples and lists (an op's outputs, a layer's)."""
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            yield from flatten(v)
+    else:
+        yield value
+
+
+def saved_bytes(forward: Callable[[], object], owned: List[Tensor]) -> int:
+    """Bytes of the distinct storages autograd saves during ``forward()``,
+    leaving out the storages of ``owned`` tensors and of the outputs."""
+    packed: Dict[tuple, int] = {}
+
+    def pack(t: Tensor):
+        if t.device.type != "meta":
+            packed[_storage_key(t)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    outputs = [o for o in flatten(out) if isinstance(o, Tensor)]
+    for t in owned + outputs:
+        packed.pop(_storage_key(t), None)
+    del out
+    return sum(packed.values())
+
+
 def wm_lstm_saved_bytes(backend: str, write_mode: str, T: int, B: int, H: int, S: int, D: int,
                         device: torch.device | str = "cpu") -> int:
     """Bytes ``backend`` keeps between forward and backward of a float32
     wm_lstm_sequence at these sizes (I = 3), beyond its inputs and outputs."""
-    from wmkernels.tools.bench import saved_bytes  # bench imports this module
-
     case = random_case("wm_lstm_sequence", T=T, B=B, I=3, H=H, S=S, D=D, write_mode=write_mode)
     inputs = [v.float().to(device).requires_grad_() for v in case.tensors.values()]
     return saved_bytes(lambda: case.run(inputs, backend), inputs)

@@ -5,6 +5,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <torch/library.h>
 
 #include "tensor_checks.h"
 #include "lstm_rows.h"
@@ -93,3 +94,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
 
 }  // namespace cpu
 }  // namespace wmkernels
+
+// The CPU implementations of these ops (their schemas: csrc/schema.cpp).
+TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
+  m.impl("lstm_cell_forward", &wmkernels::cpu::lstm_cell_forward);
+  m.impl("lstm_cell_backward", &wmkernels::cpu::lstm_cell_backward);
+}

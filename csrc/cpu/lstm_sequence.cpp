@@ -23,6 +23,7 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/zeros.h>
+#include <torch/library.h>
 
 #include "padding.h"
 #include "persistent_lstm.h"
@@ -171,3 +172,10 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
 
 }  // namespace cpu
 }  // namespace wmkernels
+
+// The CPU implementations of these ops (their schemas: csrc/schema.cpp).
+TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
+  m.impl("lstm_sequence_forward", &wmkernels::cpu::lstm_sequence_forward);
+  m.impl("lstm_sequence_backward", &wmkernels::cpu::lstm_sequence_backward);
+  m.impl("lstm_sequence_inference", &wmkernels::cpu::lstm_sequence_inference);
+}

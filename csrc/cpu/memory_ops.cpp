@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <torch/library.h>
 
 #include <wmkernels/memory_math.h>
 
@@ -211,3 +212,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> wm_write_backward(
 
 }  // namespace cpu
 }  // namespace wmkernels
+
+// The CPU implementations of these ops (their schemas: csrc/schema.cpp).
+TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
+  m.impl("wm_read_forward", &wmkernels::cpu::wm_read_forward);
+  m.impl("wm_read_backward", &wmkernels::cpu::wm_read_backward);
+  m.impl("wm_shift_write_forward", &wmkernels::cpu::wm_shift_write_forward);
+  m.impl("wm_shift_write_backward", &wmkernels::cpu::wm_shift_write_backward);
+  m.impl("wm_write_forward", &wmkernels::cpu::wm_write_forward);
+  m.impl("wm_write_backward", &wmkernels::cpu::wm_write_backward);
+}

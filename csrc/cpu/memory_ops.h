@@ -1,4 +1,4 @@
-// CPU kernels of the working-memory ops of SPEC 1.3 (torch-facing entry
+// CPU kernels of the working-memory ops of contract §1.3 (torch-facing entry
 // points). M [B, S, D]; every entry point TORCH_CHECKs its arguments and
 // accepts non-contiguous inputs.
 #pragma once

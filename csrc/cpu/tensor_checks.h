@@ -37,7 +37,7 @@ inline void check_like(const at::Tensor& t, const at::Tensor& like, const char* 
               " must have shape ", at::IntArrayRef(sizes), ", got ", t.sizes());
 }
 
-// The memory's S and D must be at least 1 (SPEC 5).
+// The memory's S and D must be at least 1 (contract §5).
 inline void check_slots(const char* op, int64_t S, int64_t D) {
   TORCH_CHECK(S >= 1 && D >= 1, "wmkernels::", op,
               ": the memory needs S >= 1 slots of width D >= 1, got S=", S, ", D=", D);

@@ -1,4 +1,4 @@
-// CPU forward and backward of wm_lstm_sequence (SPEC 1.4), the time loop in
+// CPU forward and backward of wm_lstm_sequence (contract §1.4), the time loop in
 // C++. Per step, the matrix products go to torch's BLAS on buffers allocated
 // once per call (through at::cpu::, skipping the dispatcher: the entry points
 // checked that every tensor is a CPU tensor), and the per-row work (read,
@@ -41,6 +41,7 @@
 #include <ATen/ops/sigmoid_cpu_dispatch.h>
 #include <ATen/ops/tanh_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
+#include <torch/library.h>
 
 #include <wmkernels/memory_math.h>
 
@@ -663,3 +664,9 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
 
 }  // namespace cpu
 }  // namespace wmkernels
+
+// The CPU implementations of these ops (their schemas: csrc/schema.cpp).
+TORCH_LIBRARY_IMPL(wmkernels, CPU, m) {
+  m.impl("wm_lstm_sequence_forward", &wmkernels::cpu::wm_lstm_sequence_forward);
+  m.impl("wm_lstm_sequence_backward", &wmkernels::cpu::wm_lstm_sequence_backward);
+}

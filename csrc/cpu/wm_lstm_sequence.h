@@ -1,4 +1,4 @@
-// CPU kernels of wm_lstm_sequence (SPEC 1.4): the whole time loop in C++.
+// CPU kernels of wm_lstm_sequence (contract §1.4): the whole time loop in C++.
 //
 // Sizes: T steps, B batch, I input, H hidden, S slots, D slot width;
 // E = D (fifo) or 2D (gated). Kept between forward and backward, besides

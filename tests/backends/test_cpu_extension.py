@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from wmkernels.backends import cpu_extension
+from wmkernels import cpu_extension
 
 
 def test_out_of_date_extension_is_reported(monkeypatch):

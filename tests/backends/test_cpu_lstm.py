@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from wmkernels import ops, testing
-from wmkernels.tools.bench import saved_bytes
+from wmkernels.testing import saved_bytes
 from wmkernels.backends import BACKENDS
 
 pytestmark = pytest.mark.skipif(BACKENDS["cpu"].device_reason(torch.device("cpu")) is not None,

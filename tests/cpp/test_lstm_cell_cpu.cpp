@@ -1,6 +1,6 @@
 // The CPU lstm_cell op in float64: forward against ATen's sigmoid/tanh,
 // backward against central finite differences of the forward, B = 0, the
-// op reached through the dispatcher (registration of bindings.cpp), and bad
+// op reached through the dispatcher (schemas of schema.cpp, registration beside each kernel), and bad
 // arguments rejected with c10::Error.
 #include <tuple>
 

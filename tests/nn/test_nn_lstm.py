@@ -1,4 +1,4 @@
-"""wmkernels.nn.LSTM and LSTMCell against torch.nn.LSTM / LSTMCell (SPEC 2).
+"""wmkernels.nn.LSTM and LSTMCell against torch.nn.LSTM / LSTMCell (contract §2).
 
 Parity: for every combination of num_layers ∈ {1, 2}, bidirectional,
 batch_first, bias, packed or padded input and with or without an initial
@@ -377,7 +377,7 @@ BAD_CALLS = {
 @pytest.mark.parametrize("bad", list(BAD_CALLS))
 def test_shape_errors_are_what_torch_raises_and_name_the_argument(bad):
     """Our error for a bad shape is an instance of the type torch.nn.LSTM raises
-    (RuntimeError or ValueError), and the ValueError naming the argument that SPEC 5 asks for."""
+    (RuntimeError or ValueError), and the ValueError naming the argument that contract §5 asks for."""
     theirs, ours = twins()
     with pytest.raises(Exception) as torch_error:
         BAD_CALLS[bad](theirs)

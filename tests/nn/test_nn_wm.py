@@ -1,4 +1,4 @@
-"""wmkernels.nn.WMLSTM, WMLSTMCell and WorkingMemory (SPEC 2, 1.3, 1.4).
+"""wmkernels.nn.WMLSTM, WMLSTMCell and WorkingMemory (contract §2, §1.3, §1.4).
 
 WMLSTM is ops.wm_lstm_sequence on dict(layer.named_parameters()) (the same
 numbers, exactly) and matches the float64 reference; packed input equals
@@ -130,7 +130,7 @@ def test_cell_zero_state_by_default():
 
 
 def test_fifo_is_unchanged_by_the_gated_initial_memory():
-    """fifo draws exactly the weights it drew before m0 existed (the SPEC 1.4 keys in
+    """fifo draws exactly the weights it drew before m0 existed (the contract §1.4 keys in
     order, uniform ±1/√H) and starts from zeros; gated draws the same weights, then m0."""
     torch.manual_seed(7)
     fifo = wmkernels.nn.WMLSTM(I, H, S, D, write_mode="fifo")

@@ -2,7 +2,7 @@
 
 1. Every backend agrees with the float64 reference (``testing.compare``) on
    every op it implements, at awkward sizes, in float64 and float32.
-2. Backend selection (SPEC 3): ``backend=`` > innermost ``use_backend`` >
+2. Backend selection (contract §3): ``backend=`` > innermost ``use_backend`` >
    ``WMKERNELS_BACKEND`` > auto; a backend named but unable to run raises.
 3. Autograd: one Function per op, retain_graph, no_grad, partial
    requires_grad, double backward, in-place modification after forward.
@@ -29,7 +29,6 @@ from wmkernels import ops, testing
 from wmkernels.backends import (AUTO_ORDER, BACKENDS, ENV_VAR, BackendUnavailableError,
                                 requested_backend, select_backend)
 from wmkernels.backends import cpu as cpu_module
-from wmkernels.backends.reference import _run_reference
 
 TESTED_BACKENDS = ("reference", "cpu", "aten")
 DTYPES = (torch.float64, torch.float32)
@@ -177,7 +176,7 @@ def test_standard_cases_match_reference(backend, dtype):
 
 @pytest.mark.parametrize("backend, op", backend_op_params())
 def test_non_contiguous_inputs(backend, op):
-    """SPEC 5: non-contiguous inputs give the results (and grads) of contiguous ones."""
+    """contract §5: non-contiguous inputs give the results (and grads) of contiguous ones."""
     require_backend(backend)
     case = small_case(op)
     upstream = [torch.randn_like(o) for o in case.run(list(case.tensors.values()), "reference")]
@@ -560,7 +559,7 @@ def test_double_backward_equals_pure_autograd(backend, op):
 
     def run_pure(ts):
         named = dict(zip(case.tensors, ts))
-        return tuple(_run_reference(op, [named.get(n) for n in ops.OP_INPUTS[op]], case.extras))
+        return BACKENDS["reference"].run_traceable(op, [named.get(n) for n in ops.OP_INPUTS[op]], case.extras)
 
     want = second_derivative(run_pure, leaves(case))
     for name, g, w in zip(case.tensors, got, want):

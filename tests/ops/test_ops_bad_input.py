@@ -1,5 +1,5 @@
-"""Bad input to the public ops (SPEC section 5), backend selection errors
-(SPEC section 3), and the odd-but-valid inputs every op must take (empty
+"""Bad input to the public ops (contract §5), backend selection errors
+(contract §3), and the odd-but-valid inputs every op must take (empty
 batch, T = 0, non-contiguous views, lengths as int32, inputs left untouched).
 
 The bad-input tests are table-driven: for every op (``wm_lstm_sequence`` in

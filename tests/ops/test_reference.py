@@ -3,7 +3,7 @@
 The reference is the source of truth every backend is compared with, so it is
 checked here against independent ground truth: ``torch.nn.LSTM`` /
 ``torch.nn.LSTMCell``, small cases worked out by hand with literal numbers,
-a hand-rolled loop of the SPEC 1.4 equations, and ``torch.autograd.gradcheck``.
+a hand-rolled loop of the contract §1.4 equations, and ``torch.autograd.gradcheck``.
 Inputs are random (never zeros) and drawn afresh per test (conftest seeds).
 """
 import math
@@ -366,7 +366,7 @@ def test_wm_write_by_hand_fractional():
 # --------------------------------------------------------------------------- 5. wm_lstm_sequence
 
 def manual_wm_lstm(x, state, p, write_mode):
-    """SPEC 1.4 written out with torch primitives only (no reference helpers)."""
+    """contract §1.4 written out with torch primitives only (no reference helpers)."""
     h, c, M = state
     H, D = h.shape[1], M.shape[2]
     ys = []

@@ -1,4 +1,4 @@
-"""wm_lstm_sequence's ``capacity`` (docs/contract.md, "The capacity of a row"):
+"""wm_lstm_sequence's ``capacity`` (contract §1.5, the capacity of a row):
 row b at step t reads, and in gated mode writes, only its capacity[t, b] active
 slots (fifo: the last, gated: the first). The reference against what that
 means (a smaller memory, the single-step ops with a mask), the argument checks,

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from wmkernels.tools import bench
+from wmkernels.tools import bench, timing
 from wmkernels.__main__ import main
 
 TINY = dict(T=3, B=2, I=4, H=5, S=3, D=4)
@@ -21,13 +21,13 @@ def test_lstm_flops_count():
 def test_time_interleaved_marks_failures_nan():
     def boom():
         raise RuntimeError("no")
-    ok, bad = bench.time_interleaved([lambda: None, boom], "cpu", repeat=2)
+    ok, bad = timing.time_interleaved([lambda: None, boom], "cpu", repeat=2)
     assert ok.median >= 0 and ok.min <= ok.median and ok.iqr >= 0 and math.isnan(bad.median)
 
 
 def test_spread_and_the_noise_warning():
-    timing = bench.Timing.of([1.0, 2.0, 3.0, 10.0])
-    assert timing.median == 2.5 and timing.min == 1.0 and timing.iqr > 0
+    rounds = timing.Timing.of([1.0, 2.0, 3.0, 10.0])
+    assert rounds.median == 2.5 and rounds.min == 1.0 and rounds.iqr > 0
     quiet = bench.Result("op", "impl", "base", 2.0, 1.0, 0, min_ms=1.9, iqr_ms=0.1)
     loud = bench.Result("op", "loud", "base", 2.0, 1.0, 0, min_ms=1.0, iqr_ms=0.5)
     assert not quiet.noisy and loud.noisy

@@ -2,13 +2,15 @@
 whose fake implementations match the real ones, which is what torch.compile
 traces: torch.library.opcheck (schema and fake-tensor checks) on the forward
 and backward op that one forward+backward of every public op runs."""
+import sys
+
 import pytest
 import torch
 
 import wmkernels.backends.triton as triton_backend
 from tests.triton.triton_support import DEVICE, needs_triton, quiet_interpreter
 from wmkernels import testing
-from wmkernels.ops import OP_INPUTS
+from wmkernels.contract import OP_NAMES
 
 pytestmark = [needs_triton, quiet_interpreter]
 SIZES = {
@@ -24,17 +26,10 @@ SIZES = {
 def recorded_launches(op: str, write_mode: str, monkeypatch):
     """[(custom op, args)] of one forward and backward of ``op`` on the triton backend."""
     calls = []
-    real_kernels = triton_backend.kernels
-
-    class Recording:
-        def __init__(self, module):
-            self.module = module
-
-        def __getattr__(self, name):
-            fn = getattr(self.module, name)
-            return lambda *args: calls.append((fn, args)) or fn(*args)
-
-    monkeypatch.setattr(triton_backend, "kernels", lambda name: Recording(real_kernels(name)))
+    module = sys.modules[triton_backend.IMPLS[op].forward.__module__]  # the op family's Triton module
+    for name in (f"{op}_forward", f"{op}_backward"):
+        fn = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, fn=fn: calls.append((fn, args)) or fn(*args))
     extra = {"write_mode": write_mode} if op == "wm_lstm_sequence" else {}
     case = testing.random_case(op, **SIZES[op], **extra)
     inputs = [t.float().to(DEVICE).requires_grad_() for t in case.tensors.values()]
@@ -45,7 +40,7 @@ def recorded_launches(op: str, write_mode: str, monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("op, write_mode", [(op, "fifo") for op in OP_INPUTS] + [("wm_lstm_sequence", "gated")])
+@pytest.mark.parametrize("op, write_mode", [(op, "fifo") for op in OP_NAMES] + [("wm_lstm_sequence", "gated")])
 def test_fake_implementations_match(op, write_mode, monkeypatch):
     calls = recorded_launches(op, write_mode, monkeypatch)
     assert [fn._qualname for fn, _ in calls] == [f"wmkernels_triton::{op}_{p}" for p in ("forward", "backward")]

@@ -56,7 +56,7 @@ def test_saved_bytes_grow_with_attention_and_checkpoints_only(mode):
     T, B, H, D = 16, 2, 4, 16
     small, large = (testing.wm_lstm_saved_bytes("triton", mode, T, B, H, S, D, DEVICE) for S in (8, 16))
     grown = large - small
-    from wmkernels.backends.base import checkpoint_interval
+    from wmkernels.contract import checkpoint_interval
     K = checkpoint_interval(T)
     checkpoints = -(-T // K) * B * 8 * D * 4 if mode == "gated" else 0
     fifo_tape = 8 * B * D * 4 if mode == "fifo" else 0  # the tape starts with M0's S rows
@@ -64,7 +64,7 @@ def test_saved_bytes_grow_with_attention_and_checkpoints_only(mode):
     assert grown < T * B * 8 * D * 4 / 2
 
 
-# ----------------------------------------------------------------- the split grid (wm_split.py)
+# ----------------------------------------------------------------- the split grid (wm_lstm_sequence_split_triton.py)
 
 def plans_of(monkeypatch):
     """Every plan the split WM kernels launch with (collected into the returned list)."""

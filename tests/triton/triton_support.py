@@ -20,7 +20,7 @@ gpu_only = pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def assert_matches(case: testing.Case, dtype: torch.dtype = torch.float32) -> None:
-    """Every output and input gradient of ``case`` on triton within SPEC section 4."""
+    """Every output and input gradient of ``case`` on triton within contract §4."""
     rows = testing.compare(case, "triton", dtype, DEVICE)
     bad = [f"{r.name}: {r.error:.2e} > {r.tolerance:.0e}" for r in rows if not r.passed]
     assert not bad, f"{case.describe()}: " + "; ".join(bad)

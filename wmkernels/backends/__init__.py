@@ -1,4 +1,4 @@
-"""Backend registry and selection (SPEC section 3).
+"""Backend registry and selection (contract §3).
 
 The backend of an op call is, in order of precedence: its ``backend=``
 argument, the innermost ``use_backend(name)`` context, the environment
@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
+from wmkernels.contract import OPS
 from wmkernels.triton import schedule_env
 from wmkernels.backends.aten import AtenBackend
 from wmkernels.backends.base import Backend
@@ -279,10 +280,8 @@ def explain(op: str, *, device="cpu", dtype: torch.dtype = torch.float32, backen
     backend asked for (``backend=``, else the ``use_backend`` context or the
     environment, else auto); ``inference=True`` for a call where no input
     wants a gradient. ``print`` the result for the reasons."""
-    from wmkernels.ops import OP_INPUTS
-
-    if op not in OP_INPUTS:
-        raise ValueError(f"explain: op must be one of {list(OP_INPUTS)}, got {op!r}")
+    if op not in OPS:
+        raise ValueError(f"explain: op must be one of {list(OPS)}, got {op!r}")
     return decide(op, backend, torch.device(device), dtype, sizes, inference)
 
 

@@ -9,89 +9,27 @@ both ops on CUDA unless a wmkernels kernel was measured faster for the shape
 (``wmkernels.backends``). The memory ops have no ATen counterpart: asked for by
 name, it says so.
 
-Lengths (SPEC 1.2) go through a ``PackedSequence``, as in ``torch.nn.LSTM``:
-packing needs the lengths on the CPU (lengths given on a GPU are copied
-there, a device-to-host sync; pass them on the CPU, as ``PackedSequence``
-keeps its batch sizes, to avoid it) and at least 1, so rows of length 0 are
-packed with length 1 (a step on zeros, not on their padding) and their
-outputs replaced by the state they start with.
+Its lstm_sequence lives with the LSTM family (``wmkernels.lstm.aten``); its
+lstm_cell is the reference's pointwise cell (the ops torch's LSTMCell runs on CPU).
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
 from typing import Optional
 
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from wmkernels import reference
-from wmkernels.backends.graph import GraphBackend
-
-
-def _weights_not_flattened_is_expected():
-    """cuDNN warns when the weights are not one flat buffer (torch.nn.LSTM's
-    flatten_parameters); here they are the caller's own tensors, copied into
-    one buffer per call (a few MB at H=768, microseconds), so the warning says
-    nothing the user can act on. (torch.compile cannot trace the filter: there
-    the warning may show.)"""
-    if torch.compiler.is_compiling():
-        return contextlib.nullcontext()
-    return _ignoring_flatten_warning()
+from wmkernels.lstm import aten, reference
+from wmkernels.backends.plain import PlainTorchBackend
 
 
-@contextlib.contextmanager
-def _ignoring_flatten_warning():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
-        yield
-
-
-def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
-    """SPEC 1.2 through ``torch._VF.lstm``: x [T, B, I], h0/c0 [B, H] -> (y [T, B, H], h_n, c_n)."""
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    if T == 0 or B == 0:  # cuDNN and packing refuse empty sequences; nothing runs
-        return x.new_zeros(T, B, H), h0.clone(), c0.clone()
-    params = [w_ih, w_hh]
-    if b_ih is not None or b_hh is not None:  # _VF.lstm takes both biases or none
-        params += [b if b is not None else torch.zeros_like(w_ih[:, 0]) for b in (b_ih, b_hh)]
-    has_biases = len(params) == 4
-    state = (h0.unsqueeze(0), c0.unsqueeze(0))
-    # train=False (inference, nothing kept) unless something wants a gradient
-    train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *params))
-    if lengths is None:
-        with _weights_not_flattened_is_expected():
-            y, h_n, c_n = torch._VF.lstm(x, state, params, has_biases, 1, 0.0, train, False, False)
-        return y, h_n[0], c_n[0]
-    host_lengths = lengths.cpu()
-    empty = host_lengths == 0
-    if bool(empty.any()):
-        # their one packed step runs on zeros, selected (not on their padding or
-        # state: a NaN there must reach nothing, its backward neither)
-        on_device = empty.to(x.device)
-        x = torch.where((torch.arange(T, device=x.device) == 0).view(T, 1, 1) & on_device.view(1, B, 1),
-                        torch.zeros_like(x), x)
-        state = tuple(torch.where(on_device.view(1, B, 1), torch.zeros_like(s), s) for s in state)
-    packed = pack_padded_sequence(x, host_lengths.clamp(min=1), enforce_sorted=False)
-    order, unorder = packed.sorted_indices, packed.unsorted_indices
-    state = (state[0].index_select(1, order), state[1].index_select(1, order))
-    with _weights_not_flattened_is_expected():
-        data, h_n, c_n = torch._VF.lstm(packed.data, packed.batch_sizes, state, params, has_biases, 1, 0.0,
-                                        train, False)
-    y, _ = pad_packed_sequence(packed._replace(data=data), total_length=T)
-    h_n, c_n = h_n[0].index_select(0, unorder), c_n[0].index_select(0, unorder)
-    if bool(empty.any()):  # rows of length 0 keep h0/c0 and output zeros
-        keep = empty.to(x.device).unsqueeze(1)
-        h_n, c_n = torch.where(keep, h0, h_n), torch.where(keep, c0, c_n)
-        y = torch.where(keep.unsqueeze(0), torch.zeros_like(y), y)
-    return y, h_n, c_n
-
-
-class AtenBackend(GraphBackend):
+class AtenBackend(PlainTorchBackend):
     name = "aten"
     dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     traces_lengths = False  # packing reads the lengths' values (a graph break, as for torch.nn.LSTM)
+    traceable = {
+        "lstm_cell": reference.lstm_cell,  # the pointwise ops torch's LSTMCell runs on CPU
+        "lstm_sequence": aten.lstm_sequence,
+    }
 
     def device_reason(self, device: torch.device) -> Optional[str]:
         if device.type == "cpu":
@@ -99,9 +37,6 @@ class AtenBackend(GraphBackend):
         if device.type == "cuda":
             return None if torch.cuda.is_available() else "no CUDA device is visible"
         return f"backend 'aten' runs on CPU and CUDA tensors, got tensors on {device}"
-
-    def implemented_ops(self):
-        return frozenset({"lstm_cell", "lstm_sequence"})
 
     def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
         if op not in self.implemented_ops() and self.device_reason(device) is None:
@@ -111,8 +46,3 @@ class AtenBackend(GraphBackend):
 
     def place_lengths(self, lengths, device):
         return lengths  # packing wants them on the CPU: leave them where the caller keeps them
-
-    def run_traceable(self, op, inputs, extras):
-        if op == "lstm_cell":
-            return reference.lstm_cell(*inputs)  # the pointwise ops torch's LSTMCell runs on CPU
-        return lstm_sequence(*inputs, lengths=extras["lengths"])

@@ -1,40 +1,41 @@
-"""The protocol every backend follows.
+"""What every backend is (contract §3.1).
 
 A backend computes; it never validates arguments (``wmkernels.ops`` does that
 once) and never touches autograd (one ``torch.autograd.Function`` per op in
-``wmkernels.ops`` does). For an op named ``op`` a backend provides
+``wmkernels.ops`` does). Each backend holds an explicit table of its
+implementations, ``impls = {op: Impl(forward, backward)}`` (``wmkernels.contract.Impl``);
+the ops it implements are that table's keys. For the op's Function it answers
 
     forward(op, inputs, extras, needs_grad) -> (outputs, saved, info)
     backward(op, saved, info, grads, needs_grad) -> input grads
 
 ``inputs`` is the op's tuple of tensors (``None`` for an absent optional one),
-in the order of ``wmkernels.ops.OP_INPUTS[op]``; ``extras`` holds the
+in the order of ``wmkernels.contract.OPS[op].inputs``; ``extras`` holds the
 non-differentiable arguments (lengths, mask, scale, write_mode) by name;
 ``needs_grad`` says which inputs want a gradient. ``saved`` is a tuple of
 tensors that the op's Function keeps with ``ctx.save_for_backward``; ``info``
 is anything else the backward needs. ``grads`` are the gradients of the
 outputs (zeros for unused ones); backward returns one gradient per input, or
 ``None`` where ``needs_grad`` is False.
-
-Kernel backends implement one pair of methods per op,
-``<op>_forward(*inputs, **extras)`` and ``<op>_backward(saved, info, *grads)``;
-the base class dispatches to them and tells which ops a backend implements.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, FrozenSet, Optional, Sequence, Tuple
+from typing import Any, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from wmkernels.contract import Impl
+
 
 class Backend:
-    """Base of every backend: availability, supported cases, dispatch."""
+    """Base of every backend: availability, supported cases, and the table of
+    implementations (``impls``) that ``forward`` and ``backward`` run."""
 
     name: str = ""
     dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
     traces_lengths = True  # torch.compile can trace its calls with lengths
     recordable = False  # plain PyTorch ops that torch.jit.trace / torch.export can record
+    impls: Mapping[str, Impl] = {}
     takes_capacity = False  # wm_lstm_sequence with a capacity (active slots per row and step)
 
     def device_reason(self, device: torch.device) -> Optional[str]:
@@ -43,9 +44,7 @@ class Backend:
 
     def implemented_ops(self) -> FrozenSet[str]:
         """The ops this backend has kernels for."""
-        from wmkernels.ops import OP_INPUTS  # the op table lives with the ops
-
-        return frozenset(op for op in OP_INPUTS if hasattr(self, op + "_forward"))
+        return frozenset(self.impls)
 
     def case_reason(self, op: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
         """Why this backend cannot run ``op`` on these tensors (None: it can)."""
@@ -71,22 +70,12 @@ class Backend:
 
     def forward(self, op: str, inputs: Sequence[Optional[torch.Tensor]], extras: dict,
                 needs_grad: Sequence[bool]) -> Tuple[Tuple[torch.Tensor, ...], tuple, Any]:
-        return getattr(self, op + "_forward")(*inputs, **extras)
+        impl = self.impls[op]
+        if impl.inference is not None and not any(needs_grad):  # nothing to keep for a backward
+            return impl.inference(*inputs, **extras), (), None
+        return impl.forward(*inputs, **extras)
 
     def backward(self, op: str, saved: Sequence[Optional[torch.Tensor]], info: Any,
                  grads: Sequence[torch.Tensor], needs_grad: Sequence[bool]):
-        input_grads = getattr(self, op + "_backward")(saved, info, *grads)
+        input_grads = self.impls[op].backward(saved, info, *grads)
         return tuple(g if need else None for g, need in zip(input_grads, needs_grad))
-
-
-def checkpoint_interval(T: int) -> int:
-    """K, the steps between two memory checkpoints of gated wm_lstm_sequence,
-    shared by every fused backend.
-
-    Forward saves the memory [B, S, D] every K steps: about T/K copies held
-    until backward; backward recomputes the K states of one segment at a time:
-    K copies, transient. Both terms are multiples of B·S·D, so S and D cancel
-    out of the choice and K = ceil(sqrt(T)) minimises their sum (about
-    2·sqrt(T)·B·S·D at any time), against T·B·S·D for saving every step.
-    """
-    return max(1, math.ceil(math.sqrt(T)))

@@ -1,4 +1,4 @@
-"""lstm_cell (SPEC 1.1) in Triton: one pass over the gates forward, backward
+"""lstm_cell (contract §1.1) in Triton: one pass over the gates forward, backward
 from the saved gate activations.
 
 Shapes: gates [B, 4H], c_prev [B, H] -> h, c [B, H]; act [B, 4H] = (i, f, g, o)
@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from wmkernels.contract import Impl, empty_outputs
 from wmkernels.triton import lstm_math as wm
 from wmkernels.triton import tiles
 from wmkernels.triton.launch import launch
@@ -86,7 +87,7 @@ def lstm_cell_forward(gates: Tensor, c_prev: Tensor) -> Tuple[Tensor, Tensor, Te
 
 @lstm_cell_forward.register_fake
 def _(gates, c_prev):
-    return c_prev.new_empty(c_prev.shape), c_prev.new_empty(c_prev.shape), gates.new_empty(gates.shape)
+    return (*empty_outputs("lstm_cell", c_prev, c_prev=c_prev), gates.new_empty(gates.shape))
 
 
 @torch.library.custom_op("wmkernels_triton::lstm_cell_backward", mutates_args=())
@@ -106,3 +107,18 @@ def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, act: Tensor, c_prev: Tens
 @lstm_cell_backward.register_fake
 def _(grad_h, grad_c, act, c_prev, c):
     return act.new_empty(act.shape), c_prev.new_empty(c_prev.shape)
+
+
+# The op's implementation on the triton backend (contract §3.1), as on the cpu
+# backend (wmkernels.lstm.cpu): saved (act, c_prev, c).
+
+def _forward(gates, c_prev):
+    h, c, act = lstm_cell_forward(gates, c_prev)
+    return (h, c), (act, c_prev, c), None
+
+
+def _backward(saved, info, grad_h, grad_c):
+    return lstm_cell_backward(grad_h, grad_c, *saved)
+
+
+LSTM_CELL = Impl(_forward, _backward)

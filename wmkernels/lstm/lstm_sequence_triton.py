@@ -1,4 +1,4 @@
-"""lstm_sequence (SPEC 1.2) in Triton, the time loop inside the kernels.
+"""lstm_sequence (contract §1.2) in Triton, the time loop inside the kernels.
 
 Forward: the input projection of all steps is one matrix product up front
 (``xp = x w_ihᵀ + b``, [T, B, 4H]); then the kernel walks time. A program
@@ -22,6 +22,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from wmkernels.contract import Impl, empty_outputs
+from wmkernels.lstm.bias import bias_grads
 from wmkernels.triton import schedule, tiles
 from wmkernels.triton.lstm_gates import (add_recurrent_products, add_resident_products, cell_step, cell_step_backward,
                                     column_tile, hidden_grad_through_gates, load_gate_tiles, load_preacts,
@@ -119,22 +121,23 @@ def launch_config(B: int, H: int, like: Tensor) -> dict:
     return dict(BLOCK_B=tiles.batch_tile(B, like), BLOCK_N=block_n,
                 BLOCK_K=tiles.gate_reduction_block(H, block_n, like),
                 PRECISION=tiles.precision(like.dtype), num_warps=4, num_stages=1,
-                maxnreg=tiles.MAX_REGISTERS)  # why: wm_sequence.launch_config
+                maxnreg=tiles.MAX_REGISTERS)  # why: wm_lstm_sequence_triton.launch_config
 
 
 @torch.library.custom_op("wmkernels_triton::lstm_sequence_forward", mutates_args=())
 def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                          bias: Optional[Tensor], lengths: Optional[Tensor]
+                          b_ih: Optional[Tensor], b_hh: Optional[Tensor], lengths: Optional[Tensor]
                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H], bias [4H] (b_ih + b_hh) or None,
+    """x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H], b_ih/b_hh [4H] or None,
     lengths [B] int64 on x's device or None -> (y [T, B, H], h_n, c_n [B, H],
     hs, cs [T+1, B, H] fp32, act [T, B, 4H] fp32)."""
     T, B, _ = x.shape
     H = h0.shape[1]
     tiles.check_int32_indexing("lstm_sequence", gates=(T + 1) * B * 4 * H)
     xp = x.reshape(T * B, x.shape[2]) @ w_ih.t()
-    if bias is not None:
-        xp = xp + bias
+    biases = [b for b in (b_ih, b_hh) if b is not None]
+    if biases:
+        xp = xp + sum(biases[1:], biases[0])
     hs = torch.empty(T + 1, B, H, device=x.device, dtype=torch.float32)
     cs = hs.new_empty(hs.shape)
     hs[0], cs[0] = h0, c0
@@ -151,23 +154,23 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
 
 
 @lstm_sequence_forward.register_fake
-def _(x, h0, c0, w_ih, w_hh, bias, lengths):
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
     T, B, _ = x.shape
     H = h0.shape[1]
     f32 = dict(device=x.device, dtype=torch.float32)
-    return (x.new_empty(T, B, H), h0.new_empty(h0.shape), c0.new_empty(c0.shape), torch.empty(T + 1, B, H, **f32),
+    return (*empty_outputs("lstm_sequence", x, x=x, h0=h0), torch.empty(T + 1, B, H, **f32),
             torch.empty(T + 1, B, H, **f32), torch.empty(T, B, 4 * H, **f32))
 
 
 @torch.library.custom_op("wmkernels_triton::lstm_sequence_backward", mutates_args=())
-def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Tensor, w_ih: Tensor,
+def lstm_sequence_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, x: Tensor, w_ih: Tensor,
                            w_hh: Tensor, hs: Tensor, cs: Tensor, act: Tensor, lengths: Optional[Tensor]
                            ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of y, h_n, c_n and what forward saved -> (dx, dh0, dc0, dw_ih, dw_hh, d_bias)."""
     T, B, I = x.shape
     H = hs.shape[2]
-    dh = grad_h.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # the kernel updates
-    dc = grad_c.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # these in place
+    dh = grad_h_n.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # the kernel updates
+    dc = grad_c_n.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # these in place
     # dg in the products' dtype: all the after-loop products read, and the
     # gather every program does backward (16-bit halves it)
     dg = torch.empty(T, B, 4 * H, device=x.device, dtype=tiles.product_dtype(x.dtype))
@@ -187,6 +190,25 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, x: Te
 
 
 @lstm_sequence_backward.register_fake
-def _(grad_y, grad_h, grad_c, x, w_ih, w_hh, hs, cs, act, lengths):
-    return (x.new_empty(x.shape), grad_h.new_empty(grad_h.shape), grad_c.new_empty(grad_c.shape), w_ih.new_empty(w_ih.shape),
-            w_hh.new_empty(w_hh.shape), w_ih.new_empty(w_ih.shape[0]))
+def _(grad_y, grad_h_n, grad_c_n, x, w_ih, w_hh, hs, cs, act, lengths):
+    return (x.new_empty(x.shape), grad_h_n.new_empty(grad_h_n.shape), grad_c_n.new_empty(grad_c_n.shape),
+            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(w_ih.shape[0]))
+
+
+# The op's implementation on the triton backend (contract §3.1): the argument
+# order of the cpu backend's (wmkernels.lstm.cpu); saved x, w_ih, w_hh, the
+# fp32 states hs, cs [T+1, B, H] (16-bit y would lose what backward needs), act
+# and lengths; info: (has b_ih, has b_hh).
+
+def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+    lengths = lengths.contiguous() if lengths is not None else None
+    y, h_n, c_n, hs, cs, act = lstm_sequence_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    return (y, h_n, c_n), (x, w_ih, w_hh, hs, cs, act, lengths), (b_ih is not None, b_hh is not None)
+
+
+def _backward(saved, info, grad_y, grad_h_n, grad_c_n):
+    *grads, grad_b = lstm_sequence_backward(grad_y, grad_h_n, grad_c_n, *saved)
+    return (*grads, *bias_grads(grad_b, *info))
+
+
+LSTM_SEQUENCE = Impl(_forward, _backward)

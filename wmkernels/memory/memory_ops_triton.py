@@ -1,4 +1,4 @@
-"""The working-memory ops (SPEC 1.3) in Triton: wm_read, wm_shift_write, wm_write.
+"""The working-memory ops (contract §1.3) in Triton: wm_read, wm_shift_write, wm_write.
 
 The tile helpers here (``read_forward``, ``read_backward``, ``write_forward``,
 ``write_backward``) work on a block of batch rows at once and address the
@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from wmkernels.contract import Impl, empty_outputs
 from wmkernels.triton import tiles
 from wmkernels.triton.launch import launch
 
@@ -314,14 +315,14 @@ def wm_read_forward(M: Tensor, q: Tensor, mask: Optional[Tensor], scale: float) 
 
 @wm_read_forward.register_fake
 def _(M, q, mask, scale):
-    return q.new_empty(q.shape), M.new_empty(M.shape[:2])
+    return empty_outputs("wm_read", M, M=M)
 
 
 @torch.library.custom_op("wmkernels_triton::wm_read_backward", mutates_args=())
-def wm_read_backward(M: Tensor, q: Tensor, attn: Tensor, grad_r: Tensor, grad_attn: Tensor,
+def wm_read_backward(grad_r: Tensor, grad_attn: Tensor, M: Tensor, q: Tensor, attn: Tensor,
                      scale: float, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """Saved M, q, attn, the gradients of r [B, D], attn [B, S] and the forward's
-    mask (bool [B, S] or None) -> (dM, dq)."""
+    """The gradients of r [B, D], attn [B, S], then the saved M, q, attn, then the
+    forward's extras scale and mask (bool [B, S] or None) -> (dM, dq)."""
     tiles.check_int32_indexing("wm_read", memory=M.numel())
     M, q = M.contiguous(), q.contiguous()
     dM, dq = M.new_empty(M.shape), q.new_empty(q.shape)
@@ -333,7 +334,7 @@ def wm_read_backward(M: Tensor, q: Tensor, attn: Tensor, grad_r: Tensor, grad_at
 
 
 @wm_read_backward.register_fake
-def _(M, q, attn, grad_r, grad_attn, scale, mask=None):
+def _(grad_r, grad_attn, M, q, attn, scale, mask=None):
     return M.new_empty(M.shape), q.new_empty(q.shape)
 
 
@@ -358,19 +359,20 @@ def wm_shift_write_forward(M: Tensor, v: Tensor) -> Tensor:
 
 @wm_shift_write_forward.register_fake
 def _(M, v):
-    return M.new_empty(M.shape)
+    return empty_outputs("wm_shift_write", M, M=M)[0]
 
 
 @torch.library.custom_op("wmkernels_triton::wm_shift_write_backward", mutates_args=())
-def wm_shift_write_backward(grad: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
-    """Gradient of M_new [B, S, D] (v only for its shape) -> (dM, dv)."""
-    tiles.check_int32_indexing("wm_shift_write", memory=grad.numel())
-    return _shift(grad.contiguous(), v, True)
+def wm_shift_write_backward(grad_new: Tensor) -> Tuple[Tensor, Tensor]:
+    """Gradient of M_new [B, S, D] -> (dM [B, S, D], dv [B, D])."""
+    tiles.check_int32_indexing("wm_shift_write", memory=grad_new.numel())
+    B, _, D = grad_new.shape
+    return _shift(grad_new.contiguous(), grad_new.new_empty(B, D), True)  # v: only dv's shape backward
 
 
 @wm_shift_write_backward.register_fake
-def _(grad, v):
-    return grad.new_empty(grad.shape), v.new_empty(v.shape)
+def _(grad_new):
+    return grad_new.new_empty(grad_new.shape), grad_new.new_empty(grad_new.shape[0], grad_new.shape[2])
 
 
 @torch.library.custom_op("wmkernels_triton::wm_write_forward", mutates_args=())
@@ -386,22 +388,56 @@ def wm_write_forward(M: Tensor, w: Tensor, e: Tensor, a: Tensor) -> Tensor:
 
 @wm_write_forward.register_fake
 def _(M, w, e, a):
-    return M.new_empty(M.shape)
+    return empty_outputs("wm_write", M, M=M)[0]
 
 
 @torch.library.custom_op("wmkernels_triton::wm_write_backward", mutates_args=())
-def wm_write_backward(grad: Tensor, M: Tensor, w: Tensor, e: Tensor,
+def wm_write_backward(grad_new: Tensor, M: Tensor, w: Tensor, e: Tensor,
                       a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradient of M_new and the inputs -> (dM, dw, de, da)."""
     tiles.check_int32_indexing("wm_write", memory=M.numel())
     M = M.contiguous()
     dM, dw, de, da = M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)
     if M.shape[0]:
-        _launch(_write_backward_kernel, M, grad.contiguous(), M, w.contiguous(), e.contiguous(),
+        _launch(_write_backward_kernel, M, grad_new.contiguous(), M, w.contiguous(), e.contiguous(),
                 a.contiguous(), dM, dw, de, da)
     return dM, dw, de, da
 
 
 @wm_write_backward.register_fake
-def _(grad, M, w, e, a):
+def _(grad_new, M, w, e, a):
     return M.new_empty(M.shape), w.new_empty(w.shape), e.new_empty(e.shape), a.new_empty(a.shape)
+
+
+# The ops' implementations on the triton backend (contract §3.1): the same
+# argument order and saved tensors as the cpu backend's (wmkernels.memory.cpu).
+
+def _wm_read_forward(M, q, mask=None, scale=1.0):
+    r, attn = wm_read_forward(M, q, mask, scale)
+    return (r, attn), (M, q, attn, mask), scale
+
+
+def _wm_read_backward(saved, scale, grad_r, grad_attn):
+    M, q, attn, mask = saved
+    return wm_read_backward(grad_r, grad_attn, M, q, attn, scale, mask)
+
+
+def _wm_shift_write_forward(M, v):
+    return (wm_shift_write_forward(M, v),), (), None
+
+
+def _wm_shift_write_backward(saved, info, grad_new):
+    return wm_shift_write_backward(grad_new)
+
+
+def _wm_write_forward(M, w, e, a):
+    return (wm_write_forward(M, w, e, a),), (M, w, e, a), None
+
+
+def _wm_write_backward(saved, info, grad_new):
+    return wm_write_backward(grad_new, *saved)
+
+
+WM_READ = Impl(_wm_read_forward, _wm_read_backward)
+WM_SHIFT_WRITE = Impl(_wm_shift_write_forward, _wm_shift_write_backward)
+WM_WRITE = Impl(_wm_write_forward, _wm_write_backward)

@@ -1,9 +1,9 @@
-"""Drop-in layers over ``wmkernels.ops`` (SPEC section 2).
+"""Drop-in layers over ``wmkernels.ops`` (contract §2).
 
 - ``LSTM``, ``LSTMCell``: replacements for ``torch.nn.LSTM`` / ``LSTMCell``
   (same constructor, parameter names and state_dict, inputs and outputs).
 - ``WorkingMemory``: stateless read / FIFO write / gated update of a memory ``[B, S, D]``.
-- ``WMLSTM``, ``WMLSTMCell``: the working-memory LSTM of SPEC 1.4, whole sequence or one step.
+- ``WMLSTM``, ``WMLSTMCell``: the working-memory LSTM of contract §1.4, whole sequence or one step.
 - ``patch(model)``: swap every ``torch.nn.LSTM`` / ``LSTMCell`` of a model for the drop-ins.
 
 The layer classes are registered as safe globals, so a model saved whole

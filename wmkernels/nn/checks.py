@@ -1,4 +1,4 @@
-"""Argument checks of the layers (SPEC section 5): constructor sizes, the input
+"""Argument checks of the layers (contract §5): constructor sizes, the input
 tensor and the recurrent state. Each failure names the layer, the argument, the
 expected shape and the one given; shapes inside the ops are checked again there.
 """
@@ -12,7 +12,7 @@ from torch import Tensor
 
 class LayerShapeError(ValueError, RuntimeError):
     """A tensor of the wrong rank or shape given to a layer: a ValueError naming
-    the argument (SPEC 5) that is also the RuntimeError torch.nn.LSTM and
+    the argument (contract §5) that is also the RuntimeError torch.nn.LSTM and
     LSTMCell raise there, so code catching either keeps working."""
 
 

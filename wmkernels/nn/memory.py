@@ -1,4 +1,4 @@
-"""``wmkernels.nn.WorkingMemory``: the slot memory of SPEC 1.3 for loop-writing users."""
+"""``wmkernels.nn.WorkingMemory``: the slot memory of contract §1.3 for loop-writing users."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -16,7 +16,7 @@ class WorkingMemory(nn.Module):
     """A memory of ``slots`` vectors of width ``dim`` per batch row; holds no parameters.
 
     The memory itself is a tensor ``M [B, S, D]`` the caller carries (slot 0 the
-    oldest); the methods are the ops of SPEC 1.3 on it, checked against this
+    oldest); the methods are the ops of contract §1.3 on it, checked against this
     module's ``S`` and ``D``:
 
     - ``empty(batch)`` -> zeros ``[B, S, D]``

@@ -2,7 +2,7 @@
 out, ``batch_first``, and running a direction backwards within each row's length.
 
 The layers run the ops on time-major padded tensors ``[T, B, F]`` in the
-caller's batch order, with per-row ``lengths`` (SPEC 1.2) for packed input;
+caller's batch order, with per-row ``lengths`` (contract §1.2) for packed input;
 these helpers convert to and from that form.
 """
 from __future__ import annotations

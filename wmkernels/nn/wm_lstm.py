@@ -1,4 +1,4 @@
-"""``wmkernels.nn.WMLSTM`` and ``WMLSTMCell``: the working-memory LSTM of SPEC 1.4."""
+"""``wmkernels.nn.WMLSTM`` and ``WMLSTMCell``: the working-memory LSTM of contract §1.4."""
 from __future__ import annotations
 
 import math
@@ -13,7 +13,8 @@ from wmkernels import _checks, ops
 from wmkernels.nn import checks
 from wmkernels.nn.cell import gate_preactivations
 from wmkernels.nn.sequences import repack, time_major, unpack
-from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES, active_slots
+from wmkernels.contract import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS, WRITE_MODES
+from wmkernels.wm_lstm.reference import active_slots
 
 State = Tuple[Tensor, Tensor, Tensor]
 
@@ -31,7 +32,7 @@ def degenerate_rows(M: Tensor) -> Tensor:
 
 
 class _WMParameters(nn.Module):
-    """The parameters of the WM-LSTM, named as the keys of SPEC 1.4, and its state.
+    """The parameters of the WM-LSTM, named as the keys of contract §1.4, and its state.
 
     ``w_ih [4H, I]``, ``w_hh [4H, H]``, ``w_rh [4H, D]``, ``b [4H]``,
     ``w_q [D, H]``, ``b_q [D]``, ``w_v [D, H]``, ``b_v [D]``, and in ``gated``
@@ -42,7 +43,7 @@ class _WMParameters(nn.Module):
     In ``gated`` mode also ``m0 [S, D]``, the learned initial memory (the
     memory a ``state=None`` call starts from), uniform ±1: slots that differ,
     in the range the write puts there (``v = tanh(·)``). A gated memory whose
-    slots start equal stays so (``degenerate_rows``); see docs/contract.md.
+    slots start equal stays so (``degenerate_rows``); see contract §2.1.
     ``fifo`` has no ``m0``: it starts from zeros, its shift tells slots apart.
     """
 
@@ -72,7 +73,7 @@ class _WMParameters(nn.Module):
         return tuple(k for k in WM_PARAM_KEYS if self.write_mode == "gated" or k not in WM_GATED_ONLY_KEYS)
 
     def reset_parameters(self) -> None:
-        # m0 is drawn last, so the SPEC 1.4 weights of a seed are what they were before it existed
+        # m0 is drawn last, so the contract §1.4 weights of a seed are what they were before it existed
         bound = 1.0 / math.sqrt(self.hidden_size)
         for key in self.param_keys():
             nn.init.uniform_(getattr(self, key), -bound, bound)
@@ -162,7 +163,7 @@ class WMLSTM(_WMParameters):
     """The working-memory LSTM over a whole sequence: one ``ops.wm_lstm_sequence`` call.
 
     ``WMLSTM(input_size, hidden_size, memory_slots, memory_dim, write_mode="fifo",
-    batch_first=False, device=None, dtype=None)``; parameters as SPEC 1.4's keys
+    batch_first=False, device=None, dtype=None)``; parameters as contract §1.4's keys
     (and ``m0`` in gated mode), so ``dict(layer.named_parameters())`` is a valid
     ``params`` (the op takes the keys it needs).
     ``forward(x, state=None) -> (y, (h, c, M))``: ``x [T, B, I]`` (``[B, T, I]``
@@ -211,7 +212,7 @@ class WMLSTM(_WMParameters):
 
 
 class WMLSTMCell(_WMParameters):
-    """One step of the working-memory LSTM (SPEC 1.4), for user-written loops.
+    """One step of the working-memory LSTM (contract §1.4), for user-written loops.
 
     Same constructor (without ``batch_first``) and parameters as ``WMLSTM``, so
     the two load each other's ``state_dict``. ``forward(x [B, I], state=None)

@@ -46,6 +46,19 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch.overrides import TorchFunctionMode
+import triton
+from triton import knobs
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import create_function_from_signature
+
+from wmkernels import testing
+from wmkernels.backends import BACKENDS
+from wmkernels.contract import OPS
+from wmkernels.tools import probes
+from wmkernels.triton import schedule
+from wmkernels.triton.launch import RECORDED_DEVICES, recording
 
 ARCHS = (80, 90)
 # Spilled bytes (stores) per thread allowed per kernel; a kernel not named
@@ -53,7 +66,7 @@ ARCHS = (80, 90)
 # the memory tiles of the read and the write and the segment state live at
 # once: at 255 registers its gated, lengths, 16-bit variant spills 8-16 B on
 # sm_80 (none on sm_90), outside the matrix-product loops.
-# The split WM-LSTM backward (wm_split.py), gated at S = 128 (8 warps), keeps
+# The split WM-LSTM backward (wm_lstm_sequence_split_triton.py), gated at S = 128 (8 warps), keeps
 # the read's and the write's [16, 128, 2] memory tiles live beside each other
 # (the memory before and after the step and its gradient): 36-60 B a thread on
 # sm_80, none on sm_90. Fewer live tiles would need a narrower batch tile than
@@ -95,36 +108,43 @@ class CaptureCase:
         return f"{self.op}[{sizes}{';' + opts if opts else ''}]"
 
 
+def _sized(op: str, sizes: Dict[str, int]) -> Dict[str, int]:
+    """The sizes of ``op`` (its dimensions in the table of ops) out of ``sizes``."""
+    return {k: sizes[k] for k in OPS[op].sizes}
+
+
 def _cases() -> List[CaptureCase]:
     cases = []
     for sizes in (AWKWARD, SMALL, dict(B=64, H=768)):
-        cases.append(CaptureCase("lstm_cell", {k: sizes[k] for k in ("B", "H")}))
+        cases.append(CaptureCase("lstm_cell", _sized("lstm_cell", sizes)))
     for sizes in (AWKWARD, SMALL, MEMORY_LARGE, dict(B=16, S=32, D=64)):
-        mem = {k: sizes[k] for k in ("B", "S", "D")}
-        cases.append(CaptureCase("wm_read", mem))
-        cases.append(CaptureCase("wm_read", mem, {"with_mask": True}))
-        cases.append(CaptureCase("wm_shift_write", mem))
-        cases.append(CaptureCase("wm_write", mem))
+        cases.append(CaptureCase("wm_read", _sized("wm_read", sizes)))
+        cases.append(CaptureCase("wm_read", _sized("wm_read", sizes), {"with_mask": True}))
+        cases.append(CaptureCase("wm_shift_write", _sized("wm_shift_write", sizes)))
+        cases.append(CaptureCase("wm_write", _sized("wm_write", sizes)))
     for sizes in (AWKWARD, SMALL, BENCH):
         for with_lengths in (False, True):
-            cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
+            cases.append(CaptureCase("lstm_sequence", _sized("lstm_sequence", sizes),
                                      {"with_lengths": with_lengths}))
     # the split grid: resident weights (BENCH: H = 768, BLOCK_N = 16; B = 256: H = 256, BLOCK_N = 32),
     # streamed ones (64-row batch tiles at B = 64)
     for sizes in (AWKWARD, SMALL, BENCH, dict(BENCH, B=64), dict(BENCH, B=256, I=256, H=256)):
         for with_lengths in (False, True):
-            cases.append(CaptureCase("lstm_sequence", {k: sizes[k] for k in "TBIH"},
+            cases.append(CaptureCase("lstm_sequence", _sized("lstm_sequence", sizes),
                                      {"with_lengths": with_lengths, "schedule": "persistent"}))
     for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):
         for mode in ("fifo", "gated"):
             for with_lengths in (False, True):
                 cases.append(CaptureCase("wm_lstm_sequence", dict(sizes),
                                          {"write_mode": mode, "with_lengths": with_lengths}))
-    for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):  # the WM-LSTM's split grid (wm_split.py)
+    for sizes in (AWKWARD, SMALL, BENCH, BENCH_S128):  # the WM-LSTM's split grid (wm_lstm_sequence_split_triton.py)
         for mode in ("fifo", "gated"):
             for with_lengths in (False, True):
                 cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {
                     "write_mode": mode, "with_lengths": with_lengths, "schedule": "persistent"}))
+    missing = set(OPS) - {case.op for case in cases}
+    if missing:  # every op of the table has its kernels captured
+        raise RuntimeError(f"no capture case for {sorted(missing)}")
     return cases
 
 
@@ -219,8 +239,6 @@ class _ProductsSkipped(TorchFunctionMode):
 def _random_inputs(case: CaptureCase):
     """Random inputs of ``case`` (``testing.random_case``, float64): their
     values are never read while recording, so one draw serves every dtype."""
-    from wmkernels import testing
-
     options = {k: v for k, v in case.options.items() if k != "schedule"}
     return testing.random_case(case.op, **case.sizes, **options)
 
@@ -231,14 +249,10 @@ def _run_case(case: CaptureCase, dtype: torch.dtype, made=None) -> None:
     what is being compiled), on ``made`` (``_random_inputs(case)``, drawn
     when not given). A ``schedule`` option sets the recurrent kernels'
     schedule (``wmkernels.triton.schedule``) for the call."""
-    from wmkernels import ops
-    from wmkernels.backends import BACKENDS
-    from wmkernels.triton import schedule
-
     made = _random_inputs(case) if made is None else made
     with schedule.using(case.options.get("schedule", "tile")):
         named = {k: v.to(dtype) for k, v in made.tensors.items()}
-        inputs = tuple(named.get(name) for name in ops.OP_INPUTS[case.op])
+        inputs = tuple(named.get(name) for name in OPS[case.op].inputs)
         extras = dict(made.extras)
         if case.op == "wm_read":
             extras["scale"] = 1.0 / math.sqrt(case.sizes["D"])
@@ -261,8 +275,6 @@ def _runs(cases: Sequence[CaptureCase], dtypes: Iterable[str]):
 
 def _run_probes() -> None:
     """The floor model's probes (``wmkernels.tools.probes``), as the bench launches them."""
-    from wmkernels.tools import probes
-
     probes.launch_barrier_probe(torch.zeros(1, dtype=torch.int32), 48, 2)
     probes.launch_l2_probe(torch.zeros(1024), torch.zeros(4 * probes.L2_PROBE_BLOCK), 4, 2)
 
@@ -270,10 +282,6 @@ def _run_probes() -> None:
 def capture(target, cases: Sequence[CaptureCase] = CASES,
             dtypes: Iterable[str] = DTYPES) -> List[Variant]:
     """The distinct kernel variants the cases launch on ``target``'s GPU, bound for it."""
-    from triton.compiler import make_backend
-    from triton.runtime.jit import create_function_from_signature
-
-    from wmkernels.triton.launch import RECORDED_DEVICES, recording
 
     backend = make_backend(target)
     binders: Dict[object, object] = {}  # one binder per kernel, as Triton keeps one per device
@@ -328,8 +336,6 @@ def _ptxas_resources(log: str) -> Tuple[int, int, int]:
 def _run_ptxas(ptx: str, arch: int) -> str:
     """``ptxas -v`` (Triton's own) of ``ptx`` for sm_<arch>: its log. Only for a
     variant Triton's cache holds without the log (compiled elsewhere)."""
-    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
-
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "kernel.ptx")
         with open(src, "w") as f:
@@ -345,8 +351,6 @@ def _keep_ptxas_log(backend, stages, options, language, capability) -> None:
     the kernel's metadata (and so in Triton's cache), where Triton drops it, so
     registers and spills are read from the run that made the cubin instead of
     running ptxas a second time."""
-    from triton import knobs
-
     make_cubin = stages["cubin"]
 
     def cubin(src, metadata):
@@ -365,11 +369,6 @@ def _keep_ptxas_log(backend, stages, options, language, capability) -> None:
 
 def compile_variant(variant: Variant, arch: int) -> Report:
     """Compile one variant for sm_<arch> and judge it against the budgets."""
-    import triton
-    from triton import knobs
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     report = Report(variant.kernel, arch, variant.dtype, variant.case, variant.constexpr_text())
     kernel = getattr(importlib.import_module(variant.module), variant.function)
     target = GPUTarget("cuda", arch, 32)
@@ -398,8 +397,6 @@ def judge(report: Report, variant: Variant) -> List[str]:
     """What is wrong with a compiled variant: shared memory over the target's
     limit, registers over the SM's for its block, spills over its kernel's
     budget, 16-bit matrix products without tensor cores."""
-    from wmkernels.triton.launch import RECORDED_DEVICES
-
     problems = []
     limit = RECORDED_DEVICES[report.arch].shared_bytes
     if report.shared > limit:
@@ -455,8 +452,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("unset TRITON_INTERPRET: the check compiles kernels, the interpreter does not", file=sys.stderr)
         return 2
-    from triton.backends.compiler import GPUTarget
-
     archs = args.arch or list(ARCHS)
     reports = []
     for arch in archs:  # each arch's GPU plans its own launches (grid, resident weights)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import math
 import platform
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,11 @@ import torch
 
 from wmkernels import ops, reference
 from wmkernels.backends import BACKENDS, use_backend
-from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
+from wmkernels.contract import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
+from wmkernels.nn import LSTMCell
+from wmkernels.testing import flatten, saved_bytes
+from wmkernels.tools import floor
+from wmkernels.tools.timing import time_interleaved, time_ms
 
 DEFAULT_SIZES = dict(T=256, B=16, I=256, H=256, S=32, D=64)
 # torch.compile of the reference: one step compiled, the time loop in Python
@@ -81,58 +84,8 @@ class Result:
 NOISY = 0.10
 
 
-@dataclass
-class Timing:
-    """The rounds of one workload: median, fastest and interquartile range (ms)."""
-
-    median: float
-    min: float
-    iqr: float
-    rounds: int = 0  # how many timed rounds
-
-    @classmethod
-    def of(cls, rounds: List[float]) -> "Timing":
-        if not rounds:
-            return cls(math.nan, math.nan, math.nan)
-        if len(rounds) < 2:
-            return cls(rounds[0], rounds[0], 0.0, 1)
-        q1, _, q3 = statistics.quantiles(rounds, n=4, method="inclusive")
-        return cls(statistics.median(rounds), min(rounds), q3 - q1, len(rounds))
-
-
-def _storage_key(t: torch.Tensor):
-    return (t.device, t.untyped_storage().data_ptr())
-
-
-def saved_bytes(forward: Callable[[], object], owned: List[torch.Tensor]) -> int:
-    """Bytes of the distinct storages autograd saves during ``forward()``,
-    leaving out the storages of ``owned`` tensors and of the outputs."""
-    packed: Dict[tuple, int] = {}
-
-    def pack(t: torch.Tensor):
-        if t.device.type != "meta":
-            packed[_storage_key(t)] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    outputs = [o for o in _flatten(out) if isinstance(o, torch.Tensor)]
-    for t in owned + outputs:
-        packed.pop(_storage_key(t), None)
-    del out
-    return sum(packed.values())
-
-
-def _flatten(value):
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _flatten(v)
-    else:
-        yield value
-
-
 def _loss_backward(out, inputs):
-    total = sum(o.float().sum() for o in _flatten(out) if isinstance(o, torch.Tensor) and o.requires_grad)
+    total = sum(o.float().sum() for o in flatten(out) if isinstance(o, torch.Tensor) and o.requires_grad)
     total.backward()
     for t in inputs:
         t.grad = None
@@ -218,7 +171,7 @@ def lstm_inference_workloads(device, dtype, T, B, I, H, **_) -> List[Workload]:
 def _persistent_workload(triton_load: Workload, options: str = "", baseline: Optional[str] = None) -> Workload:
     """The triton row again with the persistent schedule (``wmkernels.triton.schedule``)
     and its ``options`` (e.g. ``:n32:streamed``)."""
-    from wmkernels.triton import schedule
+    from wmkernels.triton import schedule  # Triton is optional: only the triton rows need it
 
     text = "persistent" + options
 
@@ -262,8 +215,6 @@ def lstm_cell_workloads(device, dtype, B, I, H, **_) -> List[Workload]:
     """One step of ``wmkernels.nn.LSTMCell`` with its ``lstm_cell`` on each backend
     beside ``torch.nn.LSTMCell`` with the same weights: the measurement behind
     auto's choice for the cell (on aten the layer is torch's own forward)."""
-    from wmkernels.nn import LSTMCell
-
     theirs = torch.nn.LSTMCell(I, H).to(device=device, dtype=dtype)
     ours = LSTMCell(I, H, device=device, dtype=dtype)
     ours.load_state_dict(theirs.state_dict())
@@ -335,43 +286,6 @@ def _backends_for(op: str, device, dtype) -> List[str]:
         if backend.case_reason(op, torch.device(device), dtype) is None:
             names.append(name)
     return names
-
-
-def _sync(device) -> Callable[[], None]:
-    return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-
-
-def time_ms(run: Callable[[], None], device, repeat: int, warmup: int = 1) -> float:
-    """Median wall time of ``run()`` in milliseconds."""
-    return time_interleaved([run], device, repeat, warmup)[0].median
-
-
-def time_interleaved(runs: List[Callable[[], None]], device, repeat: int,
-                     warmup: int = 1, deadline: Optional[float] = None) -> List[Timing]:
-    """Wall time in milliseconds of each of ``runs`` (median, fastest, IQR), timed
-    in ``repeat`` rounds that run each once in turn. A run that raises gets NaN
-    and leaves the rounds. Past ``deadline`` (``time.perf_counter()``) no
-    further round starts, once one round was timed."""
-    sync = _sync(device)
-    times: List[List[float]] = [[] for _ in runs]
-    alive = [True] * len(runs)
-    for round_ in range(warmup + repeat):
-        if deadline is not None and round_ > warmup and time.perf_counter() > deadline:
-            break
-        for k, run in enumerate(runs):
-            if not alive[k]:
-                continue
-            try:
-                sync()
-                start = time.perf_counter()
-                run()
-                sync()
-            except Exception:  # reported by the caller, which reruns it for the message
-                alive[k] = False
-                continue
-            if round_ >= warmup:
-                times[k].append((time.perf_counter() - start) * 1e3)
-    return [Timing.of(t) if alive[k] else Timing.of([]) for k, t in enumerate(times)]
 
 
 def peak_gflops(device, dtype=torch.float32, n: int = 2048, repeat: int = 5) -> float:
@@ -458,8 +372,6 @@ def _floor(op: str, device, dtype, sizes) -> Optional[dict]:
     if op not in ("lstm_sequence", "wm_lstm_sequence[fifo]", "wm_lstm_sequence[gated]") or \
             torch.device(device).type != "cuda":
         return None
-    from wmkernels.tools import floor
-
     try:
         if op == "lstm_sequence":
             found = floor.lstm_floor_on(device, dtype, *(sizes[k] for k in "TBIH"))

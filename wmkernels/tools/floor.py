@@ -25,10 +25,13 @@ hardware allows.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional
 
 import torch
+
+from wmkernels.tools.timing import time_interleaved
 
 
 @dataclass
@@ -177,9 +180,7 @@ def wm_floor(T: int, B: int, I: int, H: int, S: int, D: int, dtype: torch.dtype,
 
 def _seconds(run, device, repeat: int = 5) -> float:
     """Fastest of ``repeat`` timed calls (after one untimed), in seconds; a call that fails raises."""
-    from wmkernels.tools import bench
-
-    fastest = bench.time_interleaved([run], device, repeat)[0].min
+    fastest = time_interleaved([run], device, repeat)[0].min
     if math.isnan(fastest):
         run()  # raises again, for the message
     return fastest / 1e3
@@ -208,9 +209,7 @@ _MEASURED: Dict[tuple, Rates] = {}
 
 def _persistent_plan(device, dtype: torch.dtype, plan_it):
     """The plan ``plan_it(like)`` makes under the persistent schedule, or None where it falls back."""
-    import warnings
-
-    from wmkernels.triton import schedule
+    from wmkernels.triton import schedule  # Triton is optional: imported where a GPU floor is asked for
 
     like = torch.empty(0, device=device, dtype=dtype)
     with schedule.using("persistent"), warnings.catch_warnings():

@@ -1,4 +1,4 @@
-"""Gate-tile helpers shared by the recurrent kernels (sequence.py, wm_sequence.py).
+"""Gate-tile helpers shared by the recurrent kernels (lstm_sequence_triton.py, wm_lstm_sequence_triton.py).
 
 A program owns a block of batch ``rows``; at step t it walks the hidden units
 in tiles of columns ``cols``. Layouts (fp32 where kept for backward, but

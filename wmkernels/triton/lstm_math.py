@@ -1,4 +1,4 @@
-"""The cell math of the Triton kernels, written once (SPEC 1.1).
+"""The cell math of the Triton kernels, written once (contract §1.1).
 
 ``tanh`` is ``1 − 2 / (1 + e^2x)``: ``libdevice.tanh`` does not run under the
 Triton interpreter, and this form runs in both. Near saturation it keeps

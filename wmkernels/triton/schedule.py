@@ -1,6 +1,6 @@
 """How the recurrent kernels spread a sequence over programs and launches.
 
-Three schedules run the same step body (``sequence._forward_kernel``):
+Three schedules run the same step body (``lstm_sequence_triton._forward_kernel``):
 
 - ``tile``: one program per batch tile walks every hidden unit and every
   step in one launch; its steps end with a CTA barrier.

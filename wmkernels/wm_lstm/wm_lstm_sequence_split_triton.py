@@ -22,7 +22,7 @@ its tile still reads in the same step; backward, every program recomputes a
 checkpoint segment's memories when the walk enters it (``recompute_segment``).
 
 Buffers and saved tensors are those of the ``tile`` kernels
-(``wm_sequence.py``), so either backward can follow either forward.
+(``wm_lstm_sequence_triton.py``), so either backward can follow either forward.
 """
 from typing import Optional
 
@@ -453,10 +453,10 @@ GATED_BACKWARD_STREAMS_FROM_SLOTS = 128  # see split_config
 
 
 def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optional[int], gated: bool,
-                 backward: bool = False) -> dict:
+                 backward: bool, tile: dict) -> dict:
     """Blocks of the split grid (the ``backward`` kernel's, else the
     forward's; at most ``programs`` programs where possible): the tile
-    kernels' batch and slot tiles, the smallest hidden-unit block that fits;
+    kernels' batch and slot tiles (``tile``, their launch config), the smallest hidden-unit block that fits;
     resident weights (``BLOCK_H``; forward w_hh's and w_rh's rows, ``BLOCK_R``
     for w_rh, backward w_hh's columns) where ``schedule.keeps_resident`` says
     so, but for the ``gated`` backward at 128 slots and more, whose memory
@@ -466,9 +466,6 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
     ``schedule.RESIDENT_BACKWARD_WARPS`` for the resident backward; memory
     tiles at least 2 slot columns wide (gated, S = 128: 1-wide tiles spill
     120-180 B a thread backward on sm_80, 2-wide 40-60 B and none on sm_90)."""
-    from wmkernels.wm_lstm.wm_lstm_sequence_triton import launch_config  # wm_sequence imports this module
-
-    tile = launch_config(B, H, S, D, like)
     block_n = schedule.fitting_block_n(B, H, tile["BLOCK_B"], programs)
     block_k = tiles.gate_reduction_block(max(H, D), block_n, like)
     block_h, block_r = tiles.pow2(H, tiles.DOT_MIN), 0 if backward else tiles.pow2(D, tiles.DOT_MIN)

@@ -1,4 +1,4 @@
-"""wm_lstm_sequence (SPEC 1.4) in Triton, fifo and gated, the time loop inside one launch.
+"""wm_lstm_sequence (contract §1.4) in Triton, fifo and gated, the time loop inside one launch.
 
 Forward: ``xp = x w_ihᵀ + b`` for all steps is one matrix product up front;
 then one launch walks time, each program owning a block of batch rows. Per
@@ -9,7 +9,7 @@ buffers the next stages read back (from L2, behind a CTA barrier); they are
 what backward keeps: ``hs, cs [T+1, B, H]``, ``act [T, B, 4H]``, ``Q, R [T, B, D]``,
 ``A [T, B, S]``.
 
-The memory, kept small as SPEC 1.4 asks:
+The memory, kept small as contract §1.4 asks:
 
 * fifo: a *tape* ``[S+T, B, D]`` holding M0 then every written vector v_t
   (slot ``S+t``); the memory before step t of row b is the window of S tape
@@ -24,7 +24,7 @@ gradients of the pre-activations (gates, query, written and erase vectors);
 the weight gradients are then matrix products over all steps at once.
 
 These are the ``tile`` schedule's kernels; the ``steps`` and ``persistent``
-schedules (``WMKERNELS_TRITON_SCHEDULE``) run ``wm_split.py``'s on the same
+schedules (``WMKERNELS_TRITON_SCHEDULE``) run ``wm_lstm_sequence_split_triton.py``'s on the same
 buffers.
 """
 import functools
@@ -36,16 +36,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from wmkernels.backends.base import checkpoint_interval
+from wmkernels.contract import Impl, checkpoint_interval, empty_outputs
+from wmkernels.memory.memory_ops_triton import copy_memory, read_backward, read_forward, write_backward, write_forward
 from wmkernels.triton import lstm_math as wm
 from wmkernels.triton import schedule, tiles
+from wmkernels.triton.launch import launch
+from wmkernels.triton.lstm_gates import (add_gate_products, cell_step, cell_step_backward, column_tile,
+                                         hidden_grad_through_gates, load_preacts, row_lengths)
+from wmkernels.triton.tiles import matmul_w, matmul_wt
 from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split
 from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import recompute_segment
-from wmkernels.triton.launch import launch
-from wmkernels.memory.memory_ops_triton import copy_memory, read_backward, read_forward, view, write_backward, write_forward
-from wmkernels.triton.lstm_gates import (add_gate_products, cell_step, cell_step_backward, column_tile,
-                                    hidden_grad_through_gates, load_preacts, row_lengths)
-from wmkernels.triton.tiles import matmul_w, matmul_wt
 
 
 @triton.jit
@@ -277,14 +277,14 @@ def launch_config(B: int, H: int, S: int, D: int, like: Tensor) -> dict:
 
 def split_plan(B: int, H: int, S: int, D: int, like: Tensor, gated: bool,
                backward: bool = False) -> Optional[schedule.Plan]:
-    """The split grid's launches (``wm_split.py``; the ``backward`` kernel's, else
+    """The split grid's launches (``wm_lstm_sequence_split_triton.py``; the ``backward`` kernel's, else
     the forward's) where ``WMKERNELS_TRITON_SCHEDULE`` asks for a split
     schedule, else None: the one-program-per-tile kernels here."""
     if schedule.requested().kind == "tile":
         return None
     return schedule.plan(B, H, like, lambda B, H, like: launch_config(B, H, S, D, like),
-                         lambda B, H, like, programs: wm_split.split_config(B, H, S, D, like, programs, gated,
-                                                                            backward))
+                         lambda B, H, like, programs: wm_split.split_config(
+                             B, H, S, D, like, programs, gated, backward, launch_config(B, H, S, D, like)))
 
 
 def _window_index(lengths: Optional[Tensor], T: int, B: int, S: int, device) -> Tuple[Tensor, Tensor]:
@@ -301,81 +301,88 @@ def _scale(D: int) -> float:
 def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih: Tensor, w_hh: Tensor,
                              w_rh: Tensor, b: Tensor, w_q: Tensor, b_q: Tensor, w_v: Tensor, b_v: Tensor,
                              w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
-                             gated: bool) -> List[Tensor]:
-    """Shapes of SPEC 1.4 -> (y, h_T, c_T, M_T, then what backward keeps: hs, cs, act,
-    Q, R, A, mem, V, E, ck). fifo: mem is the tape [S+T, B, D], V, E, ck are empty;
-    gated: mem is empty."""
+                             write_mode: str, K: int) -> List[Tensor]:
+    """Shapes of contract §1.4, a memory checkpoint every K steps (gated) -> (y, h_T, c_T, M_T,
+    then what backward keeps: h_all, c_all [T+1, B, H], act [T, B, 4H], q_all, r_all [T, B, D],
+    attn [T, B, S], mem, v_all, e_all, ckpt; all float32). fifo: mem is the tape [S+T, B, D]
+    (M0's slots, then every written vector); v_all, e_all, ckpt are empty. gated: mem is empty,
+    v_all, e_all [T, B, D] and ckpt [ceil(T/K), B, S, D] are kept."""
+    gated = write_mode == "gated"
     T, B, _ = x.shape
     H, (S, D) = h0.shape[1], M0.shape[1:]
     tiles.check_int32_indexing("wm_lstm_sequence", gates=(T + 1) * B * 4 * H, y=T * B * (H + D),
                                memory=(S + T) * B * D, checkpoints=(T + 1) * B * S * D)
     f32 = dict(device=x.device, dtype=torch.float32)
     xp = torch.addmm(b, x.reshape(T * B, x.shape[2]), w_ih.t())
-    hs, cs = torch.empty(T + 1, B, H, **f32), torch.empty(T + 1, B, H, **f32)
-    hs[0], cs[0] = h0, c0
+    h_all, c_all = torch.empty(T + 1, B, H, **f32), torch.empty(T + 1, B, H, **f32)
+    h_all[0], c_all[0] = h0, c0
     act = torch.empty(T, B, 4 * H, **f32)
-    Q, R, A = torch.empty(T, B, D, **f32), torch.zeros(T, B, D, **f32), torch.empty(T, B, S, **f32)
+    q_all, r_all, attn = torch.empty(T, B, D, **f32), torch.zeros(T, B, D, **f32), torch.empty(T, B, S, **f32)
     y = x.new_empty(T, B, H + D)
-    k = checkpoint_interval(T)
+    k = K
     if gated:
         mem = M0.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        V, E = torch.empty(T, B, D, **f32), torch.empty(T, B, D, **f32)
-        ck = torch.empty(triton.cdiv(T, k), B, S, D, **f32)
+        v_all, e_all = torch.empty(T, B, D, **f32), torch.empty(T, B, D, **f32)
+        ckpt = torch.empty(triton.cdiv(T, k), B, S, D, **f32)
     else:
         mem = torch.empty(S + T, B, D, **f32)
         mem[:S] = M0.transpose(0, 1)
-        V, E, ck = (torch.empty(0, **f32) for _ in range(3))
+        v_all, e_all, ckpt = (torch.empty(0, **f32) for _ in range(3))
     split = split_plan(B, H, S, D, x, gated) if T and B else None
     if split is not None:
         mem = wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, w_e if gated else None,
-                               b_e if gated else None, lengths, hs, cs, act, Q, R, A, y, mem, V if gated else None,
-                               E if gated else None, ck if gated else None, k, _scale(D))
+                                b_e if gated else None, lengths, h_all, c_all, act, q_all, r_all, attn, y, mem,
+                                v_all if gated else None, e_all if gated else None, ckpt if gated else None, k,
+                                _scale(D))
     elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
             b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None, lengths,
-            hs, cs, act, Q, R, A, y, mem, V if gated else None, E if gated else None, ck if gated else None,
+            h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
+            ckpt if gated else None,
             T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     if gated:
         M_T = mem.to(x.dtype, copy=True)
         mem = torch.empty(0, **f32)  # backward starts from the checkpoints, not from M_T
     else:
         M_T = mem[_window_index(lengths, T, B, S, x.device)].to(x.dtype)
-    return [y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), M_T,
-            hs, cs, act, Q, R, A, mem, V, E, ck]
+    return [y, h_all[T].to(x.dtype, copy=True), c_all[T].to(x.dtype, copy=True), M_T,
+            h_all, c_all, act, q_all, r_all, attn, mem, v_all, e_all, ckpt]
 
 
 @wm_lstm_sequence_forward.register_fake
-def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, gated):
+def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, write_mode, K):
+    gated = write_mode == "gated"
     T, B, _ = x.shape
     H, (S, D) = h0.shape[1], M0.shape[1:]
     f32 = dict(device=x.device, dtype=torch.float32)
     if gated:
-        mem, V, E = x.new_empty(0, **f32), x.new_empty(T, B, D, **f32), x.new_empty(T, B, D, **f32)
-        ck = x.new_empty(triton.cdiv(T, checkpoint_interval(T)), B, S, D, **f32)
+        mem, v_all, e_all = x.new_empty(0, **f32), x.new_empty(T, B, D, **f32), x.new_empty(T, B, D, **f32)
+        ckpt = x.new_empty(triton.cdiv(T, K), B, S, D, **f32)
     else:
-        mem, V, E, ck = x.new_empty(S + T, B, D, **f32), x.new_empty(0, **f32), x.new_empty(0, **f32), x.new_empty(0, **f32)
-    return [x.new_empty(T, B, H + D), h0.new_empty(h0.shape), c0.new_empty(c0.shape), M0.new_empty(M0.shape),
-            x.new_empty(T + 1, B, H, **f32), x.new_empty(T + 1, B, H, **f32), x.new_empty(T, B, 4 * H, **f32),
-            x.new_empty(T, B, D, **f32), x.new_empty(T, B, D, **f32), x.new_empty(T, B, S, **f32), mem, V, E, ck]
+        mem, v_all, e_all, ckpt = x.new_empty(S + T, B, D, **f32), x.new_empty(0, **f32), x.new_empty(0, **f32), x.new_empty(0, **f32)
+    return [*empty_outputs("wm_lstm_sequence", x, x=x, h0=h0, M0=M0), x.new_empty(T + 1, B, H, **f32),
+            x.new_empty(T + 1, B, H, **f32), x.new_empty(T, B, 4 * H, **f32), x.new_empty(T, B, D, **f32),
+            x.new_empty(T, B, D, **f32), x.new_empty(T, B, S, **f32), mem, v_all, e_all, ckpt]
 
 
 @torch.library.custom_op("wmkernels_triton::wm_lstm_sequence_backward", mutates_args=())
 def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, grad_M: Tensor, x: Tensor,
                               w_ih: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, w_v: Tensor,
-                              w_e: Optional[Tensor], hs: Tensor, cs: Tensor, act: Tensor, Q: Tensor, R: Tensor,
-                              A: Tensor, mem: Tensor, V: Tensor, E: Tensor, ck: Tensor,
-                              lengths: Optional[Tensor], gated: bool) -> List[Tensor]:
+                              w_e: Optional[Tensor], h_all: Tensor, c_all: Tensor, act: Tensor, q_all: Tensor,
+                              r_all: Tensor, attn: Tensor, mem: Tensor, v_all: Tensor, e_all: Tensor, ckpt: Tensor,
+                              lengths: Optional[Tensor], write_mode: str, K: int) -> List[Tensor]:
     """Gradients of (y, h_T, c_T, M_T) and what forward kept -> gradients of
     (x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e); fifo: the
     last two are empty."""
+    gated = write_mode == "gated"
     T, B, I = x.shape
-    H, (S, D) = hs.shape[2], grad_M.shape[1:]
+    H, (S, D) = h_all.shape[2], grad_M.shape[1:]
     f32 = dict(device=x.device, dtype=torch.float32)
     copy = dict(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
     dh, dc = grad_h.to(**copy), grad_c.to(**copy)  # updated in place by the kernel
-    k = checkpoint_interval(T)
+    k = K
     if gated:
         dmem, seg = grad_M.to(**copy), torch.empty(min(k, T), B, S, D, **f32)
     else:
@@ -391,15 +398,16 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dpv, dq = torch.zeros(T, B, D, **f32), torch.zeros(T, B, D, **f32)
     dpe = torch.zeros(T, B, D, **f32) if gated else None
     if split is not None:
-        dmem = wm_split.backward(split, grad_y, act, cs, w_hh, w_rh, w_q, w_v, w_e if gated else None, lengths, Q,
-                                 A, mem, V if gated else None, E if gated else None, ck if gated else None, k, dmem,
+        dmem = wm_split.backward(split, grad_y, act, c_all, w_hh, w_rh, w_q, w_v, w_e if gated else None, lengths,
+                                 q_all, attn, mem, v_all if gated else None, e_all if gated else None,
+                                 ckpt if gated else None, k, dmem,
                                  dh, dc, dg, dpv, dpe, dq, _scale(D))
     elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
-            _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, Q, A, None if gated else mem,
-            V if gated else None, E if gated else None, ck if gated else None, seg,
+            _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, c_all, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
+            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, q_all, attn, None if gated else mem,
+            v_all if gated else None, e_all if gated else None, ckpt if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
             device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     dtype = x.dtype
@@ -407,12 +415,13 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     op = functools.partial(tiles.product_operand, dtype=dtype)
     # the state a step reads and writes; zeros past each row's length (a padded row's rows of G, dq, dpv
     # are zero there, and its kept state, even h0 of a row of length 0, must not meet them: 0 · NaN is NaN)
-    h_prev = op(tiles.without_padding(hs[:T], lengths).reshape(T * B, H))
-    h_next = op(tiles.without_padding(hs[1:], lengths).reshape(T * B, H))
+    h_prev = op(tiles.without_padding(h_all[:T], lengths).reshape(T * B, H))
+    h_next = op(tiles.without_padding(h_all[1:], lengths).reshape(T * B, H))
     G_op = op(G)
     grads = [tiles.without_padding((G_op @ op(w_ih)).reshape(T, B, I), lengths), dh, dc,
              dmem if gated else dmem[:S].transpose(0, 1),
-             G_op.t() @ op(tiles.without_padding(x, lengths).reshape(T * B, I)), G_op.t() @ h_prev, G_op.t() @ op(R.reshape(T * B, D)), G.sum(0, dtype=torch.float32),
+             G_op.t() @ op(tiles.without_padding(x, lengths).reshape(T * B, I)), G_op.t() @ h_prev,
+             G_op.t() @ op(r_all.reshape(T * B, D)), G.sum(0, dtype=torch.float32),
              op(dq2).t() @ h_prev, dq2.sum(0), op(dpv2).t() @ h_next, dpv2.sum(0)]
     if gated:
         dpe2 = dpe.reshape(T * B, D)
@@ -423,10 +432,35 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
 
 
 @wm_lstm_sequence_backward.register_fake
-def _(grad_y, grad_h, grad_c, grad_M, x, w_ih, w_hh, w_rh, w_q, w_v, w_e, hs, cs, act, Q, R, A, mem, V, E, ck,
-      lengths, gated):
+def _(grad_y, grad_h, grad_c, grad_M, x, w_ih, w_hh, w_rh, w_q, w_v, w_e, h_all, c_all, act, q_all, r_all, attn,
+      mem, v_all, e_all, ckpt, lengths, write_mode, K):
+    gated = write_mode == "gated"
     D = grad_M.shape[2]
     extra = [w_e.new_empty(w_e.shape), w_e.new_empty(D)] if gated else [x.new_empty(0), x.new_empty(0)]
     return [x.new_empty(x.shape), grad_h.new_empty(grad_h.shape), grad_c.new_empty(grad_c.shape), grad_M.new_empty(grad_M.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_rh.new_empty(w_rh.shape), w_ih.new_empty(w_ih.shape[0]),
             w_q.new_empty(w_q.shape), w_q.new_empty(D), w_v.new_empty(w_v.shape), w_v.new_empty(D), *extra]
+
+
+# The op's implementation on the triton backend (contract §3.1): the argument
+# order, extras (write_mode, K) and saved names of the cpu backend's
+# (wmkernels.wm_lstm.cpu), where the two keep the same tensor.
+
+def _forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e=None, b_e=None,
+             write_mode="fifo", lengths=None, capacity=None):
+    if capacity is not None:  # the backend choice never sends one (takes_capacity is False)
+        raise ValueError("wm_lstm_sequence: the triton kernels take no 'capacity' (every slot is active)")
+    K = checkpoint_interval(x.shape[0])
+    lengths = lengths.contiguous() if lengths is not None else None
+    y, h, c, M, *kept = wm_lstm_sequence_forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
+                                                 w_e, b_e, lengths, write_mode, K)
+    return (y, h, c, M), (x, w_ih, w_hh, w_rh, w_q, w_v, w_e, *kept, lengths), (write_mode, K)
+
+
+def _backward(saved, info, grad_y, grad_h, grad_c, grad_M):
+    write_mode, K = info
+    grads = wm_lstm_sequence_backward(grad_y, grad_h, grad_c, grad_M, *saved, write_mode, K)
+    return tuple(grads) if write_mode == "gated" else (*grads[:-2], None, None)
+
+
+WM_LSTM_SEQUENCE = Impl(_forward, _backward)

@@ -1,4 +1,4 @@
-// The working-memory math (SPEC 1.3), written once for host and device code.
+// The working-memory math (contract §1.3), written once for host and device code.
 //
 // One batch row at a time: the memory row is S slots of width D. Slots are
 // reached through an accessor `slots(s) -> pointer to D elements`, so the same

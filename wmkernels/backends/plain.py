@@ -1,7 +1,9 @@
-"""Backends whose computation is differentiable PyTorch: the reference, and
-torch's own LSTM (``aten``).
+"""Backends whose computation is plain differentiable PyTorch: the reference,
+and torch's own LSTM (``aten``).
 
-Forward builds the autograd graph of the backend's ``run_traceable`` on
+Their table (``traceable = {op: function}``) holds, per op, a function of the
+op's inputs (in ``wmkernels.contract`` order) and extras (by name) that returns
+the op's outputs as a tuple. Forward builds the autograd graph of that function on
 detached copies of the inputs (those that want a gradient); backward
 differentiates that graph. They plug into the same protocol as the kernel
 backends, so an op's autograd Function does not know which one it runs. Under
@@ -12,18 +14,24 @@ from __future__ import annotations
 
 import torch
 
+from typing import Callable, FrozenSet, Mapping
+
 from wmkernels.backends.base import Backend
 
 
-class GraphBackend(Backend):
+class PlainTorchBackend(Backend):
     """A backend that runs an op as plain differentiable PyTorch."""
 
     recordable = True
+    traceable: Mapping[str, Callable[..., tuple]] = {}
+
+    def implemented_ops(self) -> FrozenSet[str]:
+        return frozenset(self.traceable)
 
     def run_traceable(self, op, inputs, extras):
         """The op's outputs (a tuple) as plain differentiable PyTorch, the
-        ops-level argument layout in (``OP_INPUTS`` order, extras by name)."""
-        raise NotImplementedError
+        ops-level argument layout in (``contract.OPS[op].inputs`` order, extras by name)."""
+        return tuple(self.traceable[op](*inputs, **extras))
 
     def forward(self, op, inputs, extras, needs_grad):
         leaves = tuple(

@@ -1,7 +1,8 @@
 """Loads ``wmkernels._C`` once and says whether the cpu backend can use it.
 
 ``LOAD_ERROR`` is None when the extension loads and registers every op the
-Python side calls; otherwise it is the reason, which ``CpuBackend`` reports.
+Python side calls (the table of ops, ``wmkernels.contract``: a forward and a
+backward kernel each); otherwise it is the reason, which the cpu backend reports.
 An extension built from older sources (an op missing) is caught here too, so
 ``import wmkernels`` never fails because of ``_C``.
 """
@@ -12,11 +13,13 @@ from typing import Optional
 
 import torch
 
+from wmkernels.contract import OP_NAMES
+
 REBUILD = "run `pip install --no-build-isolation -e .`"
-# Every torch.ops.wmkernels op that wmkernels/backends/cpu*.py calls.
+# Every torch.ops.wmkernels op that the cpu modules of the op families call.
 REQUIRED_OPS = tuple(
     f"{op}_{direction}"
-    for op in ("lstm_cell", "lstm_sequence", "wm_read", "wm_shift_write", "wm_write", "wm_lstm_sequence")
+    for op in OP_NAMES
     for direction in ("forward", "backward"))
 
 
