@@ -1,6 +1,6 @@
 """wmkernels.nn.WMLSTM, WMLSTMCell and WorkingMemory (contract §2, §1.3, §1.4).
 
-WMLSTM is ops.wm_lstm_sequence on dict(layer.named_parameters()) (the same
+WMLSTM is ops.wm_lstm_sequence on layer.params() (its parameters but m0; the same
 numbers, exactly) and matches the float64 reference; packed input equals
 running each row alone; WMLSTMCell stepped over a sequence equals WMLSTM
 (outputs, states and every gradient); WorkingMemory is the ops of 1.3.
@@ -54,7 +54,7 @@ def test_wmlstm_is_the_op_on_its_named_parameters(mode, batch_first, with_state)
     default = tuple(torch.zeros_like(t) for t in random_state())
     if mode == "gated":  # state=None starts the gated memory at m0 in every row
         default = (*default[:2], layer.m0.expand(B, S, D))
-    y_op, (h_op, c_op, M_op) = ops.wm_lstm_sequence(x, state or default, dict(layer.named_parameters()), mode)
+    y_op, (h_op, c_op, M_op) = ops.wm_lstm_sequence(x, state or default, layer.params(), mode)
     assert torch.equal(y.transpose(0, 1) if batch_first else y, y_op)
     for a, b in ((h, h_op), (c, c_op), (M, M_op)):
         assert torch.equal(a, b)

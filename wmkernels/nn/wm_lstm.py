@@ -81,7 +81,8 @@ class _WMParameters(nn.Module):
             nn.init.uniform_(self.m0, -1.0, 1.0)
 
     def params(self) -> Dict[str, Tensor]:
-        """The ``params`` mapping of ``ops.wm_lstm_sequence`` (= ``dict(self.named_parameters())``)."""
+        """The ``params`` mapping of ``ops.wm_lstm_sequence``: the named parameters
+        less ``m0`` (the op rejects keys it does not know)."""
         return {key: getattr(self, key) for key in self.param_keys()}
 
     def extra_repr(self) -> str:
@@ -164,8 +165,8 @@ class WMLSTM(_WMParameters):
 
     ``WMLSTM(input_size, hidden_size, memory_slots, memory_dim, write_mode="fifo",
     batch_first=False, device=None, dtype=None)``; parameters as contract §1.4's keys
-    (and ``m0`` in gated mode), so ``dict(layer.named_parameters())`` is a valid
-    ``params`` (the op takes the keys it needs).
+    (and ``m0`` in gated mode, the initial memory rather than an op parameter),
+    so ``layer.params()`` is the op's ``params``.
     ``forward(x, state=None) -> (y, (h, c, M))``: ``x [T, B, I]`` (``[B, T, I]``
     with ``batch_first``) or a ``PackedSequence``; ``state = (h0 [B, H], c0 [B, H],
     M0 [B, S, D])``; None means zero ``h0``, ``c0`` and ``M0`` = zeros (fifo) or
