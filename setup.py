@@ -55,6 +55,12 @@ class BuildWithIsaCopies(BuildExtension):
         super().build_extension(ext)
 
 
+# OpenMP as torch's own CPU build uses it (its ATen parallel backend): the
+# persistent team (csrc/cpu/team.cpp) and every at::parallel_for of csrc/ run
+# on torch's OpenMP threads. Without the flag at::parallel_for runs serially.
+# The extension links libgomp.so.1, which resolves to the copy torch loaded.
+OPENMP = ["-fopenmp"] if platform.system() == "Linux" else []
+
 sources = ["csrc/schema.cpp", "csrc/python_module.cpp"] + _rel("csrc/cpu/*.cpp")
 
 ext_modules = [
@@ -63,7 +69,8 @@ ext_modules = [
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")],
         define_macros=[(f"WMK_HAVE_{isa.upper()}", None) for isa in ISA_BUILDS if isa != "default"],
-        extra_compile_args={"cxx": ["-O3"]},
+        extra_compile_args={"cxx": ["-O3"] + OPENMP},
+        extra_link_args=OPENMP,
         depends=_rel("csrc/include/wmkernels/*.h") + _rel("csrc/cpu/*.h"),
     )
 ]

@@ -1,13 +1,17 @@
-// The thread pool behind Team (team.h) and the spin-then-yield Barrier.
-// Plain C++ (no ATen), so the ThreadSanitizer test builds it on its own.
+// Team::run on torch's own OpenMP threads, and the spin-then-yield Barrier.
+// Plain C++ (no ATen), so the ThreadSanitizer test builds it on its own; that
+// build has no OpenMP (libgomp is not instrumented, so TSan cannot see its
+// hand-offs) and runs the fallback launcher of std::threads, which exercises
+// the same Barrier.
 #include "team.h"
 
-#include <condition_variable>
-#include <mutex>
+#include <algorithm>
 #include <thread>
 #include <vector>
 
-#include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace wmkernels {
 namespace cpu {
@@ -35,64 +39,10 @@ void spin_until(const Ready& ready) {
   }
 }
 
-// Workers are tid 1..n-1 of a run; they sleep on `posted` between runs (one
-// wake-up per call, not per step). Threads are detached and the pool is never
-// freed: it lives until the process exits.
-struct Pool {
-  std::mutex busy;  // held by the run in progress
-  std::mutex m;
-  std::condition_variable posted;
-  uint64_t job = 0;  // guarded by m
-  const Team::Work* fn = nullptr;
-  Barrier* barrier = nullptr;
-  int n = 0;
-  std::atomic<int> finished{0};
-  int workers = 0;  // guarded by busy
-
-  void grow(int count) {
-    for (; workers < count; ++workers) {
-      std::thread([this, tid = workers + 1] { serve(tid); }).detach();
-    }
-  }
-
-  void serve(int tid) {
-    uint64_t seen = 0;
-    for (;;) {
-      const Team::Work* f;
-      Barrier* b;
-      int size;
-      {
-        std::unique_lock<std::mutex> lock(m);
-        posted.wait(lock, [&] { return job != seen; });
-        seen = job;
-        f = fn;
-        b = barrier;
-        size = n;
-      }
-      if (tid < size) {
-        (*f)(tid, size, *b);
-        finished.fetch_add(1, std::memory_order_release);
-      }
-    }
-  }
-};
-
-std::mutex pool_mutex;
-Pool* the_pool = nullptr;
-
-// A forked child has none of the parent's worker threads: it starts a new pool
-// (the old one, and its possibly held mutexes, are left behind unused).
-void forget_pool_in_child() { the_pool = nullptr; }
-
-Pool* pool() {
-  std::lock_guard<std::mutex> lock(pool_mutex);
-  static const bool registered = [] {
-    pthread_atfork(nullptr, nullptr, &forget_pool_in_child);
-    return true;
-  }();
-  (void)registered;
-  if (the_pool == nullptr) the_pool = new Pool();
-  return the_pool;
+int run_alone(const Team::Work& fn) {
+  Barrier single(1);
+  fn(0, 1, single);
+  return 1;
 }
 
 }  // namespace
@@ -110,31 +60,50 @@ void Barrier::wait() {
   spin_until([&] { return round_.load(std::memory_order_acquire) != round; });
 }
 
+#ifdef _OPENMP
+
 int Team::run(int n, const Work& fn) {
-  if (n > 1) {
-    Pool* p = pool();
-    std::unique_lock<std::mutex> busy(p->busy, std::try_to_lock);
-    if (busy.owns_lock()) {
-      Barrier barrier(n);
-      p->grow(n - 1);
-      p->finished.store(0, std::memory_order_relaxed);
-      {
-        std::lock_guard<std::mutex> lock(p->m);
-        p->fn = &fn;
-        p->barrier = &barrier;
-        p->n = n;
-        ++p->job;
-      }
-      p->posted.notify_all();
-      fn(0, n, barrier);
-      spin_until([&] { return p->finished.load(std::memory_order_acquire) == n - 1; });
-      return n;
+  if (n <= 1 || omp_in_parallel()) return run_alone(fn);
+  // A region of torch's own size when the team fits in it, as ATen's regions
+  // are: libgomp then reuses the threads torch's last op left spinning
+  // instead of resizing its pool (the team's extra threads idle through).
+  const int region = std::max(n, omp_get_max_threads());
+  Barrier barrier(n);
+  std::atomic<int> size{0};
+#pragma omp parallel num_threads(region)
+  {
+    const int tid = omp_get_thread_num();
+    if (tid == 0) {
+      // libgomp may give fewer threads than asked (thread limit, dynamic
+      // adjustment): the team is the threads that came, known before anyone
+      // meets at the barrier.
+      const int got = std::min(omp_get_num_threads(), n);
+      barrier.reset(got);
+      size.store(got, std::memory_order_release);
     }
+    int team = 0;
+    spin_until([&] { return (team = size.load(std::memory_order_acquire)) != 0; });
+    if (tid < team) fn(tid, team, barrier);
   }
-  Barrier single(1);
-  fn(0, 1, single);
-  return 1;
+  return size.load(std::memory_order_relaxed);
 }
+
+#else
+
+int Team::run(int n, const Work& fn) {
+  if (n <= 1) return run_alone(fn);
+  Barrier barrier(n);
+  std::vector<std::thread> workers;
+  workers.reserve(n - 1);
+  for (int tid = 1; tid < n; ++tid) {
+    workers.emplace_back([&, tid] { fn(tid, n, barrier); });
+  }
+  fn(0, n, barrier);
+  for (std::thread& w : workers) w.join();
+  return n;
+}
+
+#endif
 
 }  // namespace cpu
 }  // namespace wmkernels

@@ -2,13 +2,17 @@
 // threads stay alive for a whole sequence and meet once per step at a
 // lightweight barrier, instead of a fork/join per step.
 //
-// Team::run(n, fn) runs fn(tid, n, barrier) on n threads at once (the caller
-// is tid 0, the others are pooled workers kept between calls) and returns when
-// all are done. All n run concurrently, so fn may meet at `barrier` (of n).
-// One call at a time uses the pool: a call that finds it busy (another Python
-// thread, a nested call) runs fn(0, 1, barrier of 1) on its own thread
-// instead, which is correct because every kernel run on the team gives the
-// same bits for any n.
+// Team::run(n, fn) runs fn(tid, size, barrier) on `size` threads at once and
+// returns when all are done; all of them run concurrently, so fn may meet at
+// `barrier` (of size). The threads are torch's own OpenMP threads (one
+// parallel region per call, the caller is tid 0): the workers that torch's
+// last op left spinning take the team's work at once, where a pool of our own
+// would compete with them for the cores. size is n, or fewer when OpenMP gives
+// fewer threads, or 1 inside a parallel region (a nested call); every kernel
+// run on the team gives the same bits for any size. A child forked after
+// the threads exist must set one thread, as for torch's own ops (GNU OpenMP
+// cannot start a region there). Without OpenMP (the
+// ThreadSanitizer build) the team is n std::threads started per call.
 //
 // Barrier: a sense-reversing counter (atomics with acquire/release). Waiters
 // spin with a pause instruction for a while (a step is tens of microseconds),
@@ -26,6 +30,8 @@ namespace cpu {
 class Barrier {
  public:
   explicit Barrier(int n) : n_(n) {}
+  // Resizes the barrier; only before any thread has called wait().
+  void reset(int n) { n_ = n; }
   Barrier(const Barrier&) = delete;
   Barrier& operator=(const Barrier&) = delete;
 
@@ -36,15 +42,15 @@ class Barrier {
  private:
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<uint32_t> round_{0};
-  const int n_;
+  int n_;
 };
 
 class Team {
  public:
   using Work = std::function<void(int tid, int n, Barrier& barrier)>;
-  // fn on n >= 1 threads at once (see above). fn must not throw (a thread
-  // that left the loop early would leave the others waiting at the barrier).
-  // Returns the number of threads that ran (n, or 1 when the pool was busy).
+  // fn on up to n >= 1 threads at once (see above). fn must not throw (a
+  // thread that left the loop early would leave the others waiting at the
+  // barrier). Returns the number of threads that ran.
   static int run(int n, const Work& fn);
 };
 
