@@ -278,6 +278,10 @@ def test_float64_and_t_zero():
     empty = ours(torch.randn(0, B, I, dtype=torch.float64))
     assert empty[0].shape == (0, B, 2 * H) and empty[1][0].shape == (4, B, H)
     assert torch.all(empty[1][0] == 0)
+    projected = wmkernels.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2)
+    hx = (torch.randn(4, B, 2), torch.randn(4, B, H))
+    out, (h_n, c_n) = projected(torch.randn(0, B, I), hx)  # no backend runs, no step loop
+    assert out.shape == (0, B, 4) and torch.equal(h_n, hx[0]) and torch.equal(c_n, hx[1])
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

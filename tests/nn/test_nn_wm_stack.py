@@ -303,3 +303,32 @@ def test_stacked_layer_compiles_fullgraph():
     assert all(rel_err(a, b) <= 1e-6 for a, b in zip(got[1], want[1]))
     got_grad = torch.autograd.grad(got[0].sum(), x)[0]
     assert rel_err(got_grad, torch.autograd.grad(want[0].sum(), x)[0]) <= 1e-5
+
+
+def test_stacked_layer_traces_and_exports(tmp_path):
+    """torch.jit.trace and torch.export record the stack on the reference, as for one layer."""
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode="gated", num_layers=2, bidirectional=True)
+    x = torch.randn(T, B, I)
+    want = layer(x)[0]
+    torch.jit.trace(layer, (x,)).save(str(tmp_path / "wm.pt"))
+    assert rel_err(torch.jit.load(str(tmp_path / "wm.pt"))(x)[0], want) <= 1e-6
+    exported = torch.export.export(layer, (x,)).module()
+    assert rel_err(exported(x)[0], want) <= 1e-6
+
+
+def test_stacked_layer_passes_gradgradcheck():
+    layer = wmkernels.nn.WMLSTM(2, 2, 2, 1, write_mode="gated", num_layers=2, bidirectional=True).double()
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,))
+
+
+def test_a_layer_pickled_before_layers_existed_loads_as_one_layer():
+    """A WMLSTM saved whole (torch.save(model)) before num_layers existed has none of
+    the new attributes in its __dict__; it loads and computes as the layer it was."""
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode="gated")
+    x = torch.randn(T, B, I)
+    want = layer(x)
+    for name in ("num_layers", "num_directions", "_suffixes", "dropout", "bidirectional", "batch_first"):
+        del layer.__dict__[name]
+    got = layer(x)
+    assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[1], want[1]))

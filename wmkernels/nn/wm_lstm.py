@@ -65,6 +65,8 @@ class _WMParameters(nn.Module):
     """
 
     NAME = "WMLSTM"
+    # a layer pickled whole before layers and directions existed loads as the one it was
+    num_layers, num_directions, _suffixes = 1, 1, ("",)
 
     def __init__(self, input_size: int, hidden_size: int, memory_slots: int, memory_dim: int,
                  write_mode: str = "fifo", device=None, dtype=None, num_layers: int = 1,
@@ -80,8 +82,8 @@ class _WMParameters(nn.Module):
         self.input_size, self.hidden_size, self.memory_slots, self.memory_dim = I, H, S, D
         self.write_mode = write_mode
         self.num_layers, self.num_directions = num_layers, num_directions
-        self._suffixes = [layer_suffix(layer, direction)
-                          for layer in range(num_layers) for direction in range(num_directions)]
+        self._suffixes = tuple(layer_suffix(layer, direction)
+                               for layer in range(num_layers) for direction in range(num_directions))
         for k, suffix in enumerate(self._suffixes):
             sizes = {"I": I if k < num_directions else num_directions * (H + D), "H": H, "4H": 4 * H, "D": D}
             for key in self.param_keys():
@@ -257,6 +259,8 @@ class WMLSTM(_WMParameters):
     whose ``M0`` has such a row draws a ``UserWarning``.
     """
 
+    batch_first, dropout, bidirectional = False, 0.0, False  # see _WMParameters.num_layers
+
     def __init__(self, input_size: int, hidden_size: int, memory_slots: int, memory_dim: int,
                  write_mode: str = "fifo", batch_first: bool = False, num_layers: int = 1,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None) -> None:
@@ -334,7 +338,8 @@ class WMLSTM(_WMParameters):
 class WMLSTMCell(_WMParameters):
     """One step of the working-memory LSTM (contract §1.4), for user-written loops.
 
-    Same constructor (without ``batch_first``) and parameters as ``WMLSTM``, so
+    Same constructor and parameters as a one-layer unidirectional ``WMLSTM``
+    (without ``batch_first``, ``num_layers``, ``dropout``, ``bidirectional``), so
     the two load each other's ``state_dict``. ``forward(x [B, I], state=None)
     -> (y [B, H + D], (h, c, M))``, from ``ops.wm_read``, ``addmm`` gate
     pre-activations, ``ops.lstm_cell`` and ``ops.wm_shift_write`` (fifo) or
