@@ -332,3 +332,22 @@ def test_a_layer_pickled_before_layers_existed_loads_as_one_layer():
         del layer.__dict__[name]
     got = layer(x)
     assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+
+
+@pytest.mark.parametrize("backend", ("reference", "cpu"))
+def test_nan_reaches_only_its_own_row(backend):
+    """A NaN in row 0 at one step reaches every h of row 0 after two bidirectional
+    layers (a read at a direction's first step sees only m0), and nothing of the
+    other rows (nor do the padding's values of a packed row)."""
+    layer = wmkernels.nn.WMLSTM(I, H, S, D, write_mode="gated", num_layers=2, bidirectional=True)
+    x = torch.randn(T, B, I)
+    x[2, 0, 1] = float("nan")
+    x[LENGTHS[2]:, 2] = float("nan")  # row 2's padding (length 1)
+    with wmkernels.use_backend(backend):
+        y, (h, c, M) = layer(x)
+        packed, (h_p, _, _) = layer(pack_padded_sequence(x, LENGTHS, enforce_sorted=False))
+    assert torch.isnan(y[:, 0, :H]).all() and torch.isnan(y[:, 0, H + D:2 * H + D]).all()
+    assert torch.isfinite(y[:, 1]).all()
+    assert torch.isnan(h[:, 0]).all() and torch.isfinite(h[:, 1]).all() and torch.isfinite(M[:, 1]).all()
+    y_p = pad_packed_sequence(packed, total_length=T)[0]
+    assert torch.isfinite(y_p[:, 1:]).all() and torch.isfinite(h_p[:, 1:]).all()
