@@ -116,6 +116,8 @@ def cmd_check(args) -> int:
 def cmd_explain(args) -> int:
     sizes = {k: getattr(args, k) if getattr(args, k) is not None else bench.DEFAULT_SIZES[k]
              for k in OPS[args.op].sizes}
+    if args.proj_size:
+        sizes["proj_size"] = args.proj_size
     choice = wmkernels.explain(args.op, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend,
                                inference=args.inference, **sizes)
     print(choice)
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--inference", action="store_true", help="a call where no input wants a gradient")
     for key, value in bench.DEFAULT_SIZES.items():
         explain.add_argument(f"--{key}", type=int, default=None, help=f"(default {value}; where the op has {key})")
+    explain.add_argument("--proj_size", type=int, default=0, help="lstm_sequence: an LSTM with projections, as "
+                         "wmkernels.nn.LSTM(proj_size=P) runs it (default: 0, none)")
     explain.set_defaults(func=cmd_explain)
 
     run = sub.add_parser("bench", help="time the sequence ops against their baselines")

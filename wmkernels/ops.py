@@ -89,9 +89,10 @@ def _traced_has_size_rules(op: str, device_type: str) -> bool:
 def _traced_backend_name(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                          inference: bool, with_lengths: bool,
                          sizes: Optional[Tuple[Tuple[str, int], ...]], recording: bool,
-                         with_capacity: bool) -> str:
+                         with_capacity: bool, with_projection: bool) -> str:
     return select_backend(op, argument, device, dtype, None if sizes is None else dict(sizes), inference,
-                          traced_lengths=with_lengths, recording=recording, with_capacity=with_capacity).name
+                          traced_lengths=with_lengths, recording=recording, with_capacity=with_capacity,
+                          with_projection=with_projection).name
 
 
 def _recording() -> bool:
@@ -100,12 +101,14 @@ def _recording() -> bool:
 
 
 def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
-            inference: bool = False, with_lengths: bool = False, with_capacity: bool = False, **sizes: int):
+            inference: bool = False, with_lengths: bool = False, with_capacity: bool = False,
+            with_projection: bool = False, **sizes: int):
     """The backend of one call (``select_backend``, traceable by torch.compile);
     ``sizes`` are the call's dimensions by name, for auto's measured rules;
     ``inference``: no input wants a gradient; ``with_lengths``: the call has
     lengths (under torch.compile only backends that trace them qualify);
-    ``with_capacity``: the call has a capacity (only backends that take it qualify).
+    ``with_capacity``: the call has a capacity (only backends that take it qualify);
+    ``with_projection``: an LSTM with ``proj_size > 0`` (only aten runs one).
     Under torch.jit.trace and torch.export only plain-PyTorch backends qualify."""
     recording = _recording()
     if torch.compiler.is_compiling():
@@ -116,10 +119,10 @@ def _select(op: str, argument: Optional[str], device: torch.device, dtype: torch
         constant_sizes = (tuple((k, operator.index(v)) for k, v in sizes.items())
                           if _traced_has_size_rules(op, device.type) else None)
         return BACKENDS[_traced_backend_name(op, argument, device, dtype, inference, with_lengths,
-                                             constant_sizes, recording, with_capacity)]
+                                             constant_sizes, recording, with_capacity, with_projection)]
     return select_backend(op, argument, device, dtype, sizes, inference,
                           traced_lengths=recording and with_lengths, recording=recording,
-                          with_capacity=with_capacity)
+                          with_capacity=with_capacity, with_projection=with_projection)
 
 
 def wants_no_gradient(*tensors: Optional[Tensor]) -> bool:
@@ -128,11 +131,13 @@ def wants_no_gradient(*tensors: Optional[Tensor]) -> bool:
 
 
 def chosen_backend(op: str, device: torch.device, dtype: torch.dtype, inference: bool = False,
-                   with_lengths: bool = False, **sizes: int) -> str:
+                   with_lengths: bool = False, with_projection: bool = False, **sizes: int) -> str:
     """The name of the backend a call of ``op`` on tensors of ``device`` and
     ``dtype`` (dimensions ``sizes``; ``inference``: nothing wants a gradient;
-    ``with_lengths``: the call has lengths) takes now; traceable by torch.compile."""
-    return _select(op, None, device, dtype, inference, with_lengths, **sizes).name
+    ``with_lengths``: the call has lengths; ``with_projection``: an LSTM with
+    ``proj_size > 0``) takes now; traceable by torch.compile."""
+    return _select(op, None, device, dtype, inference, with_lengths, with_projection=with_projection,
+                   **sizes).name
 
 
 def _apply(op: str, backend, extras: dict, *inputs):

@@ -303,3 +303,7 @@ def test_explain_on_the_command_line(capsys):
     assert out == str(explain("lstm_sequence", device="cpu", T=3, B=2, I=4, H=5)) + "\n"
     assert main(["explain", "lstm_sequence", "--device", "cpu", "--inference"]) == 0
     assert "-> aten" in capsys.readouterr().out
+    assert main(["explain", "lstm_sequence", "--device", "cpu", "--proj_size", "2"]) == 0
+    assert "-> aten: proj_size > 0" in capsys.readouterr().out
+    assert main(["explain", "lstm_sequence", "--device", "cpu", "--backend", "cpu", "--proj_size", "2"]) == 1
+    assert "no LSTM projection" in capsys.readouterr().out

@@ -107,6 +107,62 @@ def test_proj_size_matches_torch(bidirectional, packed):
     assert_parity(theirs, ours, x, layer_input, hx)
 
 
+@pytest.mark.parametrize("train", (True, False))
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_proj_size_is_one_torch_lstm_call_with_no_loop_over_steps(monkeypatch, train):
+    """proj_size > 0 runs torch's own LSTM (aten), one torch._VF.lstm call for the
+    whole stack, for training and inference: outputs and every gradient bitwise
+    torch.nn.LSTM's, and no wmkernels op (no Python loop over steps) runs."""
+    theirs, ours = twins(num_layers=2, bidirectional=True, proj_size=2)
+    calls = []
+    real_lstm = torch._VF.lstm
+
+    def counting_lstm(*args):
+        calls.append(len(args))
+        return real_lstm(*args)
+
+    def no_op(*args, **kwargs):
+        raise AssertionError("a wmkernels op ran for proj_size > 0")
+
+    x = torch.randn(T, B, I, requires_grad=train)
+    hx = tuple(torch.randn(4, B, n, requires_grad=train) for n in (2, H))
+    calls_of = {"padded": lambda: (x, hx),
+                "packed": lambda: (pack_padded_sequence(x, torch.tensor([3, T, 1, 3]), enforce_sorted=False), None),
+                "unbatched": lambda: (x[:, 0], tuple(t[:, 0] for t in hx))}
+    for how, call in calls_of.items():
+        results = []
+        for layer in (theirs, ours):
+            with monkeypatch.context() as patched:
+                patched.setattr(torch._VF, "lstm", counting_lstm)
+                for name in ("lstm_cell", "lstm_sequence"):
+                    patched.setattr(wmkernels.ops, name, no_op)
+                with torch.set_grad_enabled(train):
+                    out, (h_n, c_n) = layer(*call())
+            data = out.data if isinstance(out, PackedSequence) else out
+            weights = [data, h_n * torch.arange(H - 2, H), c_n]  # h_n, c_n weighted apart from the output
+            grads = torch.autograd.grad(sum((w * (k + 1)).sum() for k, w in enumerate(weights)),
+                                        [x, *hx, *layer.parameters()], allow_unused=True) if train else ()
+            results.append((data, h_n, c_n, *grads))
+        assert calls == [calls[0]] * 2, (how, calls)  # one call each, the same call
+        calls.clear()
+        assert all(torch.equal(a, b) for a, b in zip(*results) if a is not None or b is not None), how
+
+
+def test_proj_size_is_explained_and_no_other_backend_takes_it():
+    choice = wmkernels.explain("lstm_sequence", proj_size=2, T=T, B=B, I=I, H=H)
+    assert choice.backend == "aten" and "proj_size > 0" in choice.reason, str(choice)
+    assert wmkernels.explain("lstm_sequence", proj_size=0, T=T, B=B, I=I, H=H).backend == "cpu"
+    for device in ("cpu", "cuda"):
+        assert "aten" in str(wmkernels.explain("lstm_sequence", device=device, inference=True, proj_size=2))
+    named = wmkernels.explain("lstm_sequence", backend="cpu", proj_size=2)
+    assert named.backend is None and "proj_size" in named.reason
+    ours = wmkernels.nn.LSTM(I, H, proj_size=2)
+    with wmkernels.use_backend("reference"), pytest.raises(wmkernels.BackendUnavailableError, match="proj_size"):
+        ours(torch.randn(T, B, I))
+    with pytest.raises(ValueError, match="proj_size applies to lstm_sequence only"):
+        wmkernels.explain("lstm_cell", proj_size=2)
+
+
 @pytest.mark.parametrize("batch_first", (False, True))
 def test_unbatched_input(batch_first):
     theirs, ours = twins(num_layers=2, bidirectional=True, batch_first=batch_first)
@@ -222,6 +278,10 @@ def test_float64_and_t_zero():
     empty = ours(torch.randn(0, B, I, dtype=torch.float64))
     assert empty[0].shape == (0, B, 2 * H) and empty[1][0].shape == (4, B, H)
     assert torch.all(empty[1][0] == 0)
+    projected = wmkernels.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2)
+    hx = (torch.randn(4, B, 2), torch.randn(4, B, H))
+    out, (h_n, c_n) = projected(torch.randn(0, B, I), hx)  # no backend runs, no step loop
+    assert out.shape == (0, B, 4) and torch.equal(h_n, hx[0]) and torch.equal(c_n, hx[1])
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

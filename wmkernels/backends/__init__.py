@@ -50,6 +50,12 @@ TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten"}
 # the persistent cpu backend (2026-12-06) takes over only at the shapes where
 # MEASURED_FASTER says it was measured faster.
 TORCH_FIRST_INFERENCE = {("cpu", "lstm_sequence"): "aten"}
+# An LSTM with projections (torch.nn.LSTM's proj_size > 0): no wmkernels kernel
+# implements one, torch's own LSTM does (torch._VF.lstm), so it runs there on
+# every device, for inference and training.
+PROJECTION_BACKEND = "aten"
+PROJECTION_WHY = ("proj_size > 0: no wmkernels kernel implements the LSTM's projection; torch's own LSTM "
+                  "(torch._VF.lstm) runs it, on every device, for inference and training")
 
 log = logging.getLogger(__name__)
 if os.environ.get(LOG_ENV_VAR, "0") not in ("", "0"):
@@ -170,18 +176,22 @@ def requested_backend(argument: Optional[str]) -> str:
 def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
                     sizes: Optional[Mapping[str, int]] = None,
                     inference: bool = False, traced_lengths: bool = False,
-                    recording: bool = False) -> List[Tuple[str, str]]:
+                    recording: bool = False, with_projection: bool = False) -> List[Tuple[str, str]]:
     """The backends ``auto`` tries for this call, in order, each with why it is
     there (``inference``: no input of the call wants a gradient;
     ``traced_lengths``: torch.compile is tracing a call with lengths, which
     torch's own LSTM cannot take in a graph, as for torch.nn.LSTM;
     ``recording``: torch.jit.trace or torch.export records the call, which only
     plain PyTorch survives — a Python autograd Function can be neither saved in
-    TorchScript nor differentiated in an exported program)."""
+    TorchScript nor differentiated in an exported program; ``with_projection``:
+    an LSTM with ``proj_size > 0``, which only torch's own LSTM runs)."""
     if traced_lengths or recording:
-        return [(name, why) for name, why in auto_candidates(op, device, dtype, sizes, inference)
+        return [(name, why) for name, why in auto_candidates(op, device, dtype, sizes, inference,
+                                                             with_projection=with_projection)
                 if BACKENDS[name].traces_lengths or not traced_lengths
                 if BACKENDS[name].recordable or not recording]
+    if with_projection:
+        return [(PROJECTION_BACKEND, PROJECTION_WHY)]
     order = list(AUTO_ORDER.get(device.type, ("reference",)))
     why = {name: f"the fastest available on {device.type} by the auto order {tuple(order)}" for name in order}
     torch_own = TORCH_FIRST.get((device.type, op))
@@ -207,23 +217,28 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
 
 
 def _call_reason(name: str, op: str, device: torch.device, dtype: torch.dtype,
-                 with_capacity: bool) -> Optional[str]:
+                 with_capacity: bool, with_projection: bool = False) -> Optional[str]:
     """Why backend ``name`` cannot run this call (None: it can)."""
     backend = BACKENDS[name]
     reason = backend.case_reason(op, device, dtype)
     if reason is None and with_capacity and not backend.takes_capacity:
         reason = f"backend '{name}' does not implement {op} with capacity yet"
+    if reason is None and with_projection and name != PROJECTION_BACKEND:
+        reason = (f"backend '{name}' has no LSTM projection (proj_size > 0): no wmkernels kernel implements "
+                  f"one; torch's own LSTM (backend '{PROJECTION_BACKEND}') runs it")
     return reason
 
 
 def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
            sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
-           traced_lengths: bool = False, recording: bool = False, with_capacity: bool = False) -> Choice:
+           traced_lengths: bool = False, recording: bool = False, with_capacity: bool = False,
+           with_projection: bool = False) -> Choice:
     """The backend of one call and the reasons (nothing raised: see ``select_backend``);
-    ``with_capacity``: the call has a capacity, which only some backends take."""
+    ``with_capacity``: the call has a capacity, which only some backends take;
+    ``with_projection``: an LSTM with ``proj_size > 0``, which only aten runs."""
     name = requested_backend(argument)
     if name != AUTO:
-        reason = _call_reason(name, op, device, dtype, with_capacity)
+        reason = _call_reason(name, op, device, dtype, with_capacity, with_projection)
         if reason is None and recording and not BACKENDS[name].recordable:
             reason = ("torch.jit.trace and torch.export record plain PyTorch only, and this backend runs "
                       "a Python autograd Function; use 'reference' or 'aten', or auto")
@@ -231,10 +246,11 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
             return Choice(op, device, dtype, name, None, f"backend '{name}' cannot run this call: {reason}")
         return Choice(op, device, dtype, name, name, "asked for by name")
     if device.type == "cuda" and not torch.cuda.is_available():
-        return _without_a_gpu(op, device, dtype, sizes, inference, traced_lengths, recording)
+        return _without_a_gpu(op, device, dtype, sizes, inference, traced_lengths, recording, with_projection)
     rejected = []
-    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
-        reason = _call_reason(candidate, op, device, dtype, with_capacity)
+    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording,
+                                          with_projection):
+        reason = _call_reason(candidate, op, device, dtype, with_capacity, with_projection)
         if reason is None:
             return Choice(op, device, dtype, AUTO, candidate, why, rejected)
         rejected.append((candidate, reason))
@@ -242,13 +258,14 @@ def decide(op: str, argument: Optional[str], device: torch.device, dtype: torch.
 
 
 def _without_a_gpu(op: str, device: torch.device, dtype: torch.dtype, sizes, inference: bool,
-                   traced_lengths: bool, recording: bool) -> Choice:
+                   traced_lengths: bool, recording: bool, with_projection: bool = False) -> Choice:
     """Auto on ``device`` when no CUDA device is visible: nothing runs there. The
     reason says so plainly, then what a machine with one would take: the first
     backend in auto's order that this build can run there (``Backend.build_reason``)."""
     here = f"no CUDA device is visible on this machine, so nothing runs on {device} here"
     rejected = []
-    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording):
+    for candidate, why in auto_candidates(op, device, dtype, sizes, inference, traced_lengths, recording,
+                                          with_projection):
         reason = BACKENDS[candidate].build_reason(op, dtype)
         if reason is None:
             return Choice(op, device, dtype, AUTO, None, f"{here}; a machine with one would take {candidate}: {why}",
@@ -260,12 +277,13 @@ def _without_a_gpu(op: str, device: torch.device, dtype: torch.dtype, sizes, inf
 def select_backend(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                    sizes: Optional[Mapping[str, int]] = None, inference: bool = False,
                    traced_lengths: bool = False, recording: bool = False,
-                   with_capacity: bool = False) -> Backend:
+                   with_capacity: bool = False, with_projection: bool = False) -> Backend:
     """The backend that runs ``op`` on tensors of ``device`` and ``dtype`` (``sizes``:
     the call's dimensions by name, for the measured rules; ``inference``: no
-    input wants a gradient; ``traced_lengths``, ``recording``: see ``auto_candidates``;
-    ``with_capacity``: the call has a capacity)."""
-    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording, with_capacity)
+    input wants a gradient; ``traced_lengths``, ``recording``, ``with_projection``:
+    see ``auto_candidates``; ``with_capacity``: the call has a capacity)."""
+    choice = decide(op, argument, device, dtype, sizes, inference, traced_lengths, recording, with_capacity,
+                    with_projection)
     if choice.backend is None:
         raise BackendUnavailableError(f"{op}: {choice.reason}")
     if log.isEnabledFor(logging.DEBUG):
@@ -279,10 +297,16 @@ def explain(op: str, *, device="cpu", dtype: torch.dtype = torch.float32, backen
     ``dtype`` (sizes by name, e.g. ``T=1024, B=16, I=768, H=768``), with the
     backend asked for (``backend=``, else the ``use_backend`` context or the
     environment, else auto); ``inference=True`` for a call where no input
-    wants a gradient. ``print`` the result for the reasons."""
+    wants a gradient. ``print`` the result for the reasons. ``proj_size=P``
+    (``lstm_sequence`` only) asks about an LSTM with projections, as
+    ``wmkernels.nn.LSTM(..., proj_size=P)`` runs: with ``P > 0`` always torch's
+    own LSTM (aten), no wmkernels kernel having one."""
     if op not in OPS:
         raise ValueError(f"explain: op must be one of {list(OPS)}, got {op!r}")
-    return decide(op, backend, torch.device(device), dtype, sizes, inference)
+    proj_size = sizes.pop("proj_size", 0)
+    if proj_size and op != "lstm_sequence":
+        raise ValueError(f"explain: proj_size applies to lstm_sequence only, got op {op!r}")
+    return decide(op, backend, torch.device(device), dtype, sizes, inference, with_projection=proj_size > 0)
 
 
 def availability(device="cpu") -> Dict[str, Optional[str]]:

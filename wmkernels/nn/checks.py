@@ -4,6 +4,7 @@ expected shape and the one given; shapes inside the ops are checked again there.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -22,6 +23,21 @@ def positive_int(layer: str, name: str, value) -> int:
         raise TypeError(f"{layer}: {name} should be of type int, got: {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{layer}: {name} must be greater than zero, got {value}")
+    return value
+
+
+def dropout(value) -> float:
+    """A dropout probability: a number in [0, 1], not a bool (torch.nn.LSTM's message)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number) or not 0 <= value <= 1:
+        raise ValueError("dropout should be a number in range [0, 1] representing the "
+                         f"probability of an element being zeroed, got {value!r}")
+    return float(value)
+
+
+def flag(layer: str, name: str, value) -> bool:
+    """A constructor switch (``bias``, ``batch_first``, ``bidirectional``): a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{layer}: {name} should be of type bool, got: {type(value).__name__}")
     return value
 
 

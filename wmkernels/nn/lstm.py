@@ -1,17 +1,16 @@
 """``wmkernels.nn.LSTM``: a drop-in for ``torch.nn.LSTM`` on ``wmkernels.ops``."""
 from __future__ import annotations
 
-import numbers
+from functools import partial
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence
 
 from wmkernels import ops
 from wmkernels.nn import checks
-from wmkernels.nn.sequences import repack, reverse_within, time_major, unpack
+from wmkernels.nn.sequences import layer_input, layer_output
+from wmkernels.nn.stack import run_stack
 from wmkernels.nn.torch_path import runs_on_torch
 
 NAME = "LSTM"
@@ -37,13 +36,19 @@ class LSTM(nn.LSTM):
     packed like the input), ``h_n [L·D, B, H_out]``, ``c_n [L·D, B, H]``.
 
     Each layer and direction is one ``wmkernels.ops.lstm_sequence`` call (the
-    time loop runs inside the backend). A packed batch runs padded with per-row
-    ``lengths``; its backward direction starts at each sequence's own last
-    element. ``dropout`` applies to the outputs of every layer but the last, in
-    training mode only (its random mask is not torch's). Where lstm_sequence's
-    backend is ``aten`` (on CUDA, what ``auto`` picks unless a wmkernels kernel
-    was measured faster), the whole stack is instead one ``torch._VF.lstm``
-    call, torch.nn.LSTM's own path: cuDNN, its dropout, its packed input.
+    time loop runs inside the backend; ``wmkernels.nn.stack``). A packed batch
+    runs padded with per-row ``lengths``; its backward direction starts at each
+    sequence's own last element. ``dropout`` applies to the outputs of every
+    layer but the last, in training mode only (its random mask is not torch's).
+    Where lstm_sequence's backend is ``aten`` (on CUDA, what ``auto`` picks
+    unless a wmkernels kernel was measured faster), the whole stack is instead
+    one ``torch._VF.lstm`` call, torch.nn.LSTM's own path: cuDNN, its dropout,
+    its packed input.
+
+    ``proj_size > 0`` always takes that path, on every device, for inference
+    and training: no wmkernels kernel implements the projection, torch's own
+    LSTM does (``wmkernels.explain("lstm_sequence", proj_size=P)`` says so).
+    A backend other than ``aten`` named for it raises ``BackendUnavailableError``.
 
     Under ``torch.compile`` dynamo treats it as it treats every
     ``torch.nn.LSTM``: a graph break around the layer (which then runs its
@@ -54,23 +59,15 @@ class LSTM(nn.LSTM):
     A sequence of length 0 is valid here (empty output, ``h_n, c_n`` = the
     initial state), where torch.nn.LSTM raises: every call torch.nn.LSTM
     accepts runs unchanged, and empty inputs are valid throughout wmkernels.
-
-    ``proj_size > 0`` has no fused sequence kernel: it runs a Python loop over
-    time of ``wmkernels.ops.lstm_cell`` plus the projection matmul — correct,
-    differentiable and traceable, but not fused over time.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None) -> None:
         # stricter than torch's own checks (which follow, in its constructor): each names the argument
-        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
-                or not 0 <= dropout <= 1):
-            raise ValueError("dropout should be a number in range [0, 1] representing the "
-                             f"probability of an element being zeroed, got {dropout!r}")
+        checks.dropout(dropout)
         for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{NAME}: {name} should be of type bool, got: {type(flag).__name__}")
+            checks.flag(NAME, name, flag)
         checks.positive_int(NAME, "input_size", input_size)
         checks.positive_int(NAME, "hidden_size", hidden_size)
         checks.positive_int(NAME, "num_layers", num_layers)
@@ -91,71 +88,50 @@ class LSTM(nn.LSTM):
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
         # torch.nn.LSTM's order: ranks (input, then state), the input's dtype,
         # its width, the state's sizes; then the state's dtype and device
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            x, lengths = unpack(input)
-            batched = True  # lengths stay on the CPU: the ops check them there, with no sync
-        else:
-            checks.tensor(NAME, "input", input, (2, 3))
-            batched = input.dim() == 3
-            x = time_major(input, self.batch_first) if batched else input.unsqueeze(1)
-            lengths = None
+        x, lengths, batched = layer_input(NAME, input, self.batch_first)
         state = self._state_ranks(hx, batched)
         checks.matches_weights(NAME, "input", x, self.weight_ih_l0)
         if x.shape[2] != self.input_size:
             raise checks.LayerShapeError(f"{NAME}: input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[2]}")
         h0, c0 = self._initial_state(state, x, batched)
-        if self._runs_on_torch_lstm(x, h0, c0):
+        T, B, _ = x.shape
+        if T == 0 or B == 0:  # valid here, where torch.nn.LSTM raises: nothing runs
+            D_out = self.num_directions * (self.proj_size or self.hidden_size)
+            output, h_n, c_n = x.new_zeros(T, B, D_out), h0.clone(), c0.clone()
+        elif self._runs_on_torch_lstm(x, h0, c0):
             return super().forward(input, hx)
-        output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
-
-        if packed:
-            return repack(output, lengths, input), (h_n, c_n)
+        else:
+            output, (h_n, c_n) = run_stack(x, (h0, c0), partial(self._run_direction, lengths=lengths),
+                                           num_layers=self.num_layers, num_directions=self.num_directions,
+                                           dropout=self.dropout, training=self.training, lengths=lengths)
         if not batched:
-            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        return time_major(output, self.batch_first), (h_n, c_n)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return layer_output(output, lengths, input, batched, self.batch_first), (h_n, c_n)
 
     def _runs_on_torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
         """True when the backend of lstm_sequence for these tensors is ``aten``
         (on CUDA, auto's choice unless a kernel was measured faster; on CPU, its
-        choice for inference, where oneDNN's fused LSTM is faster): then the
-        whole stack is one ``torch._VF.lstm`` call, exactly torch.nn.LSTM's path
-        (cuDNN runs all layers and both directions in one call), not one call
-        per layer and direction. Empty sequences keep the layer-by-layer path.
+        choice for inference, where oneDNN's fused LSTM is faster; with
+        ``proj_size > 0`` always, no wmkernels kernel having a projection):
+        then the whole stack is one ``torch._VF.lstm`` call, exactly
+        torch.nn.LSTM's path (cuDNN runs all layers and both directions in one
+        call), not one call per layer and direction.
         Under ``torch.autocast`` the stack is torch's LSTM too: its casts are
         torch's to decide (the ops compute in their inputs' dtype).
         ``torch.jit.trace`` and ``torch.export`` always record torch's LSTM: a
         Python autograd Function can be neither saved in TorchScript nor
         differentiated in an exported program."""
         T, B, I = x.shape
-        if T == 0 or B == 0:
-            return False
         if torch.jit.is_tracing() or torch.compiler.is_exporting():
             return True
-        return runs_on_torch("lstm_sequence", x, h0, c0, *self._current_weights(), T=T, B=B, I=I, H=self.hidden_size)
+        return runs_on_torch("lstm_sequence", x, h0, c0, *self._current_weights(),
+                             with_projection=self.proj_size > 0, T=T, B=B, I=I, H=self.hidden_size)
 
     def _current_weights(self) -> List[Tensor]:
         """Every weight as the module holds it now (parametrized ones recomputed),
         in torch.nn.LSTM's ``_flat_weights`` order."""
         return [getattr(self, name) for name in self._flat_weights_names]
-
-    def _run_layers(self, x: Tensor, h0: Tensor, c0: Tensor,
-                    lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        """Layer by layer, direction by direction, each one ``ops.lstm_sequence`` call."""
-        layer_input, h_n, c_n = x, [], []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                y, h, c = self._run_direction(k, direction, layer_input, h0[k], c0[k], lengths)
-                outputs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     @staticmethod
     def _state_ranks(hx, batched: bool) -> Optional[Tuple[Tensor, Tensor]]:
@@ -187,49 +163,11 @@ class LSTM(nn.LSTM):
             checks.matches_weights(NAME, name, value, self.weight_ih_l0)
         return h0, c0
 
-    def _run_direction(self, k: int, direction: int, x: Tensor, h0: Tensor, c0: Tensor,
-                       lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        """One layer-direction over the whole sequence: x [T, B, F] -> (y [T, B, H_out], h, c)."""
+    def _run_direction(self, k: int, x: Tensor, state: Tuple[Tensor, Tensor], lengths: Optional[Tensor]):
+        """Layer-direction ``k`` (``_all_weights[k]``) over ``x [T, B, F]``, forward in
+        time (``run_stack`` reverses a reverse direction's input and output):
+        one ``ops.lstm_sequence`` call -> (y [T, B, H], (h_n [B, H], c_n [B, H]))."""
         weights = {name.split("_l")[0]: getattr(self, name) for name in self._all_weights[k]}
-        if direction == 1:
-            x = reverse_within(x, lengths)
-        args = (x, h0, c0, weights["weight_ih"], weights["weight_hh"],
-                weights.get("bias_ih"), weights.get("bias_hh"))
-        if self.proj_size > 0:
-            y, h, c = projected_sequence(*args, weights["weight_hr"], lengths)
-        else:
-            y, h, c = ops.lstm_sequence(*args, lengths)
-        if direction == 1:
-            y = reverse_within(y, lengths)
-        return y, h, c
-
-
-def projected_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                       b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Tensor,
-                       lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """An LSTM direction with projection (``proj_size > 0``), as ``torch.nn.LSTM``.
-
-    x [T, B, I], h0 [B, P], c0 [B, H], w_ih [4H, I], w_hh [4H, P], w_hr [P, H]
-    -> (y [T, B, P], h_n [B, P], c_n [B, H]); step t: ``h_t = lstm_cell(...)[0] w_hrᵀ``.
-    No fused sequence kernel covers it, so this is a Python loop over time of
-    ``ops.lstm_cell`` (rows past their length keep their state, output zeros).
-    """
-    if lengths is not None:
-        lengths = lengths.to(x.device, non_blocking=True)
-    gates_x = x @ w_ih.t()  # all steps' input projections in one matmul
-    for b in (b_ih, b_hh):
-        if b is not None:
-            gates_x = gates_x + b
-    h, c, ys = h0, c0, []
-    for t in range(x.shape[0]):
-        h_new, c_new = ops.lstm_cell(torch.addmm(gates_x[t], h, w_hh.t()), c)
-        h_new = h_new @ w_hr.t()
-        if lengths is None:
-            h, c = h_new, c_new
-            ys.append(h_new)
-        else:
-            valid = (lengths > t).unsqueeze(1)
-            ys.append(torch.where(valid, h_new, torch.zeros_like(h_new)))
-            h, c = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
-    y = torch.stack(ys) if ys else x.new_zeros(0, x.shape[1], w_hr.shape[0])
-    return y, h, c
+        y, h, c = ops.lstm_sequence(x, *state, weights["weight_ih"], weights["weight_hh"],
+                                    weights.get("bias_ih"), weights.get("bias_hh"), lengths)
+        return y, (h, c)

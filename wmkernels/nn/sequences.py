@@ -1,5 +1,6 @@
 """Sequence plumbing shared by the recurrent layers: ``PackedSequence`` in and
-out, ``batch_first``, and running a direction backwards within each row's length.
+out, ``batch_first``, unbatched input, and running a direction backwards within
+each row's length.
 
 The layers run the ops on time-major padded tensors ``[T, B, F]`` in the
 caller's batch order, with per-row ``lengths`` (contract §1.2) for packed input;
@@ -12,6 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from wmkernels.nn import checks
 
 
 def unpack(packed: PackedSequence) -> Tuple[Tensor, Tensor]:
@@ -49,3 +52,31 @@ def reverse_within(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
 def time_major(x: Tensor, batch_first: bool) -> Tensor:
     """[B, T, *] -> [T, B, *] when ``batch_first``; otherwise ``x`` itself."""
     return x.transpose(0, 1) if batch_first else x
+
+
+def layer_input(layer: str, input, batch_first: bool) -> Tuple[Tensor, Optional[Tensor], bool]:
+    """A layer's ``input`` as the ops take it: ``(x [T, B, F], lengths, batched)``.
+
+    ``input``: a ``PackedSequence`` (``lengths`` int64 ``[B]`` on the CPU, where
+    the ops check them with no sync), ``[T, B, F]`` (``[B, T, F]`` with
+    ``batch_first``) or unbatched ``[T, F]`` (then ``B = 1`` and ``batched`` is
+    False), as ``torch.nn.LSTM`` takes it; the rank is checked here.
+    """
+    if isinstance(input, PackedSequence):
+        x, lengths = unpack(input)
+        return x, lengths, True
+    checks.tensor(layer, "input", input, (2, 3))
+    if input.dim() == 2:
+        return input.unsqueeze(1), None, False
+    return time_major(input, batch_first), None, True
+
+
+def layer_output(y: Tensor, lengths: Optional[Tensor], like, batched: bool, batch_first: bool):
+    """The inverse of ``layer_input`` for an output ``y [T, B, F']``: packed like
+    ``like`` if it was a ``PackedSequence``, ``[T, F']`` if unbatched, else
+    ``[T, B, F']`` (``[B, T, F']`` with ``batch_first``)."""
+    if isinstance(like, PackedSequence):
+        return repack(y, lengths, like)
+    if not batched:
+        return y.squeeze(1)
+    return time_major(y, batch_first)
