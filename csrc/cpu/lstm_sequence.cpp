@@ -156,12 +156,15 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
   // the same bits for any thread count).
   const at::Tensor d_gates2 = d_gates.view({T * B, 4 * H});
   // Padding past a row's length meets no product (padding.h): x there and
-  // h0 of a row of length 0 are zeroed by selection, and so is grad_x there
-  // (its zero rows of d_gates times a NaN in w_ih would be NaN).
+  // the state h_{t-1} a step past the length would read are zeroed by
+  // selection (a row's last h may be NaN, and its frozen steps' zero rows of
+  // d_gates would make NaN of it), and so is grad_x there (its zero rows of
+  // d_gates times a NaN in w_ih would be NaN).
   const at::Tensor x2 = zero_past_lengths(x_in.contiguous(), lengths).view({T * B, I});
-  const at::Tensor h0_read = zero_past_lengths(h0_in.contiguous().unsqueeze(0), lengths)[0];
   const at::Tensor h_prev =
-      at::cat({h0_read, y_in.narrow(0, 0, T - 1).contiguous().view({(T - 1) * B, H})});
+      zero_past_lengths(at::cat({h0_in.contiguous().unsqueeze(0), y_in.narrow(0, 0, T - 1)}), lengths)
+          .contiguous()
+          .view({T * B, H});
   at::Tensor grad_x =
       zero_past_lengths(team_mm(d_gates2, w_ih_in.contiguous()).view({T, B, I}), lengths);
   at::Tensor grad_w_ih = team_mm(d_gates2.t(), x2);

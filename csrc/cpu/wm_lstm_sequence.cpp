@@ -1,7 +1,7 @@
 // CPU forward and backward of wm_lstm_sequence (contract §1.4), the time loop in
-// C++. Per step, the matrix products go to torch's BLAS on buffers allocated
-// once per call (through at::cpu::, skipping the dispatcher: the entry points
-// checked that every tensor is a CPU tensor), and the per-row work (read,
+// C++. Per step, the matrix products run on the register-tiled kernels of
+// tile_mm.h (weights transposed once per call, buffers allocated once per
+// call), and the per-row work (read,
 // cell, write) runs over batch rows with at::parallel_for: the vectorized
 // LSTM rows of lstm_rows.h (the math of wmkernels/lstm_math.h) and the memory
 // math of wmkernels/memory_math.h.
@@ -32,12 +32,9 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/mm_cpu_dispatch.h>
 #include <ATen/ops/sigmoid_cpu_dispatch.h>
 #include <ATen/ops/tanh_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
@@ -45,10 +42,10 @@
 
 #include <wmkernels/memory_math.h>
 
-#include "invariant_mm.h"
 #include "lstm_rows.h"
 #include "padding.h"
 #include "tensor_checks.h"
+#include "tile_mm.h"
 #include "vec_row_ops.h"
 
 namespace wmkernels {
@@ -234,7 +231,7 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens,
   const T scale = T(1) / std::sqrt(static_cast<T>(D));
   at::Tensor P = at::empty({B, N}, xproj.options());       // h Wcatᵀ + bias
   at::Tensor Rg = at::empty({B, 4 * H}, xproj.options());  // r w_rhᵀ
-  const at::Tensor WcatT = Wcat.t(), w_rhT = w_rh.t();
+  const at::Tensor WcatT = Wcat.t().contiguous(), w_rhT = w_rh.t().contiguous();
   const T* xp = xproj.const_data_ptr<T>();
   const T* M0p = M0.const_data_ptr<T>();
   const T* Pp = P.const_data_ptr<T>();
@@ -279,13 +276,13 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens,
   };
 
   if (T_ > 0) {
-    at::cpu::addmm_out(P, bias_cat, h_state, WcatT);
+    tile_mm_out(P, h_state, WcatT, bias_cat);
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) (0 < lens[b]) ? read(0, b) : skip_read(0, b);
     });
   }
   for (int64_t t = 0; t < T_; ++t) {
-    at::cpu::mm_out(Rg, r_of_y[t], w_rhT);
+    tile_mm_out(Rg, r_of_y[t], w_rhT);
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t i = t * B + b;
@@ -307,7 +304,7 @@ void forward_loop(const Sizes& z, const std::vector<int64_t>& lens,
         }
       }
     });
-    at::cpu::addmm_out(P, bias_cat, h_state, WcatT);
+    tile_mm_out(P, h_state, WcatT, bias_cat);
     // v_t and e_t of every row (ATen's vectorized kernels; rows past their
     // length get values nobody reads).
     at::Tensor v_t = v_all[t];
@@ -440,10 +437,10 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
     // the last step there is no step t+1: only the value (erase) block, so that
     // its zero rows never meet w_hh, w_q (0 · inf would be NaN).
     if (t == T_ - 1) {
-      at::cpu::mm_out(tmp, Dall[t + 1].narrow(1, 4 * H + D, N - 4 * H - D),
-                      Wcat.narrow(0, 4 * H + D, N - 4 * H - D));
+      tile_mm_out(tmp, Dall[t + 1].narrow(1, 4 * H + D, N - 4 * H - D),
+                  Wcat.narrow(0, 4 * H + D, N - 4 * H - D));
     } else {
-      at::cpu::mm_out(tmp, Dall[t + 1], Wcat);
+      tile_mm_out(tmp, Dall[t + 1], Wcat);
     }
     // C: cell backward -> dG_t in Dall[t].
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
@@ -461,7 +458,7 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
                       dcp + b * H, Dp + i * N, dcp + b * H, H);
       }
     });
-    at::cpu::mm_out(dR, Dall[t].narrow(1, 0, 4 * H), w_rh);
+    tile_mm_out(dR, Dall[t].narrow(1, 0, 4 * H), w_rh);
     // E: read backward -> dq_t in Dall[t], dM before step t.
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
@@ -549,7 +546,7 @@ wm_lstm_sequence_forward(const at::Tensor& x_in, const at::Tensor& h0, const at:
   const at::Tensor bias_cat =
       gated ? at::cat({zeros4h, b_q, b_v, *b_e}) : at::cat({zeros4h, b_q, b_v});
   // The input projection of every step in one product, the bias folded in.
-  const at::Tensor xproj = invariant_addmm(b, x.view({T_ * B, z.I}), w_ih.t());
+  const at::Tensor xproj = tile_mm(x.view({T_ * B, z.I}), w_ih.t().contiguous(), b.contiguous());
 
   at::Tensor y = at::empty({T_, B, H + D}, opt);
   at::Tensor h_state = h0.contiguous().clone();
@@ -618,12 +615,11 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
     }
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wmkernels_wm_lstm_sequence_backward", [&] {
-    backward_loop<scalar_t>(z, lens, caps, K, grad_y, M0, w_rh, Wcat, c_all, act, attn, q_all, v_all,
+    backward_loop<scalar_t>(z, lens, caps, K, grad_y, M0, w_rh.contiguous(), Wcat, c_all, act, attn, q_all, v_all,
                             e_all, ckpt, Dall, dhc, dc, dM);
   });
   // h0 feeds the gates and query of step 0, not a value or erase vector.
-  const at::Tensor dh0 =
-      at::addmm(dhc, Dall[0].narrow(1, 0, 4 * H + D), Wcat.narrow(0, 0, 4 * H + D));
+  const at::Tensor dh0 = at::add(tile_mm(Dall[0].narrow(1, 0, 4 * H + D), Wcat.narrow(0, 0, 4 * H + D)), dhc);
   // Every weight gradient from the stacked per-step rows, in a few products.
   const at::Tensor Dflat = Dall.view({(T_ + 1) * B, N});
   // h_t and r_t of valid rows are in y; a row's y is zero past its length,
@@ -631,15 +627,18 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
   const at::Tensor h_of_y = y.narrow(2, 0, H).reshape({T_ * B, H});
   // (h0 of a row of length 0 is never read: its zero row of Dall[0] must not meet it)
   const at::Tensor h0_read = zero_past_lengths(h0.unsqueeze(0), lengths)[0];
-  const at::Tensor dWcat =
-      at::addmm(at::mm(Dall[0].t(), h0_read), Dall.narrow(0, 1, T_).view({T_ * B, N}).t(), h_of_y);
+  // The transposed left operands of the weight gradients are copied once
+  // (tens of MB at most): their rows then stream along k, where a strided
+  // operand would touch a new cache line at every k.
+  const at::Tensor dWcat = tile_mm(Dflat.t().contiguous(), at::cat({h0_read, h_of_y}));
   const at::Tensor dbias = Dflat.sum(0);
   const at::Tensor dG = Dall.narrow(0, 0, T_).narrow(2, 0, 4 * H).reshape({T_ * B, 4 * H});
   // zero past each row's length, by selection (their zero rows of dG times a NaN in w_ih are NaN)
   const at::Tensor dx =
-      zero_past_lengths(invariant_addmm(std::nullopt, dG, w_ih).view({T_, B, z.I}), lengths);
-  const at::Tensor dw_ih = at::mm(dG.t(), zero_past_lengths(x, lengths).view({T_ * B, z.I}));
-  const at::Tensor dw_rh = at::mm(dG.t(), y.narrow(2, H, D).reshape({T_ * B, D}));
+      zero_past_lengths(tile_mm(dG, w_ih.contiguous()).view({T_, B, z.I}), lengths);
+  const at::Tensor dGt = dG.t().contiguous();
+  const at::Tensor dw_ih = tile_mm(dGt, zero_past_lengths(x, lengths).view({T_ * B, z.I}));
+  const at::Tensor dw_rh = tile_mm(dGt, y.narrow(2, H, D).reshape({T_ * B, D}));
   auto rows = [&](const at::Tensor& t, int64_t from, int64_t n) {
     return t.narrow(0, from, n).clone();  // own storage: outputs must not alias
   };

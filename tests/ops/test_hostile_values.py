@@ -92,6 +92,21 @@ def test_specials_propagate_as_in_the_reference(op, special, gated, which, count
             assert_same_specials(g, w, f"{op} on {backend}: output {k} ({note})")
 
 
+@pytest.mark.parametrize("op, mode", [("lstm_sequence", "fifo"), ("wm_lstm_sequence", "fifo"),
+                                      ("wm_lstm_sequence", "gated")])
+def test_a_nan_state_of_a_short_row_reaches_no_weight_gradient_through_its_padded_steps(op, mode):
+    """NaN in c0 of a row of length 1 makes its h after step 0 NaN; the steps
+    past its length read that h in no product (the reference selects), so the
+    weight gradients are NaN exactly where the reference's are (found by the
+    property test above: the cpu lstm_sequence multiplied the frozen steps'
+    zero d_gates by that h in grad_w_hh)."""
+    torch.manual_seed(141)
+    case = testing.random_case(op, T=3, B=3, I=3, H=4, S=3, D=3, write_mode=mode, with_lengths=True)
+    case.extras["lengths"] = torch.tensor([3, 0, 1])
+    case.tensors["c0"][2, 0] = float("nan")
+    assert_specials_as_reference(case, case.tensors.values(), BACKEND_NAMES, "NaN in c0 of a row of length 1")
+
+
 def _cpu_results(case: testing.Case, threads: int):
     """Outputs and gradients of ``case`` on cpu in float32 with ``threads`` threads."""
     tensors = [t.float().requires_grad_() for t in case.tensors.values()]
