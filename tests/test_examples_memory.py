@@ -127,3 +127,43 @@ def test_memory_tasks_rerun_of_one_model_reuses_the_others(examples, tmp_path):
                            "--reuse", str(tmp_path / "all" / "memory_tasks.json")])
     with pytest.raises(SystemExit, match="--reuse"):
         memory_tasks.main(["--quick", "--out", str(tmp_path / "x"), "--kinds", "gated"])
+
+
+@pytest.fixture
+def capacity_recall(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import capacity_recall
+
+    return capacity_recall
+
+
+def test_mixed_recall_batch_pads_recall_examples_of_both_groups(capacity_recall, fresh_seed):
+    """Rows of the first half hold few pairs, of the second many; each row is a
+    recall example of its own length (pairs + 2), zeros past it, its one answer
+    step the last, asking for a stored key's value."""
+    keys, values, batch, few, many = 9, 4, 12, [1, 2], [5, 6]
+    (x, lengths), targets, mask = capacity_recall.mixed_recall_batch(
+        batch, few, many, keys, values, torch.Generator().manual_seed(fresh_seed))
+    pairs = lengths - 2
+    assert set(pairs[:batch // 2].tolist()) <= set(few) and set(pairs[batch // 2:].tolist()) <= set(many)
+    assert x.shape == (int(lengths.max()), batch, keys + values + 1)
+    for b in range(batch):
+        n = int(pairs[b])
+        assert x[n + 2:, b].abs().sum() == 0 and not mask[n + 2:, b].any()
+        assert mask[:, b].nonzero().flatten().tolist() == [n + 1]
+        stored = {int(x[t, b, :keys].argmax()): int(x[t, b, keys:keys + values].argmax()) for t in range(n)}
+        assert len(stored) == n and targets[n + 1, b] == stored[int(x[n, b, :keys].argmax())]
+
+
+def test_capacity_recall_small_run_writes_its_report(capacity_recall, tmp_path):
+    report = capacity_recall.main(["--quick", "--out", str(tmp_path)])
+    runs = report["results"]
+    assert {(r["mode"], r["policy"]) for r in runs} == {(m, p) for m in ("fifo", "gated")
+                                                        for p in ("none", "1.0", "0.5")}
+    assert all(0 <= a <= 1 for r in runs for a in r["accuracy"].values())
+    for mode in ("fifo", "gated"):
+        t = report["timings"][mode]
+        assert t["none"]["ratio"] == 1.0 and t["none"]["mean_capacity"] == 6  # --quick: S = 6
+        assert t["0.5"]["mean_capacity"] < t["1.0"]["mean_capacity"] <= 6
+    assert "capacity_from_lengths(·, 1.0)" in (tmp_path / "capacity_recall.md").read_text()
+    assert (tmp_path / "capacity_recall.png").read_bytes()[:4] == b"\x89PNG"

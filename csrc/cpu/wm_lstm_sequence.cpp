@@ -35,6 +35,7 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/sigmoid_cpu_dispatch.h>
 #include <ATen/ops/tanh_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
@@ -387,6 +388,8 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
   const int64_t BD = B * D, BH = B * H, SD = S * D, BSD = B * S * D;
   const int64_t row_work = 2 * S * D + 8 * H;
   const LstmRowKernels<T>& cell = lstm_row_kernels<T>();
+  // w_hh and w_q (the rows of Wcat that the next step's gates and query meet)
+  const bool recurrent_finite = at::isfinite(Wcat.narrow(0, 0, 4 * H + D)).all().item<bool>();
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const int64_t start = z.gated ? (t / K) * K : 0;
@@ -435,12 +438,22 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
     });
     // Gradient of h_t from steps t+1 (gates, query) and t (value, erase). At
     // the last step there is no step t+1: only the value (erase) block, so that
-    // its zero rows never meet w_hh, w_q (0 · inf would be NaN).
-    if (t == T_ - 1) {
-      tile_mm_out(tmp, Dall[t + 1].narrow(1, 4 * H + D, N - 4 * H - D),
+    // its zero rows never meet w_hh, w_q (0 · inf would be NaN). Likewise a row
+    // whose last step is t takes no step t+1: where w_hh or w_q holds an inf
+    // or NaN its row is selected from its own value-block product (with finite
+    // weights its zero gate and query rows add exactly 0: the full product's
+    // bits are kept).
+    auto value_block = [&](at::Tensor out, const at::Tensor& rows) {
+      tile_mm_out(out, rows.narrow(1, 4 * H + D, N - 4 * H - D),
                   Wcat.narrow(0, 4 * H + D, N - 4 * H - D));
+    };
+    if (t == T_ - 1) {
+      value_block(tmp, Dall[t + 1]);
     } else {
       tile_mm_out(tmp, Dall[t + 1], Wcat);
+      for (int64_t b = 0; b < B && !recurrent_finite; ++b) {
+        if (lens[b] == t + 1) value_block(tmp.narrow(0, b, 1), Dall[t + 1].narrow(0, b, 1));
+      }
     }
     // C: cell backward -> dG_t in Dall[t].
     at::parallel_for(0, B, row_grain(row_work), [&](int64_t lo, int64_t hi) {
@@ -618,8 +631,13 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
     backward_loop<scalar_t>(z, lens, caps, K, grad_y, M0, w_rh.contiguous(), Wcat, c_all, act, attn, q_all, v_all,
                             e_all, ckpt, Dall, dhc, dc, dM);
   });
-  // h0 feeds the gates and query of step 0, not a value or erase vector.
-  const at::Tensor dh0 = at::add(tile_mm(Dall[0].narrow(1, 0, 4 * H + D), Wcat.narrow(0, 0, 4 * H + D)), dhc);
+  // h0 feeds the gates and query of step 0, not a value or erase vector. A row
+  // of length 0 takes no step: its dh0 is the carried gradient, selected (its
+  // zero row of Dall[0] times an inf in w_hh or w_q would be NaN).
+  at::Tensor dh0 = at::add(tile_mm(Dall[0].narrow(1, 0, 4 * H + D), Wcat.narrow(0, 0, 4 * H + D)), dhc);
+  for (int64_t b = 0; b < B; ++b) {
+    if (lens[b] == 0) dh0[b].copy_(dhc[b]);
+  }
   // Every weight gradient from the stacked per-step rows, in a few products.
   const at::Tensor Dflat = Dall.view({(T_ + 1) * B, N});
   // h_t and r_t of valid rows are in y; a row's y is zero past its length,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import wmkernels
-from wmkernels import ops, reference
+from wmkernels import ops, reference, testing
 from wmkernels.testing import rel_err
 
 T, B, I, H, S, D = 6, 4, 3, 5, 5, 4
@@ -190,39 +190,25 @@ CPU_SIZES = [dict(T=6, B=4, I=3, H=5, S=5, D=4), dict(T=1, B=1, I=2, H=1, S=1, D
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)], ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("sizes", CPU_SIZES, ids=lambda z: "T{T}B{B}H{H}S{S}D{D}".format(**z))
 @pytest.mark.parametrize("per_step", (True, False), ids=["TB", "B"])
-def test_cpu_kernel_with_capacity_matches_the_reference(mode, dtype, tol, sizes, per_step, fresh_seed):
+def test_cpu_kernel_with_capacity_matches_the_reference(mode, dtype, sizes, per_step, fresh_seed):
     """The cpu backend's wm_lstm_sequence with a capacity (and lengths) against the
-    float64 reference: every output and every input gradient."""
-    from wmkernels.reference import WM_GATED_ONLY_KEYS, WM_PARAM_KEYS
-
+    float64 reference: every output and every input gradient, by the contract's
+    rule (§4: testing.compare, outputs poisoned, the standard random draw). At
+    H = 1, S = 1 a float32 c_t or h_t of one element can cancel to ~1e-2 of its
+    terms: about 1 draw in 400 missed 1e-5 there (2e-5 to 1e-4, the float32
+    reference itself up to 2.5e-5 on the same draws); the rule excuses such a
+    draw within 10x its rounding floor. (Weights drawn at 0.5 instead of
+    1/sqrt(H) saturated the read at H = 65: grad[w_q] of norm 1e-8 to 4e-3, off
+    by 2e-8 relative in float64 and up to 80x the float32 reference's error.)"""
     torch.manual_seed(fresh_seed)
-    T_, B_, I_, H_, S_, D_ = (sizes[k] for k in "TBIHSD")
-    keys = [k for k in WM_PARAM_KEYS if mode == "gated" or k not in WM_GATED_ONLY_KEYS]
-    shapes = {"w_ih": (4 * H_, I_), "w_hh": (4 * H_, H_), "w_rh": (4 * H_, D_), "b": (4 * H_,),
-              "w_q": (D_, H_), "b_q": (D_,), "w_v": (D_, H_), "b_v": (D_,), "w_e": (D_, H_), "b_e": (D_,)}
-    leaves64 = {"x": torch.randn(T_, B_, I_), "h0": torch.randn(B_, H_), "c0": torch.randn(B_, H_),
-                "M0": torch.randn(B_, S_, D_), **{k: torch.randn(shapes[k]) * 0.5 for k in keys}}
-    leaves64 = {k: v.double().requires_grad_() for k, v in leaves64.items()}
-    leaves = {k: v.detach().to(dtype).requires_grad_() for k, v in leaves64.items()}
-    capacity = torch.randint(1, S_ + 1, (T_, B_) if per_step else (B_,))
-    lengths = torch.randint(0, T_ + 1, (B_,))
-
-    def run(t, backend):
-        y, (h, c, M) = ops.wm_lstm_sequence(t["x"], (t["h0"], t["c0"], t["M0"]), {k: t[k] for k in keys},
-                                            mode, lengths, capacity, backend=backend)
-        return y, h, c, M
-
-    got, want = run(leaves, "cpu"), run(leaves64, "reference")
-    upstream = [torch.randn_like(w) for w in want]
-    g_got = torch.autograd.grad(got, list(leaves.values()), [u.to(dtype) for u in upstream])
-    g_want = torch.autograd.grad(want, list(leaves64.values()), upstream)
-    for k, (a, b) in enumerate(zip(got, want)):
-        assert rel_err(a, b) <= tol, f"output {k}: {rel_err(a, b):.2e}"
-    for name, a, b in zip(leaves, g_got, g_want):
-        assert rel_err(a, b) <= 10 * tol, f"grad {name}: {rel_err(a, b):.2e}"
+    T_, B_ = sizes["T"], sizes["B"]
+    call = testing.random_case("wm_lstm_sequence", **sizes, write_mode=mode, with_lengths=True)
+    call.extras["capacity"] = torch.randint(1, sizes["S"] + 1, (T_, B_) if per_step else (B_,))
+    rows = testing.compare(call, "cpu", dtype)
+    assert all(r.passed for r in rows), [f"{r.name}: {r.error:.2e} (floor {r.floor})" for r in rows if not r.passed]
 
 
 def test_auto_runs_capacity_on_the_cpu_kernels():

@@ -6,8 +6,9 @@ Lengths go through a ``PackedSequence``, as in ``torch.nn.LSTM``:
 packing needs the lengths on the CPU (lengths given on a GPU are copied
 there, a device-to-host sync; pass them on the CPU, as ``PackedSequence``
 keeps its batch sizes, to avoid it) and at least 1, so rows of length 0 are
-packed with length 1 (a step on zeros, not on their padding) and their
-outputs replaced by the state they start with.
+left out of the call: they take no step (not even one on zeros, whose zero
+gradient times an infinite weight would be NaN), keep the state they start
+with and output zeros.
 """
 from __future__ import annotations
 
@@ -55,23 +56,19 @@ def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None):
         return y, h_n[0], c_n[0]
     host_lengths = lengths.cpu()
     empty = host_lengths == 0
-    if bool(empty.any()):
-        # their one packed step runs on zeros, selected (not on their padding or
-        # state: a NaN there must reach nothing, its backward neither)
-        on_device = empty.to(x.device)
-        x = torch.where((torch.arange(T, device=x.device) == 0).view(T, 1, 1) & on_device.view(1, B, 1),
-                        torch.zeros_like(x), x)
-        state = tuple(torch.where(on_device.view(1, B, 1), torch.zeros_like(s), s) for s in state)
-    packed = pack_padded_sequence(x, host_lengths.clamp(min=1), enforce_sorted=False)
+    if bool(empty.any()):  # the rows that run, alone; the others pass around the call
+        run = (~empty).nonzero().squeeze(1)
+        if run.numel() == 0:
+            return x.new_zeros(T, B, H), h0.clone(), c0.clone()
+        on = run.to(x.device)
+        y, h_n, c_n = lstm_sequence(x.index_select(1, on), h0.index_select(0, on), c0.index_select(0, on),
+                                    w_ih, w_hh, b_ih, b_hh, host_lengths[run])
+        return x.new_zeros(T, B, H).index_copy(1, on, y), h0.index_copy(0, on, h_n), c0.index_copy(0, on, c_n)
+    packed = pack_padded_sequence(x, host_lengths, enforce_sorted=False)
     order, unorder = packed.sorted_indices, packed.unsorted_indices
     state = (state[0].index_select(1, order), state[1].index_select(1, order))
     with _weights_not_flattened_is_expected():
         data, h_n, c_n = torch._VF.lstm(packed.data, packed.batch_sizes, state, params, has_biases, 1, 0.0,
                                         train, False)
     y, _ = pad_packed_sequence(packed._replace(data=data), total_length=T)
-    h_n, c_n = h_n[0].index_select(0, unorder), c_n[0].index_select(0, unorder)
-    if bool(empty.any()):  # rows of length 0 keep h0/c0 and output zeros
-        keep = empty.to(x.device).unsqueeze(1)
-        h_n, c_n = torch.where(keep, h0, h_n), torch.where(keep, c0, c_n)
-        y = torch.where(keep.unsqueeze(0), torch.zeros_like(y), y)
-    return y, h_n, c_n
+    return y, h_n[0].index_select(0, unorder), c_n[0].index_select(0, unorder)

@@ -24,33 +24,30 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> Tuple[Tensor, Tensor]:
     return h, c
 
 
-def valid_rows(lengths: Optional[Tensor], t: int, like: Tensor) -> Optional[Tensor]:
-    """[B, 1] bool: which batch rows are still running at step t (None: all)."""
+def running_rows(lengths: Optional[Tensor], t: int, like: Tensor) -> Optional[Tensor]:
+    """Indices [R] (int64) of the batch rows still running at step t (None: all)."""
     if lengths is None:
         return None
-    return (lengths.to(like.device) > t).unsqueeze(1)
+    return (lengths.to(like.device) > t).nonzero().squeeze(1)
 
 
-def keep_where(valid: Optional[Tensor], new: Tensor, old: Tensor) -> Tensor:
-    """new where the row is valid, old elsewhere; valid is [B, 1] (or None: all)."""
-    if valid is None:
-        return new
-    return torch.where(valid.view(valid.shape + (1,) * (new.dim() - 2)), new, old)
+def take_rows(rows: Optional[Tensor], *tensors: Tensor) -> Tuple[Tensor, ...]:
+    """The running ``rows`` of each tensor ([B, ...] -> [R, ...]; None: all).
 
-
-def step_inputs(valid: Optional[Tensor], *tensors: Tensor) -> Tuple[Tensor, ...]:
-    """The inputs of step t ([B, ...] each) with the rows past their length
-    replaced by zeros, by selection.
-
-    Padding is "don't care" (a PackedSequence never holds it), and so is the
-    step a row takes past its length, whose results are discarded: nothing
-    there may reach an output or a gradient. Run on its real inputs, that step
-    would still leak backward (its zero gradient times a NaN derivative is
-    NaN); multiplying by a 0/1 mask would keep a NaN (0 × NaN = NaN). So the
-    step runs on zeros, selected with torch.where, whose gradient there is
-    exactly zero, and the state passes around it (``keep_where``).
+    Padding is "don't care" (a PackedSequence never holds it), and so is a row
+    past its length: a step runs on the running rows alone, so nothing of the
+    others (not even a NaN or inf in x there) reaches an output or a gradient,
+    and the weights meet none of their values (a step run on all rows and then
+    discarded would still leak backward: its zero gradient times a NaN or an
+    infinite weight is NaN; so would multiplying by a 0/1 mask).
     """
-    return tuple(keep_where(valid, t, torch.zeros_like(t)) for t in tensors)
+    return tuple(t if rows is None else t.index_select(0, rows) for t in tensors)
+
+
+def put_rows(rows: Optional[Tensor], old: Tensor, new: Tensor) -> Tensor:
+    """``old`` with the running ``rows`` replaced by ``new`` ([R, ...]; None: all).
+    The other rows pass around the step: their gradient goes straight to ``old``."""
+    return new if rows is None else old.index_copy(0, rows, new)
 
 
 def lstm_step(x_t: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
@@ -77,9 +74,9 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     h, c = h0, c0
     ys = []
     for t in range(T):
-        valid = valid_rows(lengths, t, x)
-        h_new, c_new = lstm_step(*step_inputs(valid, x[t], h, c), w_ih, w_hh, b_ih, b_hh)
-        ys.append(keep_where(valid, h_new, torch.zeros_like(h_new)))
-        h, c = keep_where(valid, h_new, h), keep_where(valid, c_new, c)
+        rows = running_rows(lengths, t, x)
+        h_new, c_new = lstm_step(*take_rows(rows, x[t], h, c), w_ih, w_hh, b_ih, b_hh)
+        ys.append(put_rows(rows, torch.zeros_like(h), h_new))
+        h, c = put_rows(rows, h, h_new), put_rows(rows, c, c_new)
     y = torch.stack(ys) if ys else x.new_zeros(0, x.shape[1], h0.shape[1])
     return y, h.clone(), c.clone()

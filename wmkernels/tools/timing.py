@@ -66,3 +66,34 @@ def time_interleaved(runs: List[Callable[[], None]], device, repeat: int,
             if round_ >= warmup:
                 times[k].append((time.perf_counter() - start) * 1e3)
     return [Timing.of(t) if alive[k] else Timing.of([]) for k, t in enumerate(times)]
+
+
+def rotated_rounds(runs: List[Callable[[], None]], rounds: int, warmup: int = 1) -> List[List[float]]:
+    """Milliseconds of each of ``runs`` per round (CPU): ``warmup`` untimed
+    rounds, then ``rounds`` timed ones, each running every workload once in
+    an order rotated by one per round (no workload always runs first or
+    after the same one)."""
+    times: List[List[float]] = [[] for _ in runs]
+    for round_ in range(warmup + rounds):
+        for k in [(j + round_) % len(runs) for j in range(len(runs))]:
+            start = time.perf_counter()
+            runs[k]()
+            if round_ >= warmup:
+                times[k].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+@dataclass
+class Ratio:
+    """Per-round ratios t / t_baseline: median, min, max and interquartile range."""
+
+    median: float
+    min: float
+    max: float
+    iqr: float
+
+    @classmethod
+    def of(cls, times: List[float], baseline: List[float]) -> "Ratio":
+        ratios = sorted(a / b for a, b in zip(times, baseline))
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3
+        return cls(statistics.median(ratios), ratios[0], ratios[-1], q3 - q1)

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from wmkernels.lstm.reference import keep_where, lstm_cell, step_inputs, valid_rows
+from wmkernels.lstm.reference import lstm_cell, put_rows, running_rows, take_rows
 from wmkernels.memory.reference import wm_read, wm_shift_write, wm_write
 
 
@@ -60,13 +60,13 @@ def wm_lstm_sequence(x: Tensor, state: Tuple[Tensor, Tensor, Tensor],
     h, c, M = state
     ys = []
     for t in range(x.shape[0]):
-        valid = valid_rows(lengths, t, x)
-        h_new, c_new, M_new, r = wm_lstm_step(*step_inputs(valid, x[t], h, c, M), params, write_mode,
-                                              None if capacity is None else capacity[t])
+        rows = running_rows(lengths, t, x)
+        step_capacity = None if capacity is None else take_rows(rows, capacity[t].to(x.device))[0]
+        h_new, c_new, M_new, r = wm_lstm_step(*take_rows(rows, x[t], h, c, M), params, write_mode,
+                                              step_capacity)
         y_t = torch.cat([h_new, r], dim=1)
-        ys.append(keep_where(valid, y_t, torch.zeros_like(y_t)))
-        h, c, M = (keep_where(valid, h_new, h), keep_where(valid, c_new, c),
-                   keep_where(valid, M_new, M))
+        ys.append(put_rows(rows, y_t.new_zeros(x.shape[1], y_t.shape[1]), y_t))
+        h, c, M = put_rows(rows, h, h_new), put_rows(rows, c, c_new), put_rows(rows, M, M_new)
     if ys:
         y = torch.stack(ys)
     else:

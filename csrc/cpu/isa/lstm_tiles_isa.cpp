@@ -270,13 +270,16 @@ WMK_ALWAYS_INLINE void backward_tile(const BackwardStep<T>& s, int64_t b0, int64
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
     const bool active = s.lengths == nullptr || s.t < s.lengths[b];
+    // A row frozen at step t + 1 took no step there: its (zero) d_gates meet no
+    // w_hh, selected away rather than added (0 · inf in w_hh is NaN).
+    const bool next_ran = s.dg_next != nullptr && (s.lengths == nullptr || s.t + 1 < s.lengths[b]);
 #pragma GCC unroll 8
     for (int q = 0; q < NP; ++q) {
       const int64_t j0 = (p + q) * U;
       const int64_t n = H - j0 < U ? H - j0 : U;
       T* gh = s.grad_h + b * H + j0;
       V total = load_n(gh, n);
-      if (s.dg_next != nullptr) total = total + acc[r][q][0];
+      if (next_ran) total = total + acc[r][q][0];
       if (s.act == nullptr || !active) {
         store_n(total, gh, n);
         if (s.act != nullptr) {
