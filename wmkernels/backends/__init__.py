@@ -38,18 +38,16 @@ BACKENDS: Dict[str, Backend] = {
 AUTO = "auto"
 ENV_VAR = "WMKERNELS_BACKEND"
 LOG_ENV_VAR = "WMKERNELS_LOG_BACKEND"
-# Fastest first, per device type; the reference closes every list. On CPU the
-# cpu backend's lstm_sequence was measured faster than torch.nn.LSTM
-# (benchmarks/results/); aten stands in when the extension is not built.
+# Fastest first, per device type; the reference closes every list (aten stands
+# in on CPU when the extension is not built).
 AUTO_ORDER = {"cuda": ("triton", "reference"), "cpu": ("cpu", "aten", "reference")}
-# Ops torch itself has a fast kernel for: auto takes it first on that device.
-TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten"}
-# ... and where no input wants a gradient (inference): on CPU torch's LSTM runs
-# oneDNN's fused inference kernel, measured 1.9-3.1x faster than the fork/join
-# cpu backend at B = 10-20, T = 100-256, H = 128-256 (2-core EPYC, 2026-12-02);
-# the persistent cpu backend (2026-12-06) takes over only at the shapes where
-# MEASURED_FASTER says it was measured faster.
-TORCH_FIRST_INFERENCE = {("cpu", "lstm_sequence"): "aten"}
+# Ops torch itself has a fast kernel for: auto takes it first on that device
+# (cuDNN on CUDA, oneDNN's fused LSTM on CPU, for inference and training),
+# unless MEASURED_FASTER says a wmkernels kernel was measured faster for the
+# call's shape and mode.
+TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten",
+               ("cpu", "lstm_sequence"): "aten"}
+TORCH_KERNEL = {"cuda": "cuDNN", "cpu": "oneDNN"}
 # An LSTM with projections (torch.nn.LSTM's proj_size > 0): no wmkernels kernel
 # implements one, torch's own LSTM does (torch._VF.lstm), so it runs there on
 # every device, for inference and training.
@@ -195,24 +193,15 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
     order = list(AUTO_ORDER.get(device.type, ("reference",)))
     why = {name: f"the fastest available on {device.type} by the auto order {tuple(order)}" for name in order}
     torch_own = TORCH_FIRST.get((device.type, op))
-    if torch_own is None and inference:
-        torch_own = TORCH_FIRST_INFERENCE.get((device.type, op))
-        if torch_own is not None:
-            measured = [m for m in MEASURED_FASTER if m.covers(op, device.type, dtype, sizes, True)]
-            for m in measured:
-                why[m.backend] = f"measured faster than torch's own kernel for inference at this shape ({m.evidence})"
-            why[torch_own] = ("torch's own kernel, for inference (nothing wants a gradient): "
-                              "oneDNN's fused LSTM, no wmkernels kernel measured faster without backward "
-                              f"at {dict(sizes) if sizes else 'this shape'}")
-            return [(name, why[name]) for name in dict.fromkeys([m.backend for m in measured] + [torch_own] + order)]
     if torch_own is not None:
+        mode = "inference (nothing wants a gradient)" if inference else "training (forward and backward)"
         measured = [m for m in MEASURED_FASTER if m.covers(op, device.type, dtype, sizes, inference)]
         order = [m.backend for m in measured] + [torch_own] + [n for n in order if n != torch_own]
         for m in measured:
-            why[m.backend] = f"measured faster than torch's own kernel for this shape ({m.evidence})"
-        kernel = "cuDNN" if op == "lstm_sequence" else "ATen"
+            why[m.backend] = f"measured faster than torch's own kernel for {mode} at this shape ({m.evidence})"
+        kernel = TORCH_KERNEL.get(device.type, "ATen") if op == "lstm_sequence" else "ATen"
         why[torch_own] = (f"torch's own kernel ({kernel} on {device.type.upper()}): no wmkernels kernel was "
-                          f"measured faster for {op} at {dict(sizes) if sizes else 'this shape'}")
+                          f"measured faster for {op} in {mode} at {dict(sizes) if sizes else 'this shape'}")
     return [(name, why[name]) for name in dict.fromkeys(order)]
 
 

@@ -111,8 +111,8 @@ class LSTM(nn.LSTM):
 
     def _runs_on_torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
         """True when the backend of lstm_sequence for these tensors is ``aten``
-        (on CUDA, auto's choice unless a kernel was measured faster; on CPU, its
-        choice for inference, where oneDNN's fused LSTM is faster; with
+        (auto's choice on CUDA and CPU unless a kernel was measured faster for
+        the call's shape and mode; with
         ``proj_size > 0`` always, no wmkernels kernel having a projection):
         then the whole stack is one ``torch._VF.lstm`` call, exactly
         torch.nn.LSTM's path (cuDNN runs all layers and both directions in one
