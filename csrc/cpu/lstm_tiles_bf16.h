@@ -31,8 +31,17 @@ struct Bf16ForwardStep {
   int64_t B, H;
   const c10::BFloat16* w;       // the thread's packed w_hh panels (panel p0 first)
   const c10::BFloat16* h_prev;  // [B, H] h_{t-1}
-  float* pre;                   // [B, 4H] pre-activations of the input projection;
-                                // the activated gates are written back when save_act
+  // Either the input projection ran before (x == nullptr): pre [B, 4H] holds
+  // its pre-activations (biases in), the activated gates are written back
+  // when save_act. Or it is fused into the step: each sum runs over x_t w_ih
+  // (w_x: the thread's packed w_ih panels), then h w_hh; bias [4H] float32 or
+  // nullptr is added; pre is where save_act writes the activated gates
+  // (nullptr without save_act).
+  const c10::BFloat16* x;       // [B, I] x_t, or nullptr
+  int64_t I;
+  const c10::BFloat16* w_x;
+  const float* bias;
+  float* pre;
   bool save_act;
   const float* c_prev;          // [B, H]
   float* c;                     // [B, H] c_t; may alias c_prev

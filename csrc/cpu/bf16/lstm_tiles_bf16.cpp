@@ -57,17 +57,21 @@ WMK_ALWAYS_INLINE void dot_pair(__m512& acc, const __m512i& a, const __m512i& w)
   acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)w);
 }
 
-// acc[r][q][g] = Σ_k a[r*lda + k] w(panel q, gate g, k) for the packed panels
-// at w, panel_stride apart: one vdpbf16ps chain over the k pairs.
 template <int MR, int NP>
-WMK_ALWAYS_INLINE void accumulate(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t K,
-                                  int64_t panel_stride, __m512 (&acc)[MR][NP][4]) {
+WMK_ALWAYS_INLINE void zero(__m512 (&acc)[MR][NP][4]) {
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) acc[r][q][g] = _mm512_setzero_ps();
+}
+
+// acc[r][q][g] += Σ_k a[r*lda + k] w(panel q, gate g, k) for the packed panels
+// at w, panel_stride apart: one vdpbf16ps chain over the k pairs.
+template <int MR, int NP>
+WMK_ALWAYS_INLINE void add_products(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t K,
+                                    int64_t panel_stride, __m512 (&acc)[MR][NP][4]) {
   const int64_t pairs = K / 2;
   auto step = [&](int64_t kp, const __m512i (&av)[MR]) __attribute__((always_inline)) {
     const uint16_t* wk = w + kp * 4 * kPairVec;
@@ -97,6 +101,13 @@ WMK_ALWAYS_INLINE void accumulate(const uint16_t* a, int64_t lda, const uint16_t
     for (int r = 0; r < MR; ++r) av[r] = _mm512_set1_epi32(a[r * lda + K - 1]);
     step(pairs, av);
   }
+}
+
+template <int MR, int NP>
+WMK_ALWAYS_INLINE void accumulate(const uint16_t* a, int64_t lda, const uint16_t* w, int64_t K,
+                                  int64_t panel_stride, __m512 (&acc)[MR][NP][4]) {
+  zero(acc);
+  add_products(a, lda, w, K, panel_stride, acc);
 }
 
 // ---- packing ----------------------------------------------------------------
@@ -168,7 +179,12 @@ template <int MR, int NP>
 WMK_ALWAYS_INLINE void forward_tile(const Bf16ForwardStep& s, int64_t b0, int64_t p, int64_t p0) {
   const int64_t H = s.H, stride = panel_size(H);
   __m512 acc[MR][NP][4];
-  accumulate<MR, NP>(bits(s.h_prev) + b0 * H, H, bits(s.w) + (p - p0) * stride, H, stride, acc);
+  zero(acc);
+  if (s.x != nullptr) {  // the input projection fused in: x_t w_ih, then h w_hh
+    const int64_t x_stride = panel_size(s.I);
+    add_products(bits(s.x) + b0 * s.I, s.I, bits(s.w_x) + (p - p0) * x_stride, s.I, x_stride, acc);
+  }
+  add_products(bits(s.h_prev) + b0 * H, H, bits(s.w) + (p - p0) * stride, H, stride, acc);
 #pragma GCC unroll 1
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
@@ -177,18 +193,22 @@ WMK_ALWAYS_INLINE void forward_tile(const Bf16ForwardStep& s, int64_t b0, int64_
     for (int q = 0; q < NP; ++q) {
       const int64_t j0 = (p + q) * U;
       const __mmask16 m = lanes(H - j0);
-      float* pre = s.pre + b * 4 * H + j0;
+      float* pre = s.pre != nullptr ? s.pre + b * 4 * H + j0 : nullptr;
+      const float* added = s.x != nullptr ? s.bias + j0 : pre;  // nullptr: no bias
       const float* c_prev = s.c_prev + b * H + j0;
       float* c = s.c + b * H + j0;
       uint16_t* h = bits(s.h) + b * H + j0;
       uint16_t* y = s.y != nullptr ? bits(s.y) + b * H + j0 : nullptr;
       if (active) {
+        V gates[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          gates[k] = V(acc[r][q][k]);
+          if (added != nullptr) gates[k] = gates[k] + load_f32(added + k * H, m);
+        }
         V i, f, g, o, cv, hv;
-        lstm_cell_forward_point<V>(V(acc[r][q][0]) + load_f32(pre, m),
-                                   V(acc[r][q][1]) + load_f32(pre + H, m),
-                                   V(acc[r][q][2]) + load_f32(pre + 2 * H, m),
-                                   V(acc[r][q][3]) + load_f32(pre + 3 * H, m),
-                                   load_f32(c_prev, m), i, f, g, o, cv, hv);
+        lstm_cell_forward_point<V>(gates[0], gates[1], gates[2], gates[3], load_f32(c_prev, m), i,
+                                   f, g, o, cv, hv);
         if (s.save_act) {
           store_f32(i, pre, m);
           store_f32(f, pre + H, m);
