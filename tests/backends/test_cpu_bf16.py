@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import wmkernels
 from wmkernels import ops, testing
 from wmkernels.backends import BACKENDS
 
@@ -121,6 +122,7 @@ def test_bf16_nan_in_gives_nan_out():
 
 _CAPPED_SCRIPT = """
 import torch, wmkernels
+import wmkernels
 from wmkernels import ops, testing
 from wmkernels.backends import BackendUnavailableError
 print(torch.ops.wmkernels.cpu_capability())
@@ -136,9 +138,8 @@ try:
 except RuntimeError as error:
     assert "avx512_bf16" in str(error), error
     print("kernel-refused")
-choice = wmkernels.explain("lstm_sequence", dtype=torch.bfloat16, T=3, B=2, I=4, H=5)
-assert choice.backend != "cpu", choice
-assert "avx512_bf16" in str(choice), str(choice)
+choice = wmkernels.explain("lstm_sequence", dtype=torch.bfloat16, backend="cpu", T=3, B=2, I=4, H=5)
+assert choice.backend is None and "avx512_bf16" in str(choice), str(choice)
 y, h, c = ops.lstm_sequence(*tensors)  # auto takes another backend
 assert y.dtype == torch.bfloat16
 for op in ("lstm_cell", "wm_lstm_sequence"):  # float32 inside: any CPU
@@ -152,7 +153,7 @@ print("ok")
 def test_bf16_refused_without_avx512_bf16(wanted):
     """With the instruction set capped below avx512_bf16 (or a CPU without it)
     lstm_sequence in bf16 is refused on the cpu backend, naming avx512_bf16,
-    by the backend (so auto skips it and explain says why) and by the kernel
+    by the backend (explain says why; auto runs torch's own) and by the kernel
     entry point; lstm_cell and wm_lstm_sequence still run (float32 inside)."""
     env = {**os.environ, "WMKERNELS_CPU_CAPABILITY": wanted,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -183,3 +184,13 @@ def test_bf16_kernel_entry_points_check_their_arguments():
         torch.ops.wmkernels.lstm_sequence_backward(*grads, x, h0, c0, w_ih, w_hh, act.to(BF16), cs, y, None)
     out = torch.ops.wmkernels.lstm_sequence_backward(*grads, x, h0, c0, w_ih, w_hh, act, cs, y, None)
     assert all(g.dtype == BF16 for g in out)
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_auto_keeps_torch_own_lstm_for_bf16(inference):
+    """bf16 lstm_sequence on CPU: auto takes torch's own LSTM, training and inference
+    (the cpu backend was measured slower there); named, the cpu backend runs it."""
+    choice = wmkernels.explain("lstm_sequence", dtype=BF16, T=256, B=16, I=256, H=256, inference=inference)
+    assert choice.backend == "aten", str(choice)
+    if _has_bf16_kernels():
+        assert wmkernels.explain("lstm_sequence", dtype=BF16, backend="cpu", T=3, B=2, I=4, H=5).backend == "cpu"

@@ -50,6 +50,11 @@ TORCH_FIRST = {("cuda", "lstm_sequence"): "aten", ("cuda", "lstm_cell"): "aten"}
 # the persistent cpu backend (2026-12-06) takes over only at the shapes where
 # MEASURED_FASTER says it was measured faster.
 TORCH_FIRST_INFERENCE = {("cpu", "lstm_sequence"): "aten"}
+# ... and in one dtype only: bfloat16 training on CPU (forward+backward) measured
+# 1.49x slower on the cpu backend (whose backward computes in fp32) than
+# torch.nn.LSTM in bf16 at T=256 B=16 I=H=256 (2-core EPYC Zen 4, quiet, 2026-12-06:
+# benchmarks/results/cpu-epyc-zen4-2core-2026-12-06-bf16.md).
+TORCH_FIRST_IN_DTYPE = {("cpu", "lstm_sequence", torch.bfloat16): "aten"}
 
 log = logging.getLogger(__name__)
 if os.environ.get(LOG_ENV_VAR, "0") not in ("", "0"):
@@ -184,7 +189,7 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
                 if BACKENDS[name].recordable or not recording]
     order = list(AUTO_ORDER.get(device.type, ("reference",)))
     why = {name: f"the fastest available on {device.type} by the auto order {tuple(order)}" for name in order}
-    torch_own = TORCH_FIRST.get((device.type, op))
+    torch_own = TORCH_FIRST.get((device.type, op)) or TORCH_FIRST_IN_DTYPE.get((device.type, op, dtype))
     if torch_own is None and inference:
         torch_own = TORCH_FIRST_INFERENCE.get((device.type, op))
         if torch_own is not None:
@@ -200,7 +205,7 @@ def auto_candidates(op: str, device: torch.device, dtype: torch.dtype,
         order = [m.backend for m in measured] + [torch_own] + [n for n in order if n != torch_own]
         for m in measured:
             why[m.backend] = f"measured faster than torch's own kernel for this shape ({m.evidence})"
-        kernel = "cuDNN" if op == "lstm_sequence" else "ATen"
+        kernel = "ATen" if op != "lstm_sequence" else ("cuDNN" if device.type == "cuda" else "oneDNN")
         why[torch_own] = (f"torch's own kernel ({kernel} on {device.type.upper()}): no wmkernels kernel was "
                           f"measured faster for {op} at {dict(sizes) if sizes else 'this shape'}")
     return [(name, why[name]) for name in dict.fromkeys(order)]
