@@ -111,8 +111,9 @@ def test_bf16_inference_saves_nothing_and_equals_training():
 
 
 @needs_bf16
-def test_bf16_nan_in_gives_nan_out():
-    case = testing.random_case("lstm_sequence", T=3, B=2, I=4, H=18)
+@pytest.mark.parametrize("B", [2, 7])  # the projection of all steps first; fused into each step
+def test_bf16_nan_in_gives_nan_out(B):
+    case = testing.random_case("lstm_sequence", T=3, B=B, I=4, H=18)
     x, *rest = [t.to(BF16) for t in case.tensors.values()]
     x[1, 0, 2] = float("nan")
     y, h, c = ops.lstm_sequence(x, *rest, backend="cpu")
@@ -194,3 +195,20 @@ def test_auto_keeps_torch_own_lstm_for_bf16(inference):
     assert choice.backend == "aten", str(choice)
     if _has_bf16_kernels():
         assert wmkernels.explain("lstm_sequence", dtype=BF16, backend="cpu", T=3, B=2, I=4, H=5).backend == "cpu"
+
+
+@needs_bf16
+@pytest.mark.parametrize("B", [3, 8])
+def test_bf16_padding_past_lengths_influences_nothing(B):
+    """NaN in x past a row's length reaches no output and no gradient (contract §1.2),
+    with the projection of all steps first (B < 6) and fused into the steps."""
+    case = testing.random_case("lstm_sequence", T=5, B=B, I=3, H=20)
+    lengths = torch.tensor([5, 0] + [2] * (B - 2))
+    x, *rest = [t.to(BF16) for t in case.tensors.values()]
+    for b, n in enumerate(lengths.tolist()):
+        x[n:, b] = float("nan")
+    inputs = [x.requires_grad_()] + [t.requires_grad_() for t in rest]
+    y, h, c = ops.lstm_sequence(*inputs, lengths=lengths, backend="cpu")
+    assert all(torch.isfinite(o).all() for o in (y, h, c))
+    (y.float().sum() + h.float().sum() + c.float().sum()).backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs)
