@@ -9,7 +9,8 @@ Triton kernels (compiled at run time); there is no CUDA C++ extension.
 The vectorized kernels (csrc/cpu/isa/*.cpp) are compiled once per instruction
 set, as ATen does: at the default x86-64 level, and on x86-64 also with AVX2
 and with AVX-512 flags; csrc/cpu/lstm_rows.cpp picks a copy at run time from
-what the CPU supports (see ISA_BUILDS and csrc/cpu/lstm_rows.h).
+what the CPU supports (see ISA_BUILDS and csrc/cpu/lstm_rows.h). The bfloat16
+kernels (csrc/cpu/bf16/*.cpp) are compiled once, with AVX-512 and avx512_bf16.
 """
 import glob
 import os
@@ -21,15 +22,20 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 ROOT = os.path.dirname(os.path.abspath(__file__))
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
-# name -> (CPU_CAPABILITY, compiler flags); the flags are ATen's for the same
-# capability (cmake/Codegen.cmake of PyTorch). Default first: its objects come
-# first in the link, so any inline function the copies share keeps its
-# default-instruction-set body.
-ISA_BUILDS = {"default": ("DEFAULT", [])}
+# name -> (CPU_CAPABILITY: the namespace of the copy, ATen's vector code it
+# uses, compiler flags, sources); the flags are ATen's for the same capability
+# (cmake/Codegen.cmake of PyTorch). Default first: its objects come first in
+# the link, so any inline function the copies share keeps its
+# default-instruction-set body. avx512_bf16 is a namespace of its own (ATen's
+# AVX-512 vectors in it), so no bf16 instruction reaches the AVX-512 copy.
+ISA_BUILDS = {"default": ("DEFAULT", "DEFAULT", [], "csrc/cpu/isa/*.cpp")}
 if X86_64:
-    ISA_BUILDS["avx2"] = ("AVX2", ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c"])
-    ISA_BUILDS["avx512"] = ("AVX512", ["-mavx512f", "-mavx512bw", "-mavx512vl",
-                                       "-mavx512dq", "-mfma"])
+    AVX512_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"]
+    ISA_BUILDS["avx2"] = ("AVX2", "AVX2", ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c"],
+                          "csrc/cpu/isa/*.cpp")
+    ISA_BUILDS["avx512"] = ("AVX512", "AVX512", AVX512_FLAGS, "csrc/cpu/isa/*.cpp")
+    ISA_BUILDS["avx512_bf16"] = ("AVX512_BF16", "AVX512", AVX512_FLAGS + ["-mavx512bf16"],
+                                 "csrc/cpu/bf16/*.cpp")
 
 
 def _rel(pattern):
@@ -37,16 +43,17 @@ def _rel(pattern):
 
 
 class BuildWithIsaCopies(BuildExtension):
-    """BuildExtension that first compiles csrc/cpu/isa/*.cpp once per entry of
-    ISA_BUILDS (each into its own folder) and links those objects in."""
+    """BuildExtension that first compiles the sources of each entry of
+    ISA_BUILDS with its flags (each into its own folder) and links those
+    objects in."""
 
     def build_extension(self, ext):
         isa_objects = []
-        for name, (capability, flags) in ISA_BUILDS.items():
+        for name, (capability, vec, flags, pattern) in ISA_BUILDS.items():
             isa_objects += self.compiler.compile(
-                _rel("csrc/cpu/isa/*.cpp"),
+                _rel(pattern),
                 output_dir=os.path.join(self.build_temp, "isa", name),
-                macros=[("CPU_CAPABILITY", capability), (f"CPU_CAPABILITY_{capability}", None)],
+                macros=[("CPU_CAPABILITY", capability), (f"CPU_CAPABILITY_{vec}", None)],
                 include_dirs=ext.include_dirs,
                 extra_postargs={"cxx": list(ext.extra_compile_args["cxx"]) + flags
                                 + ["-Wno-unknown-pragmas"]},  # ATen vec headers' #pragma unroll

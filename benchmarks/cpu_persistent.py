@@ -1,10 +1,11 @@
 """Ratios of the cpu backend's lstm_sequence (persistent team, csrc/cpu/
 persistent_lstm.h) over torch.nn.LSTM (oneDNN) at the sizes of issue 22,
 under no_grad and forward+backward, interleaved in one process, with the
-machine's own fp32 GEMM rate (torch.mm 2048^3) measured between the rows as
-the floor.
+machine's own GEMM rate in the same dtype (torch.mm 2048^3) measured between
+the rows as the floor. Both sides run in --dtype (bfloat16: ours through its
+avx512_bf16 kernels, torch.nn.LSTM in bf16 too).
 
-    python benchmarks/cpu_persistent.py [--rounds 7] [--threads 2] [--json out.json]
+    python benchmarks/cpu_persistent.py [--rounds 7] [--threads 2] [--dtype bfloat16] [--json out.json]
 
 Per row: median of per-round ratios ours/torch (< 1: ours faster) with the
 min-max and interquartile spread of those ratios, each side's median ms and
@@ -27,8 +28,11 @@ from wmkernels.tools import bench
 SIZES = [(256, 1, 512, 512), (256, 16, 256, 256), (128, 64, 512, 512)]
 
 
-def gemm_rate(n=2048, repeat=3):
-    a, b = torch.randn(n, n), torch.randn(n, n)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def gemm_rate(dtype=torch.float32, n=2048, repeat=3):
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeat))
     return 2 * n ** 3 / best / 1e9
@@ -40,12 +44,12 @@ def _timed(f):
     return time.perf_counter() - start
 
 
-def row(T, B, I, H, grad, rounds):
+def row(T, B, I, H, grad, rounds, dtype=torch.float32):
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(I, H)
-    x = torch.randn(T, B, I, requires_grad=grad)
-    h0 = torch.zeros(B, H, requires_grad=grad)
-    c0 = torch.zeros(B, H, requires_grad=grad)
+    lstm = torch.nn.LSTM(I, H).to(dtype)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=grad)
+    h0 = torch.zeros(B, H, dtype=dtype, requires_grad=grad)
+    c0 = torch.zeros(B, H, dtype=dtype, requires_grad=grad)
     w = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
     for p in w:
         p.requires_grad_(grad)
@@ -82,21 +86,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument("--modes", default="no_grad,fwd+bwd", help="comma-separated: no_grad, fwd+bwd")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    dtype = DTYPES[args.dtype]
+    grads = [{"no_grad": False, "fwd+bwd": True}[m] for m in args.modes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = bench.machine_description("cpu")
     print(f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, torch {machine['torch']}, "
-          f"{machine['date']}, {args.rounds} interleaved rounds", flush=True)
+          f"{machine['date']}, {args.dtype}, {args.rounds} interleaved rounds", flush=True)
     print(f"{'T':>4} {'B':>3} {'I=H':>4} {'mode':>8} {'ours/torch':>10} {'[min, max]':>14} {'IQR':>5} "
           f"{'ours ms':>8} {'torch ms':>8} {'ours GF/s':>9} {'torch GF/s':>10} {'GEMM GF/s':>9} "
           f"{'ours/GEMM':>9} {'torch/GEMM':>10}", flush=True)
     rows = []
-    for grad in (False, True):
+    for grad in grads:
         for T, B, I, H in SIZES:
-            floor = gemm_rate()
-            r = row(T, B, I, H, grad, args.rounds)
+            floor = gemm_rate(dtype)
+            r = row(T, B, I, H, grad, args.rounds, dtype)
             r["gemm_gflops"] = floor
             rows.append(r)
             print(f"{T:>4} {B:>3} {H:>4} {r['mode']:>8} {r['ratio']:>10.2f} "
@@ -105,7 +113,8 @@ def main(argv=None):
                   f"{r['ours_gflops'] / floor:>9.2f} {r['torch_gflops'] / floor:>10.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rounds": args.rounds, "rows": rows}, f, indent=2)
+            json.dump({"machine": machine, "dtype": args.dtype, "rounds": args.rounds, "rows": rows}, f,
+                      indent=2)
     return 0
 
 

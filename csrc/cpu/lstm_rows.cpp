@@ -1,6 +1,7 @@
 // Run-time choice among the per-instruction-set copies of the LSTM row
-// kernels (lstm_rows.h). WMK_HAVE_AVX2 / WMK_HAVE_AVX512 are defined by the
-// build (setup.py, CMakeLists.txt) when it compiled those copies (x86-64 only).
+// kernels (lstm_rows.h). WMK_HAVE_AVX2 / WMK_HAVE_AVX512 / WMK_HAVE_AVX512_BF16
+// are defined by the build (setup.py, CMakeLists.txt) when it compiled those
+// copies (x86-64 only).
 #include "lstm_rows.h"
 
 #include <cstdlib>
@@ -10,17 +11,20 @@ namespace wmkernels {
 namespace cpu {
 namespace {
 
-enum class Capability { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class Capability { kDefault = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 
 Capability hardware_capability() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   __builtin_cpu_init();
 #if defined(WMK_HAVE_AVX512)
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  const bool avx512 =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("fma")) {
-    return Capability::kAvx512;
-  }
+      __builtin_cpu_supports("fma");
+#if defined(WMK_HAVE_AVX512_BF16)
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return Capability::kAvx512Bf16;
+#endif
+  if (avx512) return Capability::kAvx512;
 #endif
 #if defined(WMK_HAVE_AVX2)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -42,6 +46,7 @@ Capability chosen_capability() {
       if (std::strcmp(env, "default") == 0) wanted = Capability::kDefault;
       if (std::strcmp(env, "avx2") == 0) wanted = Capability::kAvx2;
       if (std::strcmp(env, "avx512") == 0) wanted = Capability::kAvx512;
+      if (std::strcmp(env, "avx512_bf16") == 0) wanted = Capability::kAvx512Bf16;
       if (wanted < best) best = wanted;
     }
     return best;
@@ -53,6 +58,7 @@ Capability chosen_capability() {
 
 const char* cpu_capability() {
   switch (chosen_capability()) {
+    case Capability::kAvx512Bf16: return "avx512_bf16";
     case Capability::kAvx512: return "avx512";
     case Capability::kAvx2: return "avx2";
     default: return "default";
@@ -71,6 +77,7 @@ const Copy& chosen_copy() {
   static const Copy copy = []() -> Copy {
     switch (chosen_capability()) {
 #if defined(WMK_HAVE_AVX512)
+      case Capability::kAvx512Bf16:  // the AVX-512 copy; bf16 has its own kernels
       case Capability::kAvx512:
         return {&AVX512::lstm_row_kernels_float, &AVX512::lstm_row_kernels_double};
 #endif

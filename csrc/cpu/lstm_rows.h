@@ -30,9 +30,12 @@ struct LstmRowKernels {
 template <typename T>
 const LstmRowKernels<T>& lstm_row_kernels();
 
-// "avx512", "avx2" or "default": the copy in use. The environment variable
-// WMKERNELS_CPU_CAPABILITY (same values) lowers it, e.g. to test or time the
-// other copies on one machine; it never raises it above what the CPU has.
+// "avx512_bf16", "avx512", "avx2" or "default": the instruction set in use
+// ("avx512_bf16": the AVX-512 copy plus the bfloat16 kernels of
+// lstm_tiles_bf16.h, which need the avx512_bf16 instructions). The environment
+// variable WMKERNELS_CPU_CAPABILITY (same values) lowers it, e.g. to test or
+// time the other copies on one machine; it never raises it above what the CPU
+// has.
 const char* cpu_capability();
 
 // Rows per at::parallel_for task: about kGrainElems elements per task (the

@@ -15,6 +15,11 @@
 // grad_w_ih = d_gatesᵀ x, grad_w_hh = d_gates[0]ᵀ h0 + d_gates[1:]ᵀ y[:-1],
 // grad_b = Σ d_gates, grad_x = d_gates w_ih.
 //
+// bfloat16 (x, states and weights in bf16): the forward runs the bf16 kernels
+// of lstm_tiles_bf16.h (avx512_bf16 only), saving act and cs in float32; the
+// backward computes in float32 (the inputs and y converted, the same loops
+// as float32) and returns the gradients in bfloat16.
+//
 // lengths: a row at step t >= its length is frozen: its h and c carry over,
 // y is 0, and in the backward its d_gates row is 0 and the gradients of h and
 // c pass straight through to the step before.
@@ -25,6 +30,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "lstm_rows.h"
+#include "lstm_tiles_bf16.h"
 #include "padding.h"
 #include "persistent_lstm.h"
 #include "tensor_checks.h"
@@ -45,13 +52,16 @@ struct Sizes {
 // shapes -> the sizes.
 Sizes check_inputs(const char* op, const at::Tensor& x, const at::Tensor& h0,
                    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh) {
-  check_float_cpu(x, op, "x", 3);
-  check_float_cpu(h0, op, "h0", 2);
+  check_float_cpu(x, op, "x", 3, /*bf16=*/true);
+  check_float_cpu(h0, op, "h0", 2, /*bf16=*/true);
   const Sizes s{x.size(0), x.size(1), x.size(2), h0.size(1)};
-  check_like(h0, x, op, "h0", {s.B, s.H});
-  check_like(c0, x, op, "c0", {s.B, s.H});
-  check_like(w_ih, x, op, "w_ih", {4 * s.H, s.I});
-  check_like(w_hh, x, op, "w_hh", {4 * s.H, s.H});
+  check_like(h0, x, op, "h0", {s.B, s.H}, true);
+  check_like(c0, x, op, "c0", {s.B, s.H}, true);
+  check_like(w_ih, x, op, "w_ih", {4 * s.H, s.I}, true);
+  check_like(w_hh, x, op, "w_hh", {4 * s.H, s.H}, true);
+  TORCH_CHECK(x.scalar_type() != at::kBFloat16 || lstm_bf16_kernels() != nullptr, "wmkernels::", op,
+              " (CPU): bfloat16 needs the avx512_bf16 instruction set; this CPU (or "
+              "WMKERNELS_CPU_CAPABILITY) gives ", cpu_capability());
   return s;
 }
 
@@ -88,11 +98,14 @@ forward(const char* op, const at::Tensor& x, const at::Tensor& h0, const at::Ten
         const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& lengths_in,
         bool save) {
   const Sizes s = check_inputs(op, x, h0, c0, w_ih, w_hh);
+  // bfloat16: the biases are summed in float32, the input projection adds them so.
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
   at::Tensor bias;
   for (const auto* b : {&b_ih, &b_hh}) {
     if (b->has_value() && (*b)->defined()) {
-      check_like(**b, x, op, b == &b_ih ? "b_ih" : "b_hh", {4 * s.H});
-      bias = bias.defined() ? at::add(bias, **b) : **b;
+      check_like(**b, x, op, b == &b_ih ? "b_ih" : "b_hh", {4 * s.H}, true);
+      const at::Tensor term = bf16 ? (*b)->to(at::kFloat) : **b;
+      bias = bias.defined() ? at::add(bias, term) : term;
     }
   }
   const at::Tensor lengths = checked_lengths(op, lengths_in, s);
@@ -132,16 +145,29 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
                        const std::optional<at::Tensor>& lengths_in) {
   const Sizes s = check_inputs(kBwd, x_in, h0_in, c0_in, w_ih_in, w_hh_in);
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
-  const struct {
-    const at::Tensor& t;
-    const char* name;
-    int64_t width;
-  } per_step[] = {{grad_y_in, "grad_y", H}, {act_in, "act", 4 * H}, {cs_in, "cs", H},
-                  {y_in, "y", H}};
-  for (const auto& a : per_step) check_like(a.t, x_in, kBwd, a.name, {T, B, a.width});
-  check_like(grad_h_n, x_in, kBwd, "grad_h_n", {B, H});
-  check_like(grad_c_n, x_in, kBwd, "grad_c_n", {B, H});
+  check_like(grad_y_in, x_in, kBwd, "grad_y", {T, B, H}, true);
+  check_like(y_in, x_in, kBwd, "y", {T, B, H}, true);
+  check_like(grad_h_n, x_in, kBwd, "grad_h_n", {B, H}, true);
+  check_like(grad_c_n, x_in, kBwd, "grad_c_n", {B, H}, true);
+  // act and cs: the forward's dtype, float32 for bfloat16.
+  const bool bf16 = x_in.scalar_type() == at::kBFloat16;
+  const at::Tensor& saved_like = bf16 ? act_in : x_in;
+  TORCH_CHECK(!bf16 || (act_in.defined() && act_in.scalar_type() == at::kFloat), "wmkernels::",
+              kBwd, ": act of a bfloat16 forward must be float32, got ",
+              act_in.defined() ? toString(act_in.scalar_type()) : "undefined");
+  check_like(act_in, saved_like, kBwd, "act", {T, B, 4 * H});
+  check_like(cs_in, saved_like, kBwd, "cs", {T, B, H});
   const at::Tensor lengths = checked_lengths(kBwd, lengths_in, s);
+  if (bf16) {
+    // In float32 from the bf16 values the forward used, then rounded to bf16.
+    const auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
+    auto grads = lstm_sequence_backward(f(grad_y_in), f(grad_h_n), f(grad_c_n), f(x_in),
+                                        f(h0_in), f(c0_in), f(w_ih_in), f(w_hh_in), act_in,
+                                        cs_in, f(y_in), lengths_in);
+    const auto b = [](const at::Tensor& t) { return t.to(at::kBFloat16); };
+    return {b(std::get<0>(grads)), b(std::get<1>(grads)), b(std::get<2>(grads)),
+            b(std::get<3>(grads)), b(std::get<4>(grads)), b(std::get<5>(grads))};
+  }
 
   if (T == 0 || B == 0) {
     const auto opts = x_in.options();

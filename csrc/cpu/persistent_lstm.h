@@ -17,6 +17,9 @@ namespace cpu {
 
 // Forward. x [T, B, I], h0/c0 [B, H], w_ih [4H, I], w_hh [4H, H] contiguous,
 // one float dtype; bias [4H] or undefined; lengths int64 [B] or undefined.
+// bfloat16 (x, h0, c0 and the weights; bias then float32): the kernels of
+// lstm_tiles_bf16.h (avx512_bf16 only, else an error naming it); act and cs
+// are float32, y, h_n and c_n bfloat16.
 // save: also return what the backward needs, act [T, B, 4H] (activated
 // gates) and cs [T, B, H]; without it they are undefined and the gates never
 // leave the registers: (y, h_n, c_n, act, cs).

@@ -12,16 +12,19 @@
 namespace wmkernels {
 namespace cpu {
 
-// A defined, strided CPU tensor of `dim` dimensions, float32 or float64.
+// A defined, strided CPU tensor of `dim` dimensions, float32 or float64 (or
+// bfloat16 where the op takes it).
 inline void check_float_cpu(const at::Tensor& t, const char* op, const char* name,
-                            int64_t dim) {
+                            int64_t dim, bool bf16 = false) {
   TORCH_CHECK(t.defined(), "wmkernels::", op, ": ", name, " is undefined");
   TORCH_CHECK(t.device().is_cpu(), "wmkernels::", op, " (CPU): ", name,
               " must be a CPU tensor, got device ", t.device());
   TORCH_CHECK(t.layout() == at::kStrided, "wmkernels::", op, ": ", name,
               " must be a strided (dense) tensor, got layout ", t.layout());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "wmkernels::", op, " (CPU): ", name, " must be float32 or float64, got ",
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
+                  (bf16 && t.scalar_type() == at::kBFloat16),
+              "wmkernels::", op, " (CPU): ", name, " must be ",
+              bf16 ? "float32, float64 or bfloat16" : "float32 or float64", ", got ",
               t.scalar_type());
   TORCH_CHECK(t.dim() == dim, "wmkernels::", op, ": ", name, " must be ", dim,
               "-D, got shape ", t.sizes());
@@ -29,8 +32,9 @@ inline void check_float_cpu(const at::Tensor& t, const char* op, const char* nam
 
 // check_float_cpu + the dtype of `like` + exactly these sizes.
 inline void check_like(const at::Tensor& t, const at::Tensor& like, const char* op,
-                       const char* name, std::initializer_list<int64_t> sizes) {
-  check_float_cpu(t, op, name, static_cast<int64_t>(sizes.size()));
+                       const char* name, std::initializer_list<int64_t> sizes,
+                       bool bf16 = false) {
+  check_float_cpu(t, op, name, static_cast<int64_t>(sizes.size()), bf16);
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), "wmkernels::", op, ": ", name,
               " has dtype ", t.scalar_type(), ", expected ", like.scalar_type());
   TORCH_CHECK(t.sizes().equals(sizes), "wmkernels::", op, ": ", name,

@@ -172,7 +172,7 @@ print("ok")
 
 
 def test_cpu_capability_known():
-    assert torch.ops.wmkernels.cpu_capability() in ("default", "avx2", "avx512")
+    assert torch.ops.wmkernels.cpu_capability() in ("default", "avx2", "avx512", "avx512_bf16")
 
 
 @pytest.mark.parametrize("wanted", ["default", "avx2"])
@@ -180,7 +180,7 @@ def test_each_instruction_set_copy(wanted):
     """WMKERNELS_CPU_CAPABILITY lowers the copy in use (never raises it); every
     copy this CPU can run gives the reference's results. ("avx512", the
     default choice on an AVX-512 CPU, is what the rest of the suite runs.)"""
-    order = ["default", "avx2", "avx512"]
+    order = ["default", "avx2", "avx512", "avx512_bf16"]
     best = torch.ops.wmkernels.cpu_capability()
     env = {**os.environ, "WMKERNELS_CPU_CAPABILITY": wanted,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

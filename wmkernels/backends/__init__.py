@@ -305,7 +305,7 @@ def availability(device="cpu") -> Dict[str, Optional[str]]:
 
 
 CPU_CAPABILITY_ENV_VAR = "WMKERNELS_CPU_CAPABILITY"
-CPU_CAPABILITIES = ("default", "avx2", "avx512")
+CPU_CAPABILITIES = ("default", "avx2", "avx512", "avx512_bf16")
 
 
 def environment_problems() -> List[str]:

@@ -30,7 +30,9 @@ def _register_fakes():
     def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
         T, B, _ = x.shape
         H = h0.shape[1]
-        return (*empty_outputs("lstm_sequence", x, x=x, h0=h0), x.new_empty(T, B, 4 * H), x.new_empty(T, B, H))
+        kept = torch.float32 if x.dtype == torch.bfloat16 else x.dtype  # bf16 keeps act, cs in float32
+        return (*empty_outputs("lstm_sequence", x, x=x, h0=h0), x.new_empty(T, B, 4 * H, dtype=kept),
+                x.new_empty(T, B, H, dtype=kept))
 
     @torch.library.register_fake(lib + "lstm_sequence_inference")
     def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):

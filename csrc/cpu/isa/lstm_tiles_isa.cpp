@@ -11,6 +11,7 @@
 
 #include <type_traits>
 
+#include "cpu/tile_rows.h"
 #include "cpu/vec_math.h"
 
 namespace wmkernels {
@@ -75,21 +76,6 @@ WMK_ALWAYS_INLINE void accumulate(const T* a, int64_t lda, const T* w, int64_t K
         for (int r = 0; r < MR; ++r) acc[r][q][g] = at::vec::fmadd(av[r], wv, acc[r][q][g]);
       }
     }
-  }
-}
-
-// f(std::integral_constant<int, n>) for 0 < n < MR (a tail of n rows, one
-// tile); nothing for n = 0.
-template <int MR, typename F>
-WMK_ALWAYS_INLINE void with_rows(int64_t n, const F& f) {
-  static_assert(MR <= 6, "tile rows");
-  switch (n) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: if constexpr (MR > 2) f(std::integral_constant<int, 2>{}); break;
-    case 3: if constexpr (MR > 3) f(std::integral_constant<int, 3>{}); break;
-    case 4: if constexpr (MR > 4) f(std::integral_constant<int, 4>{}); break;
-    case 5: if constexpr (MR > 5) f(std::integral_constant<int, 5>{}); break;
-    default: break;
   }
 }
 
