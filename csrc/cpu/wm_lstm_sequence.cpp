@@ -35,7 +35,6 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/isfinite.h>
 #include <ATen/ops/sigmoid_cpu_dispatch.h>
 #include <ATen/ops/tanh_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
@@ -388,8 +387,6 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
   const int64_t BD = B * D, BH = B * H, SD = S * D, BSD = B * S * D;
   const int64_t row_work = 2 * S * D + 8 * H;
   const LstmRowKernels<T>& cell = lstm_row_kernels<T>();
-  // w_hh and w_q (the rows of Wcat that the next step's gates and query meet)
-  const bool recurrent_finite = at::isfinite(Wcat.narrow(0, 0, 4 * H + D)).all().item<bool>();
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const int64_t start = z.gated ? (t / K) * K : 0;
@@ -439,10 +436,10 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
     // Gradient of h_t from steps t+1 (gates, query) and t (value, erase). At
     // the last step there is no step t+1: only the value (erase) block, so that
     // its zero rows never meet w_hh, w_q (0 · inf would be NaN). Likewise a row
-    // whose last step is t takes no step t+1: where w_hh or w_q holds an inf
-    // or NaN its row is selected from its own value-block product (with finite
-    // weights its zero gate and query rows add exactly 0: the full product's
-    // bits are kept).
+    // whose last step is t takes no step t+1: its row is selected from its own
+    // value-block product (the same bits as the full product's with finite
+    // weights: tile_mm's one FMA chain per element from 0 adds its zero gate
+    // and query entries as exact zeros).
     auto value_block = [&](at::Tensor out, const at::Tensor& rows) {
       tile_mm_out(out, rows.narrow(1, 4 * H + D, N - 4 * H - D),
                   Wcat.narrow(0, 4 * H + D, N - 4 * H - D));
@@ -451,7 +448,7 @@ void backward_loop(const Sizes& z, const std::vector<int64_t>& lens,
       value_block(tmp, Dall[t + 1]);
     } else {
       tile_mm_out(tmp, Dall[t + 1], Wcat);
-      for (int64_t b = 0; b < B && !recurrent_finite; ++b) {
+      for (int64_t b = 0; b < B; ++b) {
         if (lens[b] == t + 1) value_block(tmp.narrow(0, b, 1), Dall[t + 1].narrow(0, b, 1));
       }
     }
