@@ -35,6 +35,7 @@
 #include "padding.h"
 #include "persistent_lstm.h"
 #include "tensor_checks.h"
+#include "tile_mm.h"
 
 namespace wmkernels {
 namespace cpu {
@@ -178,8 +179,8 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
   auto [d_gates, grad_h, grad_c] = persistent_lstm_backward(
       grad_y_in.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), c0_in.contiguous(),
       w_hh_in.contiguous(), act_in.contiguous(), cs_in.contiguous(), lengths);
-  // The weight gradients as GEMMs over all steps, on the team (team_mm:
-  // the same bits for any thread count).
+  // The weight gradients as GEMMs over all steps (tile_mm: the same bits for
+  // any thread count), d_gates transposed once so its rows stream along k.
   const at::Tensor d_gates2 = d_gates.view({T * B, 4 * H});
   // Padding past a row's length meets no product (padding.h): x there and
   // the state h_{t-1} a step past the length would read are zeroed by
@@ -192,9 +193,10 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
           .contiguous()
           .view({T * B, H});
   at::Tensor grad_x =
-      zero_past_lengths(team_mm(d_gates2, w_ih_in.contiguous()).view({T, B, I}), lengths);
-  at::Tensor grad_w_ih = team_mm(d_gates2.t(), x2);
-  at::Tensor grad_w_hh = team_mm(d_gates2.t(), h_prev);
+      zero_past_lengths(tile_mm(d_gates2, w_ih_in.contiguous()).view({T, B, I}), lengths);
+  const at::Tensor d_gates2_t = d_gates2.t().contiguous();
+  at::Tensor grad_w_ih = tile_mm(d_gates2_t, x2);
+  at::Tensor grad_w_hh = tile_mm(d_gates2_t, h_prev);
   at::Tensor grad_b = column_sum(d_gates2);
   return {grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b};
 }

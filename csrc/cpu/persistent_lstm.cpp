@@ -104,26 +104,6 @@ const LstmBf16Kernels* lstm_bf16_kernels() {
   return nullptr;
 }
 
-at::Tensor team_mm(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  at::Tensor c = at::empty({M, N}, b.options());
-  if (M == 0 || N == 0) return c;
-  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "wmkernels_team_mm", [&] {
-    const LstmTileKernels<scalar_t>& k = lstm_tile_kernels<scalar_t>();
-    const scalar_t* a_p = a.const_data_ptr<scalar_t>();
-    const scalar_t* b_p = b.const_data_ptr<scalar_t>();
-    scalar_t* c_p = c.mutable_data_ptr<scalar_t>();
-    const int64_t sam = a.stride(0), sak = a.stride(1);
-    // Rows in blocks of 8 per thread at least (a tile is up to 6 rows).
-    run_team((M + 7) / 8, [&](int tid, int n, Barrier&) {
-      int64_t m0, m1;
-      team_slice(M, tid, n, m0, m1);
-      k.gemm_rows(a_p, sam, sak, b_p, N, N, K, c_p, N, m0, m1);
-    });
-  });
-  return c;
-}
-
 at::Tensor column_sum(const at::Tensor& a) {
   const int64_t M = a.size(0), N = a.size(1);
   at::Tensor out = at::empty({N}, a.options());

@@ -39,12 +39,6 @@ persistent_lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
                          const at::Tensor& w_hh, const at::Tensor& act, const at::Tensor& cs,
                          const at::Tensor& lengths);
 
-// a [M, K] (any strides), b [K, N] contiguous -> a b [M, N] on the team,
-// rows split among the threads; each element reduced over k in one fixed
-// order, so the bits do not depend on the thread count (ATen's GEMM gives no
-// such promise).
-at::Tensor team_mm(const at::Tensor& a, const at::Tensor& b);
-
 // Σ over rows of a contiguous [M, N] -> [N], each column summed in row order
 // (thread-count invariant).
 at::Tensor column_sum(const at::Tensor& a);

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -88,17 +89,47 @@ class MeasuredFaster:
 # Entries only from measured results under benchmarks/results/. None on a GPU
 # yet: no wmkernels kernel has been measured faster than cuDNN there.
 #
-# CPU inference (2-core AMD EPYC Zen 4, AVX-512, fp32): the persistent cpu
-# lstm_sequence under no_grad against torch.nn.LSTM (oneDNN), interleaved, at
-# 2 threads and at 1 (benchmarks/cpu_persistent.py). Faster at both thread
-# counts only at T=256 B=1 I=H=512 (0.62x / 0.85x) and T=128 B=64 I=H=512
-# (0.30x / 0.98x); at T=256 B=16 I=H=256 it was 0.33x at 2 threads but 1.26x
-# at 1, so torch's own kernel keeps that shape (and every shape not measured).
-_CPU_INFERENCE_MEASURED = {(256, 1, 512, 512), (128, 64, 512, 512)}
+# CPU, float32 (2-core AMD EPYC Zen 4, AVX-512, quiet, 2026-12-07): the cpu
+# backend's persistent lstm_sequence against torch.nn.LSTM (oneDNN) over a grid
+# of B x H (I = H, T = 128), interleaved, at 2 threads and at 1
+# (benchmarks/cpu_routing.py). A cell is taken where the upper quartile of the
+# per-round ratios was below 1 at BOTH thread counts; a call takes the cell
+# nearest its B and H on a log scale, within half a grid step of the grid, and
+# only for T >= 32 and I <= 2H (what the grid resembles).
+_CPU_GRID_B = (1, 4, 16, 64)
+_CPU_GRID_H = (128, 256, 512)
+_CPU_FASTER_CELLS = {
+    True: frozenset({(1, 128), (1, 256), (1, 512), (4, 256)}),  # inference
+    False: frozenset({(1, 128), (1, 256), (1, 512), (4, 128), (4, 256), (4, 512), (16, 512),
+                      (64, 128)}),  # training
+}
+_CPU_EVIDENCE = "benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-routing-{1thread,2threads}.txt"
+
+
+def _nearest_on_grid(value: int, grid: Tuple[int, ...]) -> Optional[int]:
+    """The grid value nearest ``value`` in log2, or None beyond half a step past its ends."""
+    if value < 1:
+        return None
+    log = math.log2(value)
+    if log < math.log2(grid[0]) - 1 or log > math.log2(grid[-1]) + 1:
+        return None
+    return min(grid, key=lambda g: abs(math.log2(g) - log))
+
+
+def _cpu_grid_rule(inference: bool) -> Callable[[Mapping[str, int]], bool]:
+    cells = _CPU_FASTER_CELLS[inference]
+
+    def applies(s: Mapping[str, int]) -> bool:
+        cell = (_nearest_on_grid(s["B"], _CPU_GRID_B), _nearest_on_grid(s["H"], _CPU_GRID_H))
+        return s["T"] >= 32 and s["I"] <= 2 * s["H"] and cell in cells
+    return applies
+
+
 MEASURED_FASTER: List[MeasuredFaster] = [
-    MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,),
-                   lambda s: (s["T"], s["B"], s["I"], s["H"]) in _CPU_INFERENCE_MEASURED,
-                   "benchmarks/results/cpu-epyc-zen4-2core-2026-12-06-persistent.md", inference=True),
+    MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(True), _CPU_EVIDENCE,
+                   inference=True),
+    MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(False), _CPU_EVIDENCE,
+                   inference=False),
 ]
 
 
