@@ -255,7 +255,8 @@ WMK_ALWAYS_INLINE void backward_tile(const BackwardStep<T>& s, int64_t b0, int64
     accumulate<T, MR, NP, 1>(s.dg_next + b0 * 4 * H, 4 * H, s.w + (p - p0) * 4 * H * U, 4 * H,
                              4 * H * U, acc);
   }
-#pragma GCC unroll 8
+  // Rolled over the rows, as in the forward step.
+#pragma GCC unroll 1
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
     const bool active = s.lengths == nullptr || s.t < s.lengths[b];
