@@ -172,7 +172,10 @@ WMK_ALWAYS_INLINE void forward_tile(const ForwardStep<T>& s, int64_t b0, int64_t
   const int64_t H = s.H;
   V acc[MR][NP][4];
   accumulate<T, MR, NP, 4>(s.h_prev + b0 * H, H, s.w + (p - p0) * H * 4 * U, H, H * 4 * U, acc);
-#pragma GCC unroll 8
+  // The pointwise step over the tile's rows in a rolled loop (the accumulators
+  // go through the stack once): unrolled, six rows of cell math spill
+  // registers (measured in the bf16 kernels first, csrc/cpu/bf16/).
+#pragma GCC unroll 1
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
     const bool active = s.lengths == nullptr || s.t < s.lengths[b];
@@ -252,7 +255,8 @@ WMK_ALWAYS_INLINE void backward_tile(const BackwardStep<T>& s, int64_t b0, int64
     accumulate<T, MR, NP, 1>(s.dg_next + b0 * 4 * H, 4 * H, s.w + (p - p0) * 4 * H * U, 4 * H,
                              4 * H * U, acc);
   }
-#pragma GCC unroll 8
+  // Rolled over the rows, as in the forward step.
+#pragma GCC unroll 1
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
     const bool active = s.lengths == nullptr || s.t < s.lengths[b];
