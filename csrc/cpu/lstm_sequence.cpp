@@ -180,7 +180,8 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
       grad_y_in.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), c0_in.contiguous(),
       w_hh_in.contiguous(), act_in.contiguous(), cs_in.contiguous(), lengths);
   // The weight gradients as GEMMs over all steps (tile_mm: the same bits for
-  // any thread count), d_gates transposed once so its rows stream along k.
+  // any thread count), d_gates read transposed in place (a contiguous copy of
+  // it made training at T=256 B=16 H=256, 2 threads, 0.84x -> 1.05x torch's).
   const at::Tensor d_gates2 = d_gates.view({T * B, 4 * H});
   // Padding past a row's length meets no product (padding.h): x there and
   // the state h_{t-1} a step past the length would read are zeroed by
@@ -194,7 +195,7 @@ lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h_n,
           .view({T * B, H});
   at::Tensor grad_x =
       zero_past_lengths(tile_mm(d_gates2, w_ih_in.contiguous()).view({T, B, I}), lengths);
-  const at::Tensor d_gates2_t = d_gates2.t().contiguous();
+  const at::Tensor d_gates2_t = d_gates2.t();
   at::Tensor grad_w_ih = tile_mm(d_gates2_t, x2);
   at::Tensor grad_w_hh = tile_mm(d_gates2_t, h_prev);
   at::Tensor grad_b = column_sum(d_gates2);

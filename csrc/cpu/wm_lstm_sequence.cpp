@@ -642,16 +642,15 @@ wm_lstm_sequence_backward(const at::Tensor& grad_y_in, const at::Tensor& grad_h,
   const at::Tensor h_of_y = y.narrow(2, 0, H).reshape({T_ * B, H});
   // (h0 of a row of length 0 is never read: its zero row of Dall[0] must not meet it)
   const at::Tensor h0_read = zero_past_lengths(h0.unsqueeze(0), lengths)[0];
-  // The transposed left operands of the weight gradients are copied once
-  // (tens of MB at most): their rows then stream along k, where a strided
-  // operand would touch a new cache line at every k.
-  const at::Tensor dWcat = tile_mm(Dflat.t().contiguous(), at::cat({h0_read, h_of_y}));
+  // The transposed left operands are read in place (a contiguous copy of
+  // them cost more than it saved: measured on the LSTM's weight gradients).
+  const at::Tensor dWcat = tile_mm(Dflat.t(), at::cat({h0_read, h_of_y}));
   const at::Tensor dbias = Dflat.sum(0);
   const at::Tensor dG = Dall.narrow(0, 0, T_).narrow(2, 0, 4 * H).reshape({T_ * B, 4 * H});
   // zero past each row's length, by selection (their zero rows of dG times a NaN in w_ih are NaN)
   const at::Tensor dx =
       zero_past_lengths(tile_mm(dG, w_ih.contiguous()).view({T_, B, z.I}), lengths);
-  const at::Tensor dGt = dG.t().contiguous();
+  const at::Tensor dGt = dG.t();
   const at::Tensor dw_ih = tile_mm(dGt, zero_past_lengths(x, lengths).view({T_ * B, z.I}));
   const at::Tensor dw_rh = tile_mm(dGt, y.narrow(2, H, D).reshape({T_ * B, D}));
   auto rows = [&](const at::Tensor& t, int64_t from, int64_t n) {
