@@ -34,7 +34,6 @@ def _wm_lstm_sequence(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_
 class ReferenceBackend(PlainTorchBackend):
     name = "reference"
     takes_capacity = True
-    takes_capacity = True
     dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     traceable = {
         "lstm_cell": lstm.lstm_cell,
