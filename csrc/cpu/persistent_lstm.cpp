@@ -63,6 +63,23 @@ int team_size(int64_t parallel_units) {
   return n < 1 ? 1 : static_cast<int>(n);
 }
 
+// A buffer of `numel` elements kept by the calling thread between calls, for
+// what an inference call computes and does not return (the pre-activations):
+// a fresh one of tens of MB (64 MB at T=128 B=64 H=512) is mapped and
+// page-faulted anew at every call, and two threads faulting at once contend
+// in the kernel (perf: ~5% of such a call at 2 threads). Up to 256 MB is kept.
+at::Tensor reusable_scratch(int64_t numel, const at::TensorOptions& opts) {
+  constexpr int64_t kKeptBytes = int64_t(256) << 20;
+  thread_local at::Tensor kept;
+  const int64_t bytes = numel * static_cast<int64_t>(opts.dtype().itemsize());
+  if (bytes > kKeptBytes) return at::empty({numel}, opts);
+  if (!kept.defined() || kept.numel() < numel || kept.dtype() != opts.dtype()) {
+    kept = at::Tensor();  // free the smaller one first
+    kept = at::empty({numel}, opts);
+  }
+  return kept.narrow(0, 0, numel);
+}
+
 int run_team(int64_t panels, const Team::Work& work) {
   const int n = Team::run(team_size(panels), work);
   last_team_size.store(n, std::memory_order_relaxed);
@@ -216,8 +233,9 @@ persistent_lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Ten
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   const auto opts = x.options();
   at::Tensor y = at::empty({T, B, H}, opts);
-  // The input projection, then (save) the activated gates in place.
-  at::Tensor pre = at::empty({T, B, 4 * H}, opts);
+  // The input projection, then (save) the activated gates in place; without
+  // save a buffer kept by this thread between calls (nobody sees it).
+  at::Tensor pre = save ? at::empty({T, B, 4 * H}, opts) : reusable_scratch(T * B * 4 * H, opts);
   // save: c of every step; else the running c, updated in place.
   at::Tensor cs = save ? at::empty({T, B, H}, opts) : c0.clone();
   // With lengths the state h differs from y (0 past a row's length): two
@@ -284,7 +302,7 @@ persistent_lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
                          const at::Tensor& w_hh, const at::Tensor& act, const at::Tensor& cs,
                          const at::Tensor& lengths) {
   const int64_t T = grad_y.size(0), B = grad_y.size(1), H = grad_y.size(2);
-  at::Tensor d_gates = at::empty({T, B, 4 * H}, grad_y.options());
+  at::Tensor d_gates = reusable_scratch(T * B * 4 * H, grad_y.options()).view({T, B, 4 * H});
   at::Tensor grad_h = grad_h_n.clone(at::MemoryFormat::Contiguous);
   at::Tensor grad_c = grad_c_n.clone(at::MemoryFormat::Contiguous);
   if (T == 0 || B == 0) return {d_gates, grad_h, grad_c};

@@ -32,7 +32,8 @@ persistent_lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Ten
 
 // Backward of the recurrence: grad_y [T, B, H], grad_h_n, grad_c_n [B, H],
 // c0 [B, H], w_hh [4H, H], act, cs as saved, all contiguous
-//   -> (d_gates [T, B, 4H], grad_h0, grad_c0).
+//   -> (d_gates [T, B, 4H], grad_h0, grad_c0). d_gates lives in a buffer the
+// calling thread reuses: valid until its next persistent_lstm_* call.
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 persistent_lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
                          const at::Tensor& grad_c_n, const at::Tensor& c0,

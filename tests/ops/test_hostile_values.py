@@ -287,12 +287,15 @@ def test_special_weight_meets_no_frozen_row(which, weight, special):
 def test_query_gradient_of_equal_slots_is_no_worse_than_the_reference(backend):
     """Gated memory whose slots start equal: they stay equal, the read is
     uniform and w_q, b_q get a zero gradient (~1e-16 from the float64
-    reference), a difference of nearly equal terms. Over six draws, each
-    backend's absolute error in float32 totals at most half the float32
-    reference's own (measured: ~0.1 after taking the difference about the
-    first slot; the cpu kernel was at ~1.2 before, up to 3x on single draws)."""
-    errors, floors = {"w_q": 0.0, "b_q": 0.0}, {"w_q": 0.0, "b_q": 0.0}
-    for T, B, I, H, S, D in [(12, 3, 5, 8, 4, 6)] * 3 + [(8, 1, 3, 4, 3, 2)] * 3:
+    reference), a difference of nearly equal terms. Over twelve draws, each
+    backend's absolute error in float32 totals no more than the float32
+    reference's own, and on the median draw it is at most half of it
+    (measured over 24 draws: totals 0.2-0.25 of the reference's, median draw
+    ~0.2, single draws up to 5x: a bound on a total of six draws, as this
+    test had, failed about one run in seven; the cpu kernel was at ~1.2 in
+    total before taking the difference about the first slot)."""
+    errors, floors = {"w_q": [], "b_q": []}, {"w_q": [], "b_q": []}
+    for T, B, I, H, S, D in [(12, 3, 5, 8, 4, 6)] * 6 + [(8, 1, 3, 4, 3, 2)] * 6:
         case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=I, H=H, S=S, D=D, write_mode="gated")
         case.tensors["M0"][:] = torch.randn(B, 1, D, dtype=torch.float64)
         upstream = [torch.randn_like(o) for o in case.run(list(case.tensors.values()), "reference")]
@@ -303,8 +306,11 @@ def test_query_gradient_of_equal_slots_is_no_worse_than_the_reference(backend):
         for name in errors:
             k = list(case.tensors).index(name)
             assert exact[k].abs().max() < 1e-12  # the case is the one described
-            floors[name] += (ref32[k].double() - exact[k]).abs().max().item()
-            errors[name] += (got[k].double() - exact[k]).abs().max().item()
+            floors[name].append((ref32[k].double() - exact[k]).abs().max().item())
+            errors[name].append((got[k].double() - exact[k]).abs().max().item())
     for name in errors:
-        assert errors[name] <= 0.5 * floors[name], (
-            f"grad[{name}] on {backend}: total error {errors[name]:.3g}, the float32 reference's {floors[name]:.3g}")
+        total, floor = sum(errors[name]), sum(floors[name])
+        assert total <= floor, (
+            f"grad[{name}] on {backend}: total error {total:.3g}, the float32 reference's {floor:.3g}")
+        median = sorted(e / f for e, f in zip(errors[name], floors[name]))[len(floors[name]) // 2]
+        assert median <= 0.5, f"grad[{name}] on {backend}: median draw's error {median:.3g} of the reference's"
