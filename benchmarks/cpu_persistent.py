@@ -18,12 +18,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
 
 from wmkernels import ops
 from wmkernels.tools import bench
+from wmkernels.tools.timing import Ratio, rotated_rounds
 
 SIZES = [(256, 1, 512, 512), (256, 16, 256, 256), (128, 64, 512, 512)]
 
@@ -31,17 +31,34 @@ SIZES = [(256, 1, 512, 512), (256, 16, 256, 256), (128, 64, 512, 512)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def gemm_rate(dtype=torch.float32, n=2048, repeat=3):
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeat))
-    return 2 * n ** 3 / best / 1e9
+def gemm_rate(dtype=torch.float32, repeat=3):
+    """GFLOP/s of torch.mm 2048³ in ``dtype`` here and now (the floor's rate)."""
+    return bench.peak_gflops("cpu", dtype, repeat=repeat)
 
 
-def _timed(f):
-    start = time.perf_counter()
-    f()
-    return time.perf_counter() - start
+def arguments(description, rounds):
+    """The options every CPU benchmark here takes: --rounds, --threads, --json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json")
+    return parser
+
+
+def start(args):
+    """Sets the thread count; returns the machine's description and the first
+    words of the header line that names it."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = bench.machine_description("cpu")
+    return machine, (f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, "
+                     f"torch {machine['torch']}, {machine['date']}")
+
+
+def write_json(path, payload):
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)
 
 
 def row(T, B, I, H, grad, rounds, dtype=torch.float32):
@@ -66,37 +83,25 @@ def row(T, B, I, H, grad, rounds, dtype=torch.float32):
             if grad:
                 (y.sum() + h.sum() + c.sum()).backward()
 
-    ours(), theirs()
-    t_ours, t_torch = [], []
-    for r in range(rounds):
-        pair = [(ours, t_ours), (theirs, t_torch)]
-        for f, store in (pair if r % 2 == 0 else pair[::-1]):
-            store.append(_timed(f))
-    ratios = sorted(a / b for a, b in zip(t_ours, t_torch))
-    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    t_ours, t_torch = rotated_rounds([ours, theirs], rounds)
+    ratio = Ratio.of(t_ours, t_torch)
     flops = bench.lstm_flops(T, B, I, H) if grad else bench.lstm_inference_flops(T, B, I, H)
     mo, mt = statistics.median(t_ours), statistics.median(t_torch)
     return {"T": T, "B": B, "I": I, "H": H, "mode": "fwd+bwd" if grad else "no_grad",
-            "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
-            "ratio_iqr": q3 - q1, "ours_ms": mo * 1e3, "torch_ms": mt * 1e3,
-            "ours_gflops": flops / mo / 1e9, "torch_gflops": flops / mt / 1e9}
+            "ratio": ratio.median, "ratio_min": ratio.min, "ratio_max": ratio.max,
+            "ratio_iqr": ratio.iqr, "ours_ms": mo, "torch_ms": mt,
+            "ours_gflops": flops / mo / 1e6, "torch_gflops": flops / mt / 1e6}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=0)
+    parser = arguments(__doc__.split("\n\n")[0], rounds=7)
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--modes", default="no_grad,fwd+bwd", help="comma-separated: no_grad, fwd+bwd")
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     dtype = DTYPES[args.dtype]
     grads = [{"no_grad": False, "fwd+bwd": True}[m] for m in args.modes.split(",")]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    machine = bench.machine_description("cpu")
-    print(f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, torch {machine['torch']}, "
-          f"{machine['date']}, {args.dtype}, {args.rounds} interleaved rounds", flush=True)
+    machine, header = start(args)
+    print(f"{header}, {args.dtype}, {args.rounds} interleaved rounds", flush=True)
     print(f"{'T':>4} {'B':>3} {'I=H':>4} {'mode':>8} {'ours/torch':>10} {'[min, max]':>14} {'IQR':>5} "
           f"{'ours ms':>8} {'torch ms':>8} {'ours GF/s':>9} {'torch GF/s':>10} {'GEMM GF/s':>9} "
           f"{'ours/GEMM':>9} {'torch/GEMM':>10}", flush=True)
@@ -111,10 +116,7 @@ def main(argv=None):
                   f"[{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] {r['ratio_iqr']:>5.2f} {r['ours_ms']:>8.1f} "
                   f"{r['torch_ms']:>8.1f} {r['ours_gflops']:>9.1f} {r['torch_gflops']:>10.1f} {floor:>9.1f} "
                   f"{r['ours_gflops'] / floor:>9.2f} {r['torch_gflops'] / floor:>10.2f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "dtype": args.dtype, "rounds": args.rounds, "rows": rows}, f,
-                      indent=2)
+    write_json(args.json, {"machine": machine, "dtype": args.dtype, "rounds": args.rounds, "rows": rows})
     return 0
 
 

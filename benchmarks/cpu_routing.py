@@ -6,44 +6,33 @@ the rows of benchmarks/cpu_persistent.py.
 
     python benchmarks/cpu_routing.py [--rounds 7] [--threads 2] [--T 128] [--json out.json]
 
-A cell counts as measured faster when the upper quartile of its per-round
-ratios ours/torch is below 1 (the median alone can be one lucky round on a
+A cell counts as measured faster when the median plus half the interquartile
+range of its per-round ratios ours/torch (about their upper quartile) is below 1
+(the median alone can be one lucky round on a
 shared machine). The printed table ends with the cells that qualify, in the
 form the rule in wmkernels/backends/__init__.py holds.
 """
-import argparse
-import json
-import statistics
 import sys
 
-import torch
-
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from cpu_persistent import gemm_rate, row  # noqa: E402  (the same timed row)
-
-from wmkernels.tools import bench  # noqa: E402
+from cpu_persistent import arguments, gemm_rate, row, start, write_json  # noqa: E402  (the same timed row)
 
 BATCHES = (1, 4, 16, 64)
 HIDDEN = (128, 256, 512)
 
 
 def faster(r):
-    """Upper quartile of the per-round ratios below 1."""
+    """The median plus half the interquartile range of the per-round ratios
+    (about their upper quartile) below 1."""
     return r["ratio"] + r["ratio_iqr"] / 2 < 1.0
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=0)
+    parser = arguments(__doc__.split("\n\n")[0], rounds=7)
     parser.add_argument("--T", type=int, default=128)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    machine = bench.machine_description("cpu")
-    print(f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, torch {machine['torch']}, "
-          f"{machine['date']}, T={args.T}, {args.rounds} interleaved rounds; ratio ours/torch "
+    machine, header = start(args)
+    print(f"{header}, T={args.T}, {args.rounds} interleaved rounds; ratio ours/torch "
           f"(< 1: ours faster), [min, max], IQR", flush=True)
     rows = []
     for grad in (False, True):
@@ -60,9 +49,7 @@ def main(argv=None):
     for mode in ("no_grad", "fwd+bwd"):
         cells = sorted((r["B"], r["H"]) for r in rows if r["mode"] == mode and r["faster"])
         print(f"# measured faster, {mode}: {cells}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rounds": args.rounds, "T": args.T, "rows": rows}, f, indent=2)
+    write_json(args.json, {"machine": machine, "rounds": args.rounds, "T": args.T, "rows": rows})
     return 0
 
 

@@ -8,17 +8,18 @@ and over the plain-PyTorch reference of the same op (goal: >= 4x faster).
 Sizes: T=256 B=16 I=H=256 S=32 D=64 (the bench's defaults). Per row: median
 of per-round ratios with min-max, and each side's median ms.
 """
-import argparse
-import json
+import contextlib
 import math
 import statistics
 import sys
-import time
 
 import torch
 
 import wmkernels
-from wmkernels.tools import bench
+from wmkernels.tools.timing import Ratio, rotated_rounds
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from cpu_persistent import arguments, start, write_json  # noqa: E402
 
 T, B, I, H, S, D = 256, 16, 256, 256, 32, 64
 
@@ -30,26 +31,12 @@ def same_params_hidden(n_params, inputs):
     return round((-b + math.sqrt(b * b + 16 * n_params)) / 8)
 
 
-def _timed(f):
-    start = time.perf_counter()
-    f()
-    return time.perf_counter() - start
-
-
 def fwd_bwd(module, x, backend=None):
     def run():
-        with wmkernels.use_backend(backend) if backend else _nothing():
+        with wmkernels.use_backend(backend) if backend else contextlib.nullcontext():
             y, _ = module(x)
             y.sum().backward()
     return run
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def compare(mode, rounds):
@@ -60,32 +47,19 @@ def compare(mode, rounds):
     x = torch.randn(T, B, I, requires_grad=True)
     sides = {"cpu": fwd_bwd(wm, x, "cpu"), "reference": fwd_bwd(wm, x, "reference"),
              "nn.LSTM": fwd_bwd(lstm, x)}
-    times = {k: [] for k in sides}
-    for f in sides.values():
-        f()
-    for r in range(rounds):
-        names = list(sides) if r % 2 == 0 else list(sides)[::-1]
-        for k in names:
-            times[k].append(_timed(sides[k]))
+    times = dict(zip(sides, rotated_rounds(list(sides.values()), rounds)))
     out = {"mode": mode, "params": n, "lstm_hidden": lstm.hidden_size,
-           "ms": {k: statistics.median(v) * 1e3 for k, v in times.items()}}
+           "ms": {k: statistics.median(v) for k, v in times.items()}}
     for base in ("nn.LSTM", "reference"):
-        ratios = sorted(a / b for a, b in zip(times["cpu"], times[base]))
-        out[f"cpu/{base}"] = [statistics.median(ratios), ratios[0], ratios[-1]]
+        r = Ratio.of(times["cpu"], times[base])
+        out[f"cpu/{base}"] = [r.median, r.min, r.max]
     return out
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    machine = bench.machine_description("cpu")
-    print(f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, torch {machine['torch']}, "
-          f"{machine['date']}; WMLSTM T={T} B={B} I=H={H} S={S} D={D}, forward+backward, "
+    args = arguments(__doc__.split("\n\n")[0], rounds=5).parse_args(argv)
+    machine, header = start(args)
+    print(f"{header}; WMLSTM T={T} B={B} I=H={H} S={S} D={D}, forward+backward, "
           f"{args.rounds} interleaved rounds", flush=True)
     rows = []
     for mode in ("fifo", "gated"):
@@ -96,9 +70,7 @@ def main(argv=None):
               f"{r['ms']['nn.LSTM']:.1f} ms, reference {r['ms']['reference']:.1f} ms | cpu/nn.LSTM "
               f"{a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}] | reference/cpu {1 / b[0]:.2f}x "
               f"[{1 / b[2]:.2f}, {1 / b[1]:.2f}]", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rounds": args.rounds, "rows": rows}, f, indent=2)
+    write_json(args.json, {"machine": machine, "rounds": args.rounds, "rows": rows})
     return 0
 
 
