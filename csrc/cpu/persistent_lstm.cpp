@@ -80,6 +80,30 @@ at::Tensor reusable_scratch(int64_t numel, const at::TensorOptions& opts) {
   return kept.narrow(0, 0, numel);
 }
 
+// Points a forward step (ForwardStep or Bf16ForwardStep) at step t's state
+// (BH = B·H elements a step): h_{t-1} and h_t in y, or with lengths in the
+// two buffers of h_buf (read one, write the other) while y_t gets the output;
+// c_{t-1} and c_t in cs when save keeps every step's c, else the one running c.
+template <typename Step, typename HT, typename CT>
+void point_at_step(Step& s, int64_t t, int64_t BH, const HT* h0, HT* h_buf, HT* y, const CT* c0,
+                   CT* cs, bool save) {
+  s.t = t;
+  if (h_buf != nullptr) {
+    s.h_prev = t == 0 ? h0 : h_buf + ((t - 1) & 1) * BH;
+    s.h = h_buf + (t & 1) * BH;
+    s.y = y + t * BH;
+  } else {
+    s.h_prev = t == 0 ? h0 : y + (t - 1) * BH;
+    s.h = y + t * BH;
+  }
+  if (save) {
+    s.c_prev = t == 0 ? c0 : cs + (t - 1) * BH;
+    s.c = cs + t * BH;
+  } else {
+    s.c_prev = s.c = cs;
+  }
+}
+
 int run_team(int64_t panels, const Team::Work& work) {
   const int n = Team::run(team_size(panels), work);
   last_team_size.store(n, std::memory_order_relaxed);
@@ -195,23 +219,9 @@ persistent_lstm_forward_bf16(const at::Tensor& x, const at::Tensor& h0, const at
     Bf16ForwardStep s{B, H, w_pack.get(), nullptr, nullptr, I, w_x.get(), bias_p, nullptr,
                       save, nullptr, nullptr, nullptr, nullptr, len_p, 0};
     for (int64_t t = 0; t < T; ++t) {
-      s.t = t;
+      point_at_step(s, t, B * H, h0_p, hb_p, y_p, c0_p, cs_p, save);
       if (fused) s.x = x_p + t * B * I;
       s.pre = pre_p != nullptr ? pre_p + t * B * 4 * H : nullptr;
-      if (hb_p != nullptr) {
-        s.h_prev = t == 0 ? h0_p : hb_p + ((t - 1) & 1) * B * H;
-        s.h = hb_p + (t & 1) * B * H;
-        s.y = y_p + t * B * H;
-      } else {
-        s.h_prev = t == 0 ? h0_p : y_p + (t - 1) * B * H;
-        s.h = y_p + t * B * H;
-      }
-      if (save) {
-        s.c_prev = t == 0 ? c0_p : cs_p + (t - 1) * B * H;
-        s.c = cs_p + t * B * H;
-      } else {
-        s.c_prev = s.c = cs_p;
-      }
       k->forward_step(s, p0, p1);
       if (t + 1 < T) barrier.wait();
     }
@@ -270,22 +280,8 @@ persistent_lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Ten
       ForwardStep<T_> s{B, H, w_pack.get(), nullptr, nullptr, save, nullptr,
                         nullptr, nullptr, nullptr, len_p, 0};
       for (int64_t t = 0; t < T; ++t) {
-        s.t = t;
+        point_at_step(s, t, B * H, h0_p, hb_p, y_p, c0_p, cs_p, save);
         s.pre = pre_p + t * B * 4 * H;
-        if (hb_p != nullptr) {
-          s.h_prev = t == 0 ? h0_p : hb_p + ((t - 1) & 1) * B * H;
-          s.h = hb_p + (t & 1) * B * H;
-          s.y = y_p + t * B * H;
-        } else {
-          s.h_prev = t == 0 ? h0_p : y_p + (t - 1) * B * H;
-          s.h = y_p + t * B * H;
-        }
-        if (save) {
-          s.c_prev = t == 0 ? c0_p : cs_p + (t - 1) * B * H;
-          s.c = cs_p + t * B * H;
-        } else {
-          s.c_prev = s.c = cs_p;
-        }
         k.forward_step(s, p0, p1);
         if (t + 1 < T) barrier.wait();
       }
