@@ -12,6 +12,7 @@ gradient. Workers are bounded by a deadline and killed past it.
 from __future__ import annotations
 
 import datetime
+import faulthandler
 import os
 import socket
 import time
@@ -53,6 +54,9 @@ def train(model, x, target, step_hook):
 
 
 def _worker(rank, port, init_state, x, target, out_dir):
+    # A worker still running shortly before the deadline prints where it is
+    # (seen once: both workers past 120 s, cause unknown), then is killed.
+    faulthandler.dump_traceback_later(DEADLINE_S - 15, exit=False)
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
