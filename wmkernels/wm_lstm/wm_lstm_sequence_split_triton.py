@@ -108,8 +108,8 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
     copy_memory(old_ptr, new_ptr, rows, row_ok & ~running, S, D, BLOCK_S, BLOCK_D)
 
 
-@triton.jit(do_not_specialize=["has_lengths", "stage_begin", "stage_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths, hs_ptr, cs_ptr,
+@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, hs_ptr, cs_ptr,
                     act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr, ck_ptr, T, B,
                     H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -134,7 +134,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     BSD = B * S * D
@@ -342,8 +342,8 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     tl.store(dw_ptr + rows[:, None] * S + slots[None, :], dw, mask=valid_t[:, None] & slot_ok)
 
 
-@triton.jit(do_not_specialize=["has_lengths", "stage_begin", "stage_end"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths,
+@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr,
                      q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr,
                      dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end,
                      GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -368,7 +368,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     BD = B * D
     BSD = B * S * D
     if BLOCK_H > 0:
@@ -498,7 +498,7 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     plan.config.update(GATED=gated)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None,
-                                                *tiles.lengths_argument(lengths, xp.device), hs,
+                                                tiles.lengths_argument(lengths, B, T, xp.device), hs,
                                                 cs, act, Q, R, A, y, h_exchange, memories, vp, ep, V, E, ck, T, B,
                                                 H, S, D, K, scale), xp.device)
     return memories[T % 2] if gated else mem
@@ -528,7 +528,7 @@ def backward(plan: schedule.Plan, grad_y: Tensor, act: Tensor, cs: Tensor, w_hh:
     schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(),
                                                  w_q.contiguous(), w_v.contiguous(),
                                                  w_e.contiguous() if gated else None,
-                                                 *tiles.lengths_argument(lengths, grad_y.device), Q, A,
+                                                 tiles.lengths_argument(lengths, B, T, grad_y.device), Q, A,
                                                  None if gated else mem, V, E, ck, seg, dmem, dh, dc, dr, dg, dpv, dpe,
                                                  dq, da, T, B, H, S, D, K, scale), grad_y.device)
     return dmem[1] if gated else dmem

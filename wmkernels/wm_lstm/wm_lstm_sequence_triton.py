@@ -48,9 +48,9 @@ from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split
 from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import recompute_segment
 
 
-@triton.jit(do_not_specialize=["has_lengths"])
+@triton.jit
 def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_ptr, w_e_ptr, b_e_ptr, len_ptr,
-                    has_lengths, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr,
+                    hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr,
                     T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
                     PRECISION: tl.constexpr):
@@ -58,7 +58,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
     is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     for t in range(0, T):
@@ -211,8 +211,8 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
     tl.debug_barrier()
 
 
-@triton.jit(do_not_specialize=["has_lengths"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths,
+@triton.jit
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr,
                      q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dh_ptr, dc_ptr, dmem_ptr, dr_ptr, dg_ptr,
                      dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -221,7 +221,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     is the gradient of the memory, seg [K, B, S, D] the recomputed memories of a segment."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     BD = B * D
     BSD = B * S * D
     if GATED:
@@ -336,7 +336,7 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
             b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None,
-            *tiles.lengths_argument(lengths, x.device),
+            tiles.lengths_argument(lengths, B, T, x.device),
             h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
             ckpt if gated else None,
             T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, **config)
@@ -404,7 +404,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         config = launch_config(B, H, S, D, x)
         launch(
             _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, c_all, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-            w_v.contiguous(), w_e.contiguous() if gated else None, *tiles.lengths_argument(lengths, x.device),
+            w_v.contiguous(), w_e.contiguous() if gated else None, tiles.lengths_argument(lengths, B, T, x.device),
             q_all, attn, None if gated else mem,
             v_all if gated else None, e_all if gated else None, ckpt if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
