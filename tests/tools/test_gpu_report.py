@@ -67,6 +67,16 @@ def test_groups_past_the_budget_are_listed_as_skipped():
     assert page.count("skipped: out of time") == len(groups)
 
 
+@pytest.mark.parametrize("dry_run, backend", [(True, "aot_eager"), (False, "inductor")])
+def test_the_dry_run_compiles_the_reference_step_without_inductor(monkeypatch, dry_run, backend):
+    """On the GPU the compiled baseline is inductor's; the dry run checks the
+    row's plumbing with aot_eager (no C++ generated on the CPU, cold: ~45 s)."""
+    asked = []
+    monkeypatch.setattr(gpu_report.bench, "run_benchmarks", lambda *a, **k: asked.append(k) or [])
+    gpu_report.run_bench(gpu_report.plan(dry_run=True)[:1], "cpu", float("inf"), 1, dry_run=dry_run)
+    assert asked and all(k["compiled"] and k["compile_backend"] == backend for k in asked)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_refuses_a_full_run_without_a_gpu(tmp_path):
     assert gpu_report.main(["--out", str(tmp_path)]) == 2

@@ -97,7 +97,8 @@ def lstm_flops(T, B, I, H) -> float:
     return 3 * T * 2 * B * 4 * H * (I + H)
 
 
-def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> List[Workload]:
+def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, compile_backend: str = "inductor",
+                   **_) -> List[Workload]:
     """lstm_sequence on each backend beside torch.nn.LSTM with the same weights
     (and, with ``compiled``, ``torch.compile`` of the reference step in a Python loop)."""
     lstm = torch.nn.LSTM(I, H).to(device=device, dtype=dtype)
@@ -122,7 +123,7 @@ def lstm_workloads(device, dtype, T, B, I, H, compiled: bool = False, **_) -> Li
         if name == "triton":
             loads.append(_persistent_workload(loads[-1]))
     if compiled:
-        step = torch.compile(reference.lstm_step)
+        step = torch.compile(reference.lstm_step, backend=compile_backend)
 
         def forward():
             h, c, ys = h0, c0, []
@@ -240,7 +241,7 @@ def lstm_cell_workloads(device, dtype, B, I, H, **_) -> List[Workload]:
 
 
 def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode,
-                      compiled: bool = False) -> List[Workload]:
+                      compiled: bool = False, compile_backend: str = "inductor") -> List[Workload]:
     """wm_lstm_sequence on each backend beside the reference backend (and,
     with ``compiled``, ``torch.compile`` of the reference step in a Python loop)."""
     sizes = {"I": I, "H": H, "4H": 4 * H, "D": D}
@@ -263,7 +264,7 @@ def wm_lstm_workloads(device, dtype, T, B, I, H, S, D, write_mode,
         if name == "triton":
             loads.append(_persistent_workload(loads[-1]))
     if compiled:
-        step = torch.compile(reference.wm_lstm_step)
+        step = torch.compile(reference.wm_lstm_step, backend=compile_backend)
 
         def forward():
             (h, c, M), ys = state, []
@@ -315,11 +316,12 @@ def rounds_text(repeat: int, budget_s: Optional[float]) -> str:
 
 def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
                    ops_wanted=("lstm_sequence", "wm_lstm_sequence"),
-                   compiled: bool = False, peak: Optional[float] = None,
+                   compiled: bool = False, compile_backend: str = "inductor", peak: Optional[float] = None,
                    progress: bool = False, budget_s: Optional[float] = None, label: str = "") -> List[Result]:
     """Time every workload (interleaved per op); ratios are against each op's
     baseline. With ``compiled``, ``torch.compile`` of the reference step joins
-    as a baseline (its compile time falls in the untimed warm-up). ``peak``
+    as a baseline (its compile time falls in the untimed warm-up), with
+    ``compile_backend``. ``peak``
     (GFLOP/s) gives the fraction of peak of counted rows; ``progress`` says on
     stderr which group is being timed (after ``label``, e.g. a sweep point).
     ``budget_s`` bounds the rounds by time (``group_deadlines``): at least one
@@ -329,12 +331,13 @@ def run_benchmarks(device="cpu", dtype=torch.float32, repeat=5, sizes=None,
     if "lstm_cell" in ops_wanted:
         groups.append(lstm_cell_workloads(device, dtype, **sizes))
     if "lstm_sequence" in ops_wanted:
-        groups.append(lstm_workloads(device, dtype, compiled=compiled, **sizes))
+        groups.append(lstm_workloads(device, dtype, compiled=compiled, compile_backend=compile_backend, **sizes))
     if INFERENCE_OP in ops_wanted:
         groups.append(lstm_inference_workloads(device, dtype, **sizes))
     if "wm_lstm_sequence" in ops_wanted:
         for mode in ("fifo", "gated"):
             groups.append(wm_lstm_workloads(device, dtype, write_mode=mode, compiled=compiled,
+                                            compile_backend=compile_backend,
                                             **sizes))
     if "persistent_sweep" in ops_wanted:
         groups += persistent_sweep_workloads(device, dtype, **sizes)
