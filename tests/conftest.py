@@ -5,7 +5,7 @@ TRITON_INTERPRET must be set before any Triton kernel module is imported
 is present. Every test draws fresh random inputs: the seed is new each run
 and printed, so a failure can be replayed with WMKERNELS_TEST_SEED.
 
-What the tests compile (Triton kernels, the ahead-of-time check's ~770
+What the tests compile (Triton kernels, the ahead-of-time check's ~500
 variants; torch.compile's inductor C++) is cached in the project's
 ``.test-cache/`` (git-ignored), never in the user's ``~/.triton`` or
 ``/tmp/torchinductor_<user>``: a second run reuses it on purpose (the
