@@ -385,8 +385,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                      attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr,
                      dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin,
                      stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_CAPACITY: tl.constexpr,
-                     BLOCK_B: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
+                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
                      GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1; stage s is step t = T - 1 - s.
@@ -526,8 +525,8 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
 
 def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, b_q: Tensor,
             w_v: Tensor, b_v: Tensor, w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
-            capacity: Optional[Tensor],
-            hs: Tensor, cs: Tensor, act: Tensor, Q: Tensor, R: Tensor, A: Tensor, y: Tensor, mem: Tensor,
+            capacity: Optional[Tensor], hs: Tensor, cs: Tensor, act: Tensor, Q: Tensor, R: Tensor, A: Tensor,
+            y: Tensor, mem: Tensor,
             V: Optional[Tensor], E: Optional[Tensor], ck: Optional[Tensor], K: int, scale: float) -> Tensor:
     """Fill the tile forward's outputs and saved buffers (shapes as there) with
     the split grid. fifo: ``mem`` is the tape; gated (w_e given): ``mem`` holds
@@ -547,9 +546,8 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None, HAS_CAPACITY=capacity is not None)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None, lengths,
-                                                capacity, hs,
-                                                cs, act, Q, R, A, y, h_exchange, memories, vp, ep, V, E, ck, T, B,
-                                                H, S, D, K, scale), xp.device)
+                                                capacity, hs, cs, act, Q, R, A, y, h_exchange, memories, vp, ep, V,
+                                                E, ck, T, B, H, S, D, K, scale), xp.device)
     return memories[T % 2] if gated else mem
 
 
