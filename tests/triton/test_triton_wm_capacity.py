@@ -164,3 +164,23 @@ def test_the_backend_takes_capacity_by_name():
     from wmkernels.backends import decide
     device = torch.device(DEVICE)
     assert decide("wm_lstm_sequence", "triton", device, torch.float32, with_capacity=True).backend == "triton"
+
+
+@pytest.mark.parametrize("sched", ("tile", "persistent"))
+def test_only_a_capacity_launches_the_masked_kernels(sched):
+    """capacity=None launches the kernels without the mask (HAS_CAPACITY=False:
+    the code of before, compiled as before); a capacity, forward and backward,
+    with it. Recorded as for a GPU (nothing runs), both write modes."""
+    from wmkernels.tools import aot
+    from wmkernels.triton.launch import recording
+
+    for mode in MODES:
+        for with_cap in (False, True):
+            case = aot.CaptureCase("wm_lstm_sequence", aot.SMALL,
+                                   {"write_mode": mode, "with_capacity": with_cap, "schedule": sched})
+            with recording() as launches, aot._ProductsSkipped():
+                aot._run_case(case, torch.float32)
+            kernels = [launch for launch in launches if "HAS_LENGTHS" in launch.options]
+            assert len(kernels) == 2  # forward, backward (persistent: one cooperative launch each)
+            assert all(launch.options["HAS_CAPACITY"] is with_cap for launch in kernels)
+            assert all(launch.options.get("GRID_SYNC", False) == (sched == "persistent") for launch in kernels)
