@@ -193,7 +193,9 @@ def write_backward(g_ptr, g_off, g_stride, m_ptr, m_off, m_stride, dm_ptr, dm_of
     """Backward of ``write_forward``: g is the gradient of the new memory, m the
     old memory. Stores dM (the dm view may be g's, in place), de and da rows;
     returns dw [BLOCK_B, BLOCK_S] (fp32). ``active`` as there: the old memory
-    outside it is not read, its dM is g (w is 0 there) and its dw 0."""
+    outside it is not read (taken as 0, so a NaN there reaches neither de nor
+    dw), its dM is g (w is 0 there); its dw is that of a zero slot, which the
+    read's backward drops (no score gradient outside the active slots)."""
     slots = tl.arange(0, BLOCK_S)
     whole = row_ok[:, None, None] & (slots < S)[None, :, None]
     dw = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
@@ -216,8 +218,6 @@ def write_backward(g_ptr, g_off, g_stride, m_ptr, m_off, m_stride, dm_ptr, dm_of
         da = tl.sum(g * w[:, :, None], axis=1)
         tl.store(de_ptr + rows[:, None] * D + ds[None, :], de.to(de_ptr.dtype.element_ty), mask=row_d)
         tl.store(da_ptr + rows[:, None] * D + ds[None, :], da.to(da_ptr.dtype.element_ty), mask=row_d)
-    if active is not None:
-        dw = tl.where(active, dw, 0.0)
     return dw
 
 

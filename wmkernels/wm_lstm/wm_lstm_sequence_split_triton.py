@@ -347,7 +347,8 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     attn (dw rows), and dpe = de e (1 − e), dpv = dv (1 − v²). All [B, S, D]
     memories are contiguous; rows of the tile not valid at t pass the gradient through.
     ``written`` (None: all) the slots step t's write touched: M_t outside them is not
-    read, their gradient passes through (w is 0 there) and their dw is 0."""
+    read (taken as 0), their gradient passes through (w is 0 there), and their dw,
+    that of a zero slot, is dropped by step t's read backward (no score gradient there)."""
     slots = tl.arange(0, BLOCK_S)
     slot_ok = (slots < S)[None, :]
     w = tl.load(w_ptr + rows[:, None] * S + slots[None, :], mask=valid_t[:, None] & slot_ok, other=0.0)
@@ -375,8 +376,6 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
         dv = tl.sum(g * w[:, :, None], axis=1)
         tl.store(dpe_ptr + rows[:, None] * D + ds[None, :], de * e * (1.0 - e), mask=row_d)
         tl.store(dpv_ptr + rows[:, None] * D + ds[None, :], dv * (1.0 - v * v), mask=row_d)
-    if written is not None:
-        dw = tl.where(written, dw, 0.0)
     tl.store(dw_ptr + rows[:, None] * S + slots[None, :], dw, mask=valid_t[:, None] & slot_ok)
 
 
