@@ -167,20 +167,28 @@ def test_the_backend_takes_capacity_by_name():
 
 
 @pytest.mark.parametrize("sched", ("tile", "persistent"))
-def test_only_a_capacity_launches_the_masked_kernels(sched):
-    """capacity=None launches the kernels without the mask (HAS_CAPACITY=False:
-    the code of before, compiled as before); a capacity, forward and backward,
-    with it. Recorded as for a GPU (nothing runs), both write modes."""
+def test_one_compiled_kernel_serves_with_and_without_a_capacity(sched):
+    """capacity=None and a capacity launch the same kernels with the same
+    constexprs and launch options (one compiled variant, whose mask is every
+    slot without one), only the runtime has_capacity differing (0, 1).
+    Recorded as for a GPU (nothing runs), forward and backward, both write modes."""
+    import inspect
+
     from wmkernels.tools import aot
     from wmkernels.triton.launch import recording
 
     for mode in MODES:
+        recorded = {}
         for with_cap in (False, True):
             case = aot.CaptureCase("wm_lstm_sequence", aot.SMALL,
                                    {"write_mode": mode, "with_capacity": with_cap, "schedule": sched})
             with recording() as launches, aot._ProductsSkipped():
                 aot._run_case(case, torch.float32)
-            kernels = [launch for launch in launches if "HAS_LENGTHS" in launch.options]
-            assert len(kernels) == 2  # forward, backward (persistent: one cooperative launch each)
-            assert all(launch.options["HAS_CAPACITY"] is with_cap for launch in kernels)
-            assert all(launch.options.get("GRID_SYNC", False) == (sched == "persistent") for launch in kernels)
+            recorded[with_cap] = [launch for launch in launches
+                                  if "cap_ptr" in inspect.signature(launch.kernel.fn).parameters]
+        assert len(recorded[False]) == len(recorded[True]) == 2  # forward, backward (persistent: one launch each)
+        for without, with_ in zip(recorded[False], recorded[True]):
+            assert without.kernel is with_.kernel and without.options == with_.options and without.grid == with_.grid
+            flag = list(inspect.signature(with_.kernel.fn).parameters).index("has_capacity")
+            assert (without.args[flag], with_.args[flag]) == (0, 1)
+            assert without.options.get("GRID_SYNC", False) == (sched == "persistent")

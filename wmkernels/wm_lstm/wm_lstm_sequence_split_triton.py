@@ -42,11 +42,13 @@ from wmkernels.triton.tiles import matmul_w
 
 
 @triton.jit
-def active_slots(cap_ptr, rows, row_ok, S, BLOCK_S: tl.constexpr, GATED: tl.constexpr):
+def active_slots(cap_ptr, has_capacity, rows, row_ok, S, BLOCK_S: tl.constexpr, GATED: tl.constexpr):
     """The active slots [BLOCK_B, BLOCK_S] of the rows at one step (contract
     §1.5), their capacities c the rows of ``cap_ptr`` (int64, one per batch
-    row): gated the first c slots, fifo the last c; none for rows not ``row_ok``."""
-    c = tl.load(cap_ptr + rows, mask=row_ok, other=0)[:, None]
+    row) where ``has_capacity`` (a runtime 0/1: one compiled kernel serves
+    both), else S (every slot, the mask of before): gated the first c slots,
+    fifo the last c."""
+    c = tl.load(cap_ptr + rows, mask=row_ok & (has_capacity != 0), other=S)[:, None]
     slots = tl.arange(0, BLOCK_S)[None, :]
     if GATED:
         return slots < c
@@ -122,11 +124,11 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
     copy_memory(old_ptr, new_ptr, rows, row_ok & ~running, S, D, BLOCK_S, BLOCK_D)
 
 
-@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr, hs_ptr, cs_ptr, act_ptr,
-                    q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr, ck_ptr, T, B, H, S, D,
-                    K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                    HAS_CAPACITY: tl.constexpr,
+@triton.jit(do_not_specialize=["has_capacity", "stage_begin", "stage_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr, has_capacity, hs_ptr,
+                    cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr,
+                    ck_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
+                    HAS_LENGTHS: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
                     GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -147,7 +149,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     written with the same values by every program of a tile (in place, a
     program could write M_{t+1} over an M_t another still reads); v, e
     [T, B, D] are saved, and ck [⌈T/K⌉, B, S, D] the checkpoints (every K_CK steps).
-    ``HAS_CAPACITY``: cap [T, B] (int64) the active slots of each row and step
+    ``has_capacity``: cap [T, B] (int64) the active slots of each row and step
     (``active_slots``): the read sees only those, the gated write touches only those."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -164,9 +166,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
         if stage > 0:
             done = stage - 1
             if GATED:
-                written = None
-                if HAS_CAPACITY:
-                    written = active_slots(cap_ptr + done * B, rows, row_ok, S, BLOCK_S, GATED)
+                written = active_slots(cap_ptr + done * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)
                 _finish_gated_write(vp_ptr + done * BD, ep_ptr + done * BD, v_ptr + done * BD, e_ptr + done * BD,
                                     attn_ptr + done * B * S, mem_ptr + (done % 2) * BSD, mem_ptr + (stage % 2) * BSD,
                                     rows, row_ok, row_ok & (done < lengths), S, D, BLOCK_S, BLOCK_DM, written)
@@ -188,11 +188,10 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
                 m_ptr = mem_ptr
                 m_off = tl.minimum(lengths, t) * BD + rows * D
                 m_stride = BD
-            allowed = valid & slot_ok[None, :]
-            if HAS_CAPACITY:
-                allowed = allowed & active_slots(cap_ptr + t * B, rows, row_ok, S, BLOCK_S, GATED)
+            allowed = valid & slot_ok[None, :] & active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S,
+                                                              GATED)
             read_forward(m_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
-                         attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg", HAS_CAPACITY)
+                         attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg", True)
             tl.debug_barrier()
             if (pid_n == 0) | (BLOCK_H > 0):
                 for d0 in range(0, D, BLOCK_DM):
@@ -241,12 +240,12 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
 
 
 @triton.jit
-def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, t0, steps, rows, row_ok, lengths, B, S, D,
-                      BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_CAPACITY: tl.constexpr):
+def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capacity, t0, steps, rows, row_ok, lengths,
+                      B, S, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
     """Gated backward: seg[j] = M_{t0+j} for j < steps ([B, S, D] each) from the
     checkpoint M_{t0} at ck_ptr, by the erase/add writes of the saved attn, e
-    and v [T, B, *] (no matrix products), on each step's active slots where
-    ``HAS_CAPACITY`` (cap [T, B]); rows past their length keep their memory."""
+    and v [T, B, *] (no matrix products), on each step's active slots
+    (``active_slots``); rows past their length keep their memory."""
     BSD = B * S * D
     slots = tl.arange(0, BLOCK_S)
     copy_memory(ck_ptr, seg_ptr, rows, row_ok, S, D, BLOCK_S, BLOCK_D)
@@ -256,9 +255,7 @@ def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, t0, step
         running = row_ok & (t < lengths)
         w = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :],
                     mask=running[:, None] & (slots < S)[None, :], other=0.0)
-        written = None
-        if HAS_CAPACITY:
-            written = active_slots(cap_ptr + t * B, rows, row_ok, S, BLOCK_S, True)
+        written = active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S, True)
         write_forward(seg_ptr + (j - 1) * BSD, rows * S * D, D, seg_ptr + j * BSD, rows * S * D, D, rows, running, w,
                       e_ptr + t * B * D, v_ptr + t * B * D, S, D, BLOCK_S, BLOCK_D, written)
         copy_memory(seg_ptr + (j - 1) * BSD, seg_ptr + j * BSD, rows, row_ok & (t >= lengths), S, D, BLOCK_S,
@@ -379,11 +376,11 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     tl.store(dw_ptr + rows[:, None] * S + slots[None, :], dw, mask=valid_t[:, None] & slot_ok)
 
 
-@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr, q_ptr,
-                     attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr,
-                     dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin,
-                     stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_CAPACITY: tl.constexpr,
+@triton.jit(do_not_specialize=["has_capacity", "stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
+                     has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr,
+                     dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr,
+                     stage_begin, stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                      BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
                      GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
@@ -402,7 +399,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     step t's read (slot T % 2 arrives with that of M_T; slot 1 holds dM0 at
     the end); seg [K, B, S, D] the memories of the segment of t, recomputed from
     the checkpoints ck at its last step; da [T, B, S] the write's gradient of attn.
-    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident. ``HAS_CAPACITY``:
+    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident. ``has_capacity``,
     cap [T, B] as forward (the reads and gated writes of the active slots only)."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -418,14 +415,12 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         nxt = tl.minimum(t + 1, T - 1)  # step t+1, clamped for the pointers (its rows are masked at t+1 = T)
         running_n = row_ok & (t + 1 < lengths)
         valid_t = row_ok & (t >= 0) & (t < lengths)
-        read = None  # step t+1's active slots (None: all)
-        if HAS_CAPACITY:
-            read = active_slots(cap_ptr + nxt * B, rows, row_ok, S, BLOCK_S, GATED)
+        read = active_slots(cap_ptr + nxt * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)  # step t+1's
         if GATED:
             if (t >= 0) & ((t % K_CK == K_CK - 1) | (t == T - 1)):
                 t0 = t - t % K_CK
-                recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, t0, t - t0 + 1,
-                                  rows, row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM, HAS_CAPACITY)
+                recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capacity,
+                                  t0, t - t0 + 1, rows, row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM)
             # M_{t+1} opens the next segment (its checkpoint) or lies in this one
             if nxt % K_CK == 0:
                 next_ptr = ck_ptr + (nxt // K_CK) * BSD
@@ -436,9 +431,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                                                         dr_ptr + nxt * BD, S, D, scale, True, BLOCK_B, BLOCK_S,
                                                         BLOCK_DM)
             now = tl.maximum(t, 0)
-            written = None  # step t's active slots
-            if HAS_CAPACITY:
-                written = active_slots(cap_ptr + now * B, rows, row_ok, S, BLOCK_S, GATED)
+            written = active_slots(cap_ptr + now * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)  # step t's
             _gated_read_then_write_backward(next_ptr, seg_ptr + (now % K_CK) * BSD, dmem_ptr + ((t + 1) % 2) * BSD,
                                             dmem_ptr + ((t + 2) % 2) * BSD, rows, row_ok, running_n, valid_t, attn,
                                             d_scores, allowed, q_ptr + nxt * BD, dr_ptr + nxt * BD, dq_ptr + nxt * BD,
@@ -522,6 +515,15 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
                            schedule.RESIDENT_BACKWARD_WARPS if resident and backward else tile["num_warps"]))
 
 
+def capacity_args(capacity: Optional[Tensor], device: torch.device) -> tuple:
+    """The kernels' (cap_ptr, has_capacity) of ``capacity`` (int64 [T, B],
+    contiguous, or None: a 1-element int64 stand-in they never read, so that
+    both calls run one compiled kernel, the pointer's type and alignment the same)."""
+    if capacity is None:
+        return torch.empty(1, dtype=torch.int64, device=device), 0
+    return capacity, 1
+
+
 def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, b_q: Tensor,
             w_v: Tensor, b_v: Tensor, w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
             capacity: Optional[Tensor], hs: Tensor, cs: Tensor, act: Tensor, Q: Tensor, R: Tensor, A: Tensor,
@@ -542,11 +544,12 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     memories = torch.stack([mem, torch.empty_like(mem)]) if gated else mem  # M_t in slot t % 2
     h_exchange = torch.empty(2, B, H + D, device=xp.device, dtype=w_hh.dtype)
     h_exchange[0, :, :H] = h0
-    plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None, HAS_CAPACITY=capacity is not None)
+    plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None, lengths,
-                                                capacity, hs, cs, act, Q, R, A, y, h_exchange, memories, vp, ep, V,
-                                                E, ck, T, B, H, S, D, K, scale), xp.device)
+                                                *capacity_args(capacity, xp.device), hs, cs, act, Q, R, A, y,
+                                                h_exchange, memories, vp, ep, V, E, ck, T, B, H, S, D, K, scale),
+                 xp.device)
     return memories[T % 2] if gated else mem
 
 
@@ -571,10 +574,11 @@ def backward(plan: schedule.Plan, grad_y: Tensor, act: Tensor, cs: Tensor, w_hh:
         grads[T % 2] = dmem
         dmem = grads
         seg, da = torch.empty(min(K, T), B, S, D, **f32), torch.empty(T, B, S, **f32)
-    plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None, HAS_CAPACITY=capacity is not None)
+    plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None)
     schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(),
                                                  w_q.contiguous(), w_v.contiguous(),
-                                                 w_e.contiguous() if gated else None, lengths, capacity, Q, A,
+                                                 w_e.contiguous() if gated else None, lengths,
+                                                 *capacity_args(capacity, grad_y.device), Q, A,
                                                  None if gated else mem, V, E, ck, seg, dmem, dh, dc, dr, dg, dpv, dpe,
                                                  dq, da, T, B, H, S, D, K, scale), grad_y.device)
     return dmem[1] if gated else dmem

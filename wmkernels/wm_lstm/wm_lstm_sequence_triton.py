@@ -45,21 +45,20 @@ from wmkernels.triton.lstm_gates import (add_gate_products, cell_step, cell_step
                                          hidden_grad_through_gates, load_preacts, row_lengths)
 from wmkernels.triton.tiles import matmul_w, matmul_wt
 from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split
-from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import active_slots, recompute_segment
+from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import active_slots, capacity_args, recompute_segment
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["has_capacity"])
 def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_ptr, w_e_ptr, b_e_ptr, len_ptr,
-                    cap_ptr, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr,
-                    T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                    HAS_CAPACITY: tl.constexpr,
+                    cap_ptr, has_capacity, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr,
+                    e_ptr, ck_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
                     PRECISION: tl.constexpr):
     """fifo: mem is the tape [S+T, B, D] (v, e, ck unused). gated: mem [B, S, D]
     is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints.
-    ``HAS_CAPACITY``: cap [T, B] (int64) the active slots of each row and step
-    (contract §1.5): the read sees only those, the gated write touches only those."""
+    ``has_capacity`` (runtime 0/1): cap [T, B] (int64) the active slots of each row and
+    step (contract §1.5): the read sees only those, the gated write touches only those."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
@@ -86,13 +85,10 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             q = matmul_wt(q, h_prev, H, rows, running, H, w_q_ptr, ds, d_ok, BLOCK_K, PRECISION)
             tl.store(q_ptr + t * BD + rows[:, None] * D + ds[None, :], q, mask=valid & d_ok[None, :])
         tl.debug_barrier()
-        allowed = valid & slot_ok[None, :]
-        active = None
-        if HAS_CAPACITY:
-            active = active_slots(cap_ptr + t * B, rows, row_ok, S, BLOCK_S, GATED)
-            allowed = allowed & active
+        active = active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)
+        allowed = valid & slot_ok[None, :] & active
         attn = read_forward(mem_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
-                            attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "", HAS_CAPACITY)
+                            attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "", True)
         tl.debug_barrier()
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
@@ -136,28 +132,25 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
 
 
 @triton.jit
-def _backward_step(t, rows, row_ok, lengths, cap_ptr, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
+def _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
                    dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr, attn_ptr,
                    tape_ptr, dtape_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
-                   T, B, H, S, D, scale, GATED: tl.constexpr, HAS_CAPACITY: tl.constexpr, BLOCK_B: tl.constexpr,
+                   T, B, H, S, D, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """One step t of the reverse walk. The memory before step t is the view
     (m_ptr, m_off, m_stride); the gradient of the memory the view (dm_ptr, ...).
     On entry dh, dc and the memory gradient belong to step t's outputs; on exit
-    to step t-1's. ``HAS_CAPACITY``: the step reads and (gated) writes the
-    active slots of cap [T, B] only."""
+    to step t-1's. The step reads and (gated) writes the active slots of cap
+    [T, B] only (``active_slots``: every slot where ``has_capacity`` is 0)."""
     running = row_ok & (t < lengths)
     valid = running[:, None]
     slots = tl.arange(0, BLOCK_S)
     allowed = valid & (slots < S)[None, :]
-    active = None
-    if HAS_CAPACITY:
-        active = active_slots(cap_ptr + t * B, rows, row_ok, S, BLOCK_S, GATED)
+    active = active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)
     BD = B * D
     attn = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :], mask=allowed, other=0.0)
-    if HAS_CAPACITY:
-        allowed = allowed & active
+    allowed = allowed & active
     # 1. gradients of the pre-activations of v_t (and e_t), and of attn through the write
     if GATED:
         d_attn = write_backward(dm_ptr, dm_off, dm_stride, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
@@ -210,7 +203,7 @@ def _backward_step(t, rows, row_ok, lengths, cap_ptr, m_ptr, m_off, m_stride, dm
     tl.debug_barrier()
     # 4. the read: gradients of the memory (accumulated) and of q_t
     read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, running, allowed, attn, d_attn,
-                  q_ptr + t * BD, dr_ptr, dq_ptr + t * BD, S, D, scale, True, BLOCK_B, BLOCK_S, BLOCK_DM, HAS_CAPACITY)
+                  q_ptr + t * BD, dr_ptr, dq_ptr + t * BD, S, D, scale, True, BLOCK_B, BLOCK_S, BLOCK_DM, True)
     tl.debug_barrier()
     # 5. the gradient of h_{t-1}: through the gates and the query
     for k0 in range(0, H, BLOCK_N):
@@ -226,12 +219,11 @@ def _backward_step(t, rows, row_ok, lengths, cap_ptr, m_ptr, m_off, m_stride, dm
     tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["has_capacity"])
 def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
-                     q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr,
+                     has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr,
                      dh_ptr, dc_ptr, dmem_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
                      T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                     HAS_CAPACITY: tl.constexpr,
                      BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
                      PRECISION: tl.constexpr):
@@ -246,23 +238,23 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         for seg_back in range(0, tl.cdiv(T, K_CK)):
             t0 = (tl.cdiv(T, K_CK) - 1 - seg_back) * K_CK
             steps = tl.minimum(T - t0, K_CK)
-            recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, t0, steps, rows,
-                              row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM, HAS_CAPACITY)
+            recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capacity, t0,
+                              steps, rows, row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM)
             for back in range(0, steps):
                 j = steps - 1 - back
-                _backward_step(t0 + j, rows, row_ok, lengths, cap_ptr, seg_ptr + j * BSD, rows * S * D, D,
+                _backward_step(t0 + j, rows, row_ok, lengths, cap_ptr, has_capacity, seg_ptr + j * BSD, rows * S * D, D,
                                dmem_ptr, rows * S * D, D, dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr,
                                w_v_ptr, w_e_ptr, q_ptr, attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr,
                                dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED,
-                               HAS_CAPACITY, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S, BLOCK_D, BLOCK_DM, PRECISION)
+                               BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S, BLOCK_D, BLOCK_DM, PRECISION)
     else:
         for back in range(0, T):
             t = T - 1 - back
             window = tl.minimum(lengths, t) * BD + rows * D
-            _backward_step(t, rows, row_ok, lengths, cap_ptr, mem_ptr, window, BD, dmem_ptr, window, BD,
+            _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, mem_ptr, window, BD, dmem_ptr, window, BD,
                            dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr,
                            attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr,
-                           dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, HAS_CAPACITY, BLOCK_B, BLOCK_N, BLOCK_K,
+                           dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, BLOCK_B, BLOCK_N, BLOCK_K,
                            BLOCK_S, BLOCK_D, BLOCK_DM, PRECISION)
 
 
@@ -355,10 +347,9 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
             b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None, lengths,
-            capacity, h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
+            *capacity_args(capacity, x.device), h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
             ckpt if gated else None,
-            T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None,
-            HAS_CAPACITY=capacity is not None, **config)
+            T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     if gated:
         M_T = mem.to(x.dtype, copy=True)
         mem = torch.empty(0, **f32)  # backward starts from the checkpoints, not from M_T
@@ -424,12 +415,12 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         config = launch_config(B, H, S, D, x)
         launch(
             _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, c_all, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, capacity, q_all, attn,
+            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, *capacity_args(capacity, x.device),
+            q_all, attn,
             None if gated else mem,
             v_all if gated else None, e_all if gated else None, ckpt if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
-            device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, HAS_CAPACITY=capacity is not None,
-            **config)
+            device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
     dtype = x.dtype
     G, dpv2, dq2 = dg.reshape(T * B, 4 * H), dpv.reshape(T * B, D), dq.reshape(T * B, D)
     op = functools.partial(tiles.product_operand, dtype=dtype)
