@@ -240,12 +240,15 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
 
 
 @triton.jit
-def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capacity, t0, steps, rows, row_ok, lengths,
-                      B, S, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, steps, rows, row_ok, lengths, B, S, D,
+                      BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
     """Gated backward: seg[j] = M_{t0+j} for j < steps ([B, S, D] each) from the
     checkpoint M_{t0} at ck_ptr, by the erase/add writes of the saved attn, e
-    and v [T, B, *] (no matrix products), on each step's active slots
-    (``active_slots``); rows past their length keep their memory."""
+    and v [T, B, *] (no matrix products); rows past their length keep their memory.
+    With a capacity the writes are not masked: an inactive slot's weight is
+    exactly 0, which leaves it as it is (a zero's sign aside, which no gradient
+    sees), and the mask would cost the backward kernels 20-30 B of spills a
+    thread at S = 128 (sm_80, gated, 16-bit)."""
     BSD = B * S * D
     slots = tl.arange(0, BLOCK_S)
     copy_memory(ck_ptr, seg_ptr, rows, row_ok, S, D, BLOCK_S, BLOCK_D)
@@ -255,9 +258,8 @@ def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capa
         running = row_ok & (t < lengths)
         w = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :],
                     mask=running[:, None] & (slots < S)[None, :], other=0.0)
-        written = active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S, True)
         write_forward(seg_ptr + (j - 1) * BSD, rows * S * D, D, seg_ptr + j * BSD, rows * S * D, D, rows, running, w,
-                      e_ptr + t * B * D, v_ptr + t * B * D, S, D, BLOCK_S, BLOCK_D, written)
+                      e_ptr + t * B * D, v_ptr + t * B * D, S, D, BLOCK_S, BLOCK_D, None)
         copy_memory(seg_ptr + (j - 1) * BSD, seg_ptr + j * BSD, rows, row_ok & (t >= lengths), S, D, BLOCK_S,
                     BLOCK_D)
         tl.debug_barrier()
@@ -419,8 +421,8 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         if GATED:
             if (t >= 0) & ((t % K_CK == K_CK - 1) | (t == T - 1)):
                 t0 = t - t % K_CK
-                recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capacity,
-                                  t0, t - t0 + 1, rows, row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM)
+                recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, t - t0 + 1, rows,
+                                  row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM)
             # M_{t+1} opens the next segment (its checkpoint) or lies in this one
             if nxt % K_CK == 0:
                 next_ptr = ck_ptr + (nxt // K_CK) * BSD

@@ -238,8 +238,8 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         for seg_back in range(0, tl.cdiv(T, K_CK)):
             t0 = (tl.cdiv(T, K_CK) - 1 - seg_back) * K_CK
             steps = tl.minimum(T - t0, K_CK)
-            recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, cap_ptr, has_capacity, t0,
-                              steps, rows, row_ok, lengths, B, S, D, BLOCK_S, BLOCK_DM)
+            recompute_segment(ck_ptr + (t0 // K_CK) * BSD, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, steps, rows, row_ok,
+                              lengths, B, S, D, BLOCK_S, BLOCK_DM)
             for back in range(0, steps):
                 j = steps - 1 - back
                 _backward_step(t0 + j, rows, row_ok, lengths, cap_ptr, has_capacity, seg_ptr + j * BSD, rows * S * D, D,
