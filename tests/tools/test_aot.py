@@ -110,9 +110,9 @@ def test_every_launched_variant_compiles(arch, tmp_path, capsys):
     assert all(r["grid_sync"] for r in persistent)
     resident = {(r["kernel"], r["arch"]) for r in persistent if "BLOCK_H=0" not in r["constexprs"]}
     assert {(kernel, a) for kernel, a in RESIDENT if a == arch} <= resident
-    for kernel in ("lstm_sequence._forward_kernel", "wm_lstm_sequence._backward_kernel"):
-        lengths_on = [r for r in reports if r["kernel"] == kernel and "HAS_LENGTHS=True" in r["constexprs"]]
-        assert lengths_on and all(r["error"] is None for r in lengths_on)
+    # lengths are a runtime argument of the recurrent kernels (row_lengths): the captured calls with and
+    # without them launch one compiled variant, so no variant is compiled twice for them
+    assert not any("HAS_LENGTHS" in r["constexprs"] for r in reports)
 
 
 def test_aot_refuses_to_run_interpreted():

@@ -14,12 +14,17 @@ from wmkernels.triton.tiles import matmul_wt, row_block_matmul
 
 
 @triton.jit
-def row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS: tl.constexpr):
-    """Each row's length as int32 (T without lengths; 0 outside the batch).
-    Lengths lie in [0, T] and T < 2^31, so the int64 values fit."""
-    if HAS_LENGTHS:
-        return tl.load(len_ptr + rows, mask=row_ok, other=0).to(tl.int32)
-    return tl.where(row_ok, T, 0)
+def row_lengths(len_ptr, has_lengths, rows, row_ok, T):
+    """Each row's length as int32: ``len_ptr[rows]`` where ``has_lengths`` is
+    non-zero, else T; 0 outside the batch. Lengths lie in [0, T] and T < 2^31,
+    so the int64 values fit. ``has_lengths`` is a runtime value (kernels list
+    it in ``do_not_specialize``), not a constexpr: with and without lengths is
+    one compiled variant, the choice one branch before the time loop
+    (``tiles.lengths_argument`` makes the pair)."""
+    lengths = tl.where(row_ok, T, 0)
+    if has_lengths != 0:
+        lengths = tl.load(len_ptr + rows, mask=row_ok, other=0).to(tl.int32)
+    return lengths
 
 
 @triton.jit

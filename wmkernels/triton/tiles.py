@@ -66,6 +66,16 @@ def product_operand(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(product_dtype(dtype))
 
 
+def lengths_argument(lengths: Optional[torch.Tensor], device: torch.device):
+    """(len_ptr, has_lengths) for a recurrent kernel's ``row_lengths``: the
+    lengths [B] int64 and 1, or without lengths a one-element int64 stand-in
+    (never read) and 0. The same pointer type either way, so both launch one
+    compiled variant (a None pointer would be a constexpr of its own)."""
+    if lengths is not None:
+        return lengths, 1
+    return torch.empty(1, dtype=torch.int64, device=device), 0
+
+
 def without_padding(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
     """x [T, B, F] with the steps past each row's length (lengths [B] on x's
     device, or None) replaced by zeros, by selection: an operand of a weight

@@ -124,15 +124,13 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
     copy_memory(old_ptr, new_ptr, rows, row_ok & ~running, S, D, BLOCK_S, BLOCK_D)
 
 
-@triton.jit(do_not_specialize=["has_capacity", "stage_begin", "stage_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr, has_capacity, hs_ptr,
-                    cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr,
-                    ck_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
-                    HAS_LENGTHS: tl.constexpr,
+@triton.jit(do_not_specialize=["has_lengths", "has_capacity", "stage_begin", "stage_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths, cap_ptr, has_capacity,
+                    hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr,
+                    e_ptr, ck_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
-                    BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
-                    GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr,
-                    BLOCK_R: tl.constexpr):
+                    BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr,
+                    REVERSED: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1. Stage s first finishes step
     s-1's write, then (s < T) runs step s: the read with q[s], the gates and
     the cell on this program's units, and its shares of vp[s] (gated: ep[s])
@@ -154,7 +152,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     BSD = B * S * D
@@ -378,13 +376,13 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     tl.store(dw_ptr + rows[:, None] * S + slots[None, :], dw, mask=valid_t[:, None] & slot_ok)
 
 
-@triton.jit(do_not_specialize=["has_capacity", "stage_begin", "stage_end"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
-                     has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr,
-                     dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr,
-                     stage_begin, stage_end, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
+@triton.jit(do_not_specialize=["has_lengths", "has_capacity", "stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths,
+                     cap_ptr, has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr,
+                     dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr,
+                     stage_begin, stage_end, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
+                     PRECISION: tl.constexpr,
                      GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1; stage s is step t = T - 1 - s.
 
@@ -406,7 +404,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
     BD = B * D
     BSD = B * S * D
     if BLOCK_H > 0:
@@ -519,11 +517,9 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
 
 def capacity_args(capacity: Optional[Tensor], device: torch.device) -> tuple:
     """The kernels' (cap_ptr, has_capacity) of ``capacity`` (int64 [T, B],
-    contiguous, or None: a 1-element int64 stand-in they never read, so that
-    both calls run one compiled kernel, the pointer's type and alignment the same)."""
-    if capacity is None:
-        return torch.empty(1, dtype=torch.int64, device=device), 0
-    return capacity, 1
+    contiguous, or None), made as lengths' are (``tiles.lengths_argument``: with
+    and without one, the same pointer type, one compiled kernel)."""
+    return tiles.lengths_argument(capacity, device)
 
 
 def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, b_q: Tensor,
@@ -546,9 +542,10 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     memories = torch.stack([mem, torch.empty_like(mem)]) if gated else mem  # M_t in slot t % 2
     h_exchange = torch.empty(2, B, H + D, device=xp.device, dtype=w_hh.dtype)
     h_exchange[0, :, :H] = h0
-    plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None)
+    plan.config.update(GATED=gated)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-                                                w_v.contiguous(), w_e.contiguous() if gated else None, lengths,
+                                                w_v.contiguous(), w_e.contiguous() if gated else None,
+                                                *tiles.lengths_argument(lengths, xp.device),
                                                 *capacity_args(capacity, xp.device), hs, cs, act, Q, R, A, y,
                                                 h_exchange, memories, vp, ep, V, E, ck, T, B, H, S, D, K, scale),
                  xp.device)
@@ -576,10 +573,11 @@ def backward(plan: schedule.Plan, grad_y: Tensor, act: Tensor, cs: Tensor, w_hh:
         grads[T % 2] = dmem
         dmem = grads
         seg, da = torch.empty(min(K, T), B, S, D, **f32), torch.empty(T, B, S, **f32)
-    plan.config.update(GATED=gated, HAS_LENGTHS=lengths is not None)
+    plan.config.update(GATED=gated)
     schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(),
                                                  w_q.contiguous(), w_v.contiguous(),
-                                                 w_e.contiguous() if gated else None, lengths,
+                                                 w_e.contiguous() if gated else None,
+                                                 *tiles.lengths_argument(lengths, grad_y.device),
                                                  *capacity_args(capacity, grad_y.device), Q, A,
                                                  None if gated else mem, V, E, ck, seg, dmem, dh, dc, dr, dg, dpv, dpe,
                                                  dq, da, T, B, H, S, D, K, scale), grad_y.device)

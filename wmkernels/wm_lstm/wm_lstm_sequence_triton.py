@@ -48,20 +48,19 @@ from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split
 from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import active_slots, capacity_args, recompute_segment
 
 
-@triton.jit(do_not_specialize=["has_capacity"])
+@triton.jit(do_not_specialize=["has_lengths", "has_capacity"])
 def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_ptr, w_e_ptr, b_e_ptr, len_ptr,
-                    cap_ptr, has_capacity, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr,
-                    e_ptr, ck_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    has_lengths, cap_ptr, has_capacity, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr,
+                    v_ptr, e_ptr, ck_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """fifo: mem is the tape [S+T, B, D] (v, e, ck unused). gated: mem [B, S, D]
     is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints.
     ``has_capacity`` (runtime 0/1): cap [T, B] (int64) the active slots of each row and
     step (contract §1.5): the read sees only those, the gated write touches only those."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     for t in range(0, T):
@@ -219,19 +218,17 @@ def _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, m_ptr, m_off
     tl.debug_barrier()
 
 
-@triton.jit(do_not_specialize=["has_capacity"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
-                     has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr,
-                     dh_ptr, dc_ptr, dmem_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
-                     T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
-                     PRECISION: tl.constexpr):
+@triton.jit(do_not_specialize=["has_lengths", "has_capacity"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths,
+                     cap_ptr, has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dh_ptr, dc_ptr,
+                     dmem_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, K_CK, scale,
+                     GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """fifo: mem/dmem are the tape and its gradient [S+T, B, D]. gated: dmem [B, S, D]
     is the gradient of the memory, seg [K, B, S, D] the recomputed memories of a segment."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, rows, row_ok, T, HAS_LENGTHS)
+    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
     BD = B * D
     BSD = B * S * D
     if GATED:
@@ -346,10 +343,11 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         config = launch_config(B, H, S, D, x)
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
-            b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None, lengths,
-            *capacity_args(capacity, x.device), h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
+            b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None,
+            *tiles.lengths_argument(lengths, x.device), *capacity_args(capacity, x.device),
+            h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
             ckpt if gated else None,
-            T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
+            T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, **config)
     if gated:
         M_T = mem.to(x.dtype, copy=True)
         mem = torch.empty(0, **f32)  # backward starts from the checkpoints, not from M_T
@@ -415,12 +413,11 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         config = launch_config(B, H, S, D, x)
         launch(
             _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, c_all, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-            w_v.contiguous(), w_e.contiguous() if gated else None, lengths, *capacity_args(capacity, x.device),
-            q_all, attn,
-            None if gated else mem,
+            w_v.contiguous(), w_e.contiguous() if gated else None, *tiles.lengths_argument(lengths, x.device),
+            *capacity_args(capacity, x.device), q_all, attn, None if gated else mem,
             v_all if gated else None, e_all if gated else None, ckpt if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
-            device=x.device, GATED=gated, HAS_LENGTHS=lengths is not None, **config)
+            device=x.device, GATED=gated, **config)
     dtype = x.dtype
     G, dpv2, dq2 = dg.reshape(T * B, 4 * H), dpv.reshape(T * B, D), dq.reshape(T * B, D)
     op = functools.partial(tiles.product_operand, dtype=dtype)
