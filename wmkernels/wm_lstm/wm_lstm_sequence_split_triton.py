@@ -48,7 +48,7 @@ def active_slots(cap_ptr, has_capacity, rows, row_ok, S, BLOCK_S: tl.constexpr, 
     row) where ``has_capacity`` (a runtime 0/1: one compiled kernel serves
     both), else S (every slot, the mask of before): gated the first c slots,
     fifo the last c."""
-    c = tl.load(cap_ptr + rows, mask=row_ok & (has_capacity != 0), other=S)[:, None]
+    c = tl.load(cap_ptr + rows, mask=row_ok & (has_capacity != 0), other=S).to(tl.int32)[:, None]  # in [1, S]
     slots = tl.arange(0, BLOCK_S)[None, :]
     if GATED:
         return slots < c
