@@ -94,8 +94,8 @@ def run(case: testing.Case, inputs=None, capacity=None, upstream=None):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("sched", ("tile", "steps"))
 def test_full_capacity_is_bit_for_bit_no_capacity(fresh_seed, mode, sched):
-    """A capacity of S everywhere masks nothing: the masked kernels
-    (HAS_CAPACITY) give exactly what the kernels without a capacity give."""
+    """A capacity of S everywhere masks nothing: the kernels reading it
+    (has_capacity = 1) give exactly what they give without one."""
     case = testing.random_case("wm_lstm_sequence", T=4, B=3, I=3, H=20, S=4, D=5, write_mode=mode,
                                with_lengths=True)
     with schedule.using(sched):
