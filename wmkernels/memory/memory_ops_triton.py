@@ -101,7 +101,8 @@ def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, at
     attn = masked_softmax(scores * scale, allowed)
     whole = row_ok[:, None] & (slots < S)[None, :]
     tl.store(attn_ptr + rows[:, None] * S + slots[None, :], attn.to(attn_ptr.dtype.element_ty), mask=whole)
-    # every slot, weight 0 included, as Σ_s attn_s M_s is in IEEE arithmetic (inf, NaN give NaN)
+    # every slot (ONLY_ALLOWED: every allowed one), weight 0 included, as Σ_s attn_s M_s is in IEEE
+    # arithmetic (inf, NaN give NaN)
     summed = allowed if ONLY_ALLOWED else whole
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
