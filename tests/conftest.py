@@ -42,17 +42,46 @@ def fresh_seed():
 
 
 def pytest_configure(config):
+    if getattr(config.option, "maxschedchunk", "absent") is None:  # xdist present, not set by the user
+        config.option.maxschedchunk = 1  # see FIRST_BATCH
     config.addinivalue_line("markers", "slow(minutes): runs for about that many minutes on 2 cores with a cold "
                                        "cache; started first, longest first (pytest_collection_modifyitems)")
 
 
-def pytest_collection_modifyitems(config, items):
-    """The slow tests first, longest first: pytest-xdist deals tests to its
-    workers in this order, so the longest ones start at once, side by side, and
-    the short ones fill in around them instead of leaving one long test running
-    alone at the end."""
-    def minutes(item):
-        mark = item.get_closest_marker("slow")
-        return 0 if mark is None else mark.kwargs.get("minutes", 1)
+# pytest-xdist's load scheduler deals each worker its first tests as one batch
+# of consecutive ones: with the default chunk (a quarter of a worker's share,
+# ~330 tests here) every slow test landed on the first worker and ran one after
+# the other (cold cache: the two ahead-of-time checks, then the GPU dry run,
+# then the CMake build, 8 minutes in) while the second worker ran the rest.
+# With --maxschedchunk=1 a worker starts with FIRST_BATCH tests and then takes
+# one at a time, so the order below puts each worker's share of the slow tests
+# in its first batch.
+FIRST_BATCH = 2
 
-    items.sort(key=minutes, reverse=True)  # stable: otherwise in file order
+
+def slow_minutes(item) -> float:
+    mark = item.get_closest_marker("slow")
+    return 0 if mark is None else mark.kwargs.get("minutes", 1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, longest first, dealt to the xdist workers (each
+    next to the least loaded so far) so that each starts its share at once and
+    the short tests fill in around them, instead of one long test running alone
+    at the end. Runs in every worker (each collects), deterministically."""
+    slow = sorted((i for i in items if slow_minutes(i)), key=slow_minutes, reverse=True)  # stable
+    fast = [i for i in items if not slow_minutes(i)]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    lanes, load = [[] for _ in range(workers)], [0.0] * workers
+    for item in slow:
+        w = load.index(min(load))
+        lanes[w].append(item)
+        load[w] += slow_minutes(item)
+    first, later = [], []
+    for lane in lanes:
+        batch = lane[:FIRST_BATCH]
+        later += lane[FIRST_BATCH:]
+        while len(batch) < FIRST_BATCH and fast and workers > 1:
+            batch.append(fast.pop(0))
+        first += batch
+    items[:] = first + sorted(later, key=slow_minutes, reverse=True) + fast

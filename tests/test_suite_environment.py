@@ -26,19 +26,41 @@ def test_triton_writes_its_cache_there():
     assert Path(triton.knobs.cache.dir) == TEST_CACHE / "triton"
 
 
-def test_slow_tests_are_started_first():
+class _Item:
+    def __init__(self, name, minutes=None):
+        self.name, self.minutes = name, minutes
+
+    def get_closest_marker(self, name):
+        return None if self.minutes is None else pytest.mark.slow(minutes=self.minutes).mark
+
+
+def _ordered(workers, monkeypatch):
     from tests.conftest import pytest_collection_modifyitems
 
-    class Item:
-        def __init__(self, name, minutes=None):
-            self.name, self.minutes = name, minutes
-
-        def get_closest_marker(self, name):
-            return None if self.minutes is None else pytest.mark.slow(minutes=self.minutes).mark
-
-    items = [Item("a"), Item("cmake", 2), Item("b"), Item("aot80", 15), Item("aot90", 15), Item("c")]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
+    items = [_Item("a"), _Item("cmake", 2), _Item("b"), _Item("aot80", 15), _Item("aot90", 15), _Item("c"),
+             _Item("gpu", 3)]
     pytest_collection_modifyitems(None, items)
-    assert [i.name for i in items] == ["aot80", "aot90", "cmake", "a", "b", "c"]
+    return [i.name for i in items]
+
+
+def test_slow_tests_are_started_first(monkeypatch):
+    assert _ordered(1, monkeypatch) == ["aot80", "aot90", "gpu", "cmake", "a", "b", "c"]
+
+
+def test_each_worker_starts_its_share_of_the_slow_tests(monkeypatch):
+    """xdist deals each worker its first FIRST_BATCH tests at once (conftest sets
+    --maxschedchunk=1): the two ahead-of-time checks must not share a batch."""
+    from tests.conftest import FIRST_BATCH
+
+    assert FIRST_BATCH == 2
+    assert _ordered(2, monkeypatch) == ["aot80", "gpu", "aot90", "cmake", "a", "b", "c"]
+    assert _ordered(4, monkeypatch) == ["aot80", "a", "aot90", "b", "gpu", "c", "cmake"]
+
+
+def test_xdist_sends_one_test_at_a_time_after_the_first_batch(request):
+    if request.config.pluginmanager.hasplugin("xdist"):
+        assert request.config.getoption("maxschedchunk") == 1
 
 
 def test_the_long_tests_are_marked_slow():

@@ -61,6 +61,18 @@ def test_measured_rule_promotes_a_kernel_only_where_it_applies(monkeypatch):
     assert auto_candidates("lstm_sequence", CPU, torch.float16, dict(BENCH, B=512))[0][0] == "aten"
 
 
+def test_cpu_rules_hold_only_on_the_machine_class_measured(monkeypatch):
+    """The CPU grid was measured with the AVX-512 tile kernels; capped to AVX2
+    the same cells ran slower than torch, so there auto keeps torch's own."""
+    import wmkernels.backends as backends
+
+    sizes = dict(T=128, B=1, I=256, H=256)  # a cell of the grid, inference
+    monkeypatch.setattr(backends, "cpu_machine", lambda: "avx512_bf16")
+    assert auto_candidates("lstm_sequence", CPU, torch.float32, sizes, inference=True)[0][0] == "cpu"
+    monkeypatch.setattr(backends, "cpu_machine", lambda: "avx2")
+    assert auto_candidates("lstm_sequence", CPU, torch.float32, sizes, inference=True)[0][0] == "aten"
+
+
 def test_no_measurement_claims_a_kernel_faster_without_evidence():
     for rule in MEASURED_FASTER:
         assert rule.evidence and (Path(__file__).parents[2] / "benchmarks" / "results").exists()

@@ -110,8 +110,8 @@ def test_every_launched_variant_compiles(arch, tmp_path, capsys):
     assert all(r["grid_sync"] for r in persistent)
     resident = {(r["kernel"], r["arch"]) for r in persistent if "BLOCK_H=0" not in r["constexprs"]}
     assert {(kernel, a) for kernel, a in RESIDENT if a == arch} <= resident
-    # lengths are a runtime argument of the recurrent kernels (row_lengths): the captured calls with and
-    # without them launch one compiled variant, so no variant is compiled twice for them
+    # the recurrent kernels always read lengths (row_lengths; T for every row when none are given): the
+    # captured calls with and without them launch one compiled variant, so none is compiled twice for them
     assert not any("HAS_LENGTHS" in r["constexprs"] for r in reports)
 
 

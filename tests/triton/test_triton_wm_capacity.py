@@ -94,8 +94,8 @@ def run(case: testing.Case, inputs=None, capacity=None, upstream=None):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("sched", ("tile", "steps"))
 def test_full_capacity_is_bit_for_bit_no_capacity(fresh_seed, mode, sched):
-    """A capacity of S everywhere masks nothing: the kernels reading it
-    (has_capacity = 1) give exactly what they give without one."""
+    """A [T, B] capacity of S everywhere gives exactly what no capacity (S for
+    every row, a [B] tensor read at every step) gives."""
     case = testing.random_case("wm_lstm_sequence", T=4, B=3, I=3, H=20, S=4, D=5, write_mode=mode,
                                with_lengths=True)
     with schedule.using(sched):
@@ -169,26 +169,33 @@ def test_the_backend_takes_capacity_by_name():
 @pytest.mark.parametrize("sched", ("tile", "persistent"))
 def test_one_compiled_kernel_serves_with_and_without_a_capacity(sched):
     """capacity=None and a capacity launch the same kernels with the same
-    constexprs and launch options (one compiled variant, whose mask is every
-    slot without one), only the runtime has_capacity differing (0, 1).
-    Recorded as for a GPU (nothing runs), forward and backward, both write modes."""
+    constexprs and launch options (one compiled variant); without one the
+    kernels read every row's capacity as S (a [B] tensor, step stride 0), with
+    a [T, B] one that (step stride B). Recorded as for a GPU (nothing runs),
+    forward and backward, both write modes."""
     import inspect
 
     from wmkernels.tools import aot
     from wmkernels.triton.launch import recording
 
+    T, B, S = (aot.SMALL[k] for k in "TBS")
     for mode in MODES:
         recorded = {}
         for with_cap in (False, True):
             case = aot.CaptureCase("wm_lstm_sequence", aot.SMALL,
                                    {"write_mode": mode, "with_capacity": with_cap, "schedule": sched})
+            made = aot._random_inputs(case)
             with recording() as launches, aot._ProductsSkipped():
-                aot._run_case(case, torch.float32)
-            recorded[with_cap] = [launch for launch in launches
-                                  if "cap_ptr" in inspect.signature(launch.kernel.fn).parameters]
-        assert len(recorded[False]) == len(recorded[True]) == 2  # forward, backward (persistent: one launch each)
-        for without, with_ in zip(recorded[False], recorded[True]):
-            assert without.kernel is with_.kernel and without.options == with_.options and without.grid == with_.grid
-            flag = list(inspect.signature(with_.kernel.fn).parameters).index("has_capacity")
-            assert (without.args[flag], with_.args[flag]) == (0, 1)
-            assert without.options.get("GRID_SYNC", False) == (sched == "persistent")
+                aot._run_case(case, torch.float32, made)
+            recorded[with_cap] = (made.extras.get("capacity"),
+                                  [launch for launch in launches
+                                   if "cap_ptr" in inspect.signature(launch.kernel.fn).parameters])
+        (_, without), (capacity, with_) = recorded[False], recorded[True]
+        assert len(without) == len(with_) == 2  # forward, backward (persistent: one launch each)
+        for a, b in zip(without, with_):
+            assert a.kernel is b.kernel and a.options == b.options and a.grid == b.grid
+            assert a.options.get("GRID_SYNC", False) == (sched == "persistent")
+            names = list(inspect.signature(b.kernel.fn).parameters)
+            cap, step = names.index("cap_ptr"), names.index("cap_step")
+            assert torch.equal(a.args[cap], torch.full((B,), S)) and a.args[step] == 0
+            assert torch.equal(b.args[cap], capacity) and b.args[step] == B

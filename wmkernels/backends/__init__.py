@@ -29,6 +29,7 @@ from wmkernels.contract import OPS
 from wmkernels.triton import schedule_env
 from wmkernels.backends.aten import AtenBackend
 from wmkernels.backends.base import Backend
+from wmkernels.backends import cpu as cpu_backend
 from wmkernels.backends.cpu import CpuBackend
 from wmkernels.backends.reference import ReferenceBackend
 from wmkernels.backends.triton import TritonBackend
@@ -68,7 +69,9 @@ class MeasuredFaster:
 
     ``applies(sizes)`` takes the call's sizes (``T, B, I, H`` for
     lstm_sequence) and says whether the measurement covers them; ``evidence``
-    names the committed result it rests on (device, file).
+    names the committed result it rests on (device, file). ``machines``: the
+    instruction sets of the cpu kernels (``cpu_capability()``) the
+    measurement holds for, the machine class it was taken on (empty: any).
     """
 
     op: str
@@ -78,12 +81,19 @@ class MeasuredFaster:
     applies: Callable[[Mapping[str, int]], bool]
     evidence: str
     inference: Optional[bool] = None  # True: measured without backward only; False: training only; None: both
+    machines: Tuple[str, ...] = ()
 
     def covers(self, op: str, device_type: str, dtype: torch.dtype,
                sizes: Optional[Mapping[str, int]], inference: bool) -> bool:
         return (self.op == op and self.device_type == device_type and dtype in self.dtypes
                 and sizes is not None and self.applies(sizes)
-                and (self.inference is None or self.inference == inference))
+                and (self.inference is None or self.inference == inference)
+                and (not self.machines or cpu_machine() in self.machines))
+
+
+def cpu_machine() -> Optional[str]:
+    """The instruction set the cpu kernels run with here (None without the extension)."""
+    return None if cpu_backend.LOAD_ERROR is not None else cpu_backend.cpu_capability()
 
 
 # Entries only from measured results under benchmarks/results/. None on a GPU
@@ -104,6 +114,11 @@ _CPU_FASTER_CELLS = {
                       (64, 128)}),  # training
 }
 _CPU_EVIDENCE = "benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-routing-{1thread,2threads}.txt"
+# The grid holds for the AVX-512 tile kernels only: with them capped to AVX2 on
+# the same machine (and torch capped alike), training at T=256 B=16 H=256 and
+# T=128 B=64 H=512 ran 1.11x and 1.31x torch's time
+# (benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-avx2-capped-2threads.txt).
+_CPU_GRID_MACHINES = ("avx512", "avx512_bf16")
 
 
 def _nearest_on_grid(value: int, grid: Tuple[int, ...]) -> Optional[int]:
@@ -127,9 +142,9 @@ def _cpu_grid_rule(inference: bool) -> Callable[[Mapping[str, int]], bool]:
 
 MEASURED_FASTER: List[MeasuredFaster] = [
     MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(True), _CPU_EVIDENCE,
-                   inference=True),
+                   inference=True, machines=_CPU_GRID_MACHINES),
     MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(False), _CPU_EVIDENCE,
-                   inference=False),
+                   inference=False, machines=_CPU_GRID_MACHINES),
 ]
 
 

@@ -31,8 +31,8 @@ from wmkernels.triton.lstm_gates import (add_recurrent_products, add_resident_pr
 from wmkernels.triton.sync import program_ids, step_barrier
 
 
-@triton.jit(do_not_specialize=["has_lengths", "step_begin", "step_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, has_lengths, hs_ptr, cs_ptr, act_ptr, y_ptr, hx_ptr, T, B, H,
+@triton.jit(do_not_specialize=["step_begin", "step_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, hs_ptr, cs_ptr, act_ptr, y_ptr, hx_ptr, T, B, H,
                     counter_ptr, step_begin, step_end, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr,
                     BLOCK_H: tl.constexpr):
@@ -45,7 +45,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, has_lengths, hs_ptr, cs_ptr, act_
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     if BLOCK_H > 0:
         own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H * H, 1, H, BLOCK_H)  # rows
@@ -69,8 +69,8 @@ def _forward_kernel(xp_ptr, w_hh_ptr, len_ptr, has_lengths, hs_ptr, cs_ptr, act_
         step_barrier(counter_ptr + pid_b, tl.num_programs(0) * (t + 1 - step_begin), GRID_SYNC)
 
 
-@triton.jit(do_not_specialize=["has_lengths", "stage_begin", "stage_end"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, has_lengths, dh_ptr, dc_ptr, dg_ptr, T, B, H,
+@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, dh_ptr, dc_ptr, dg_ptr, T, B, H,
                      counter_ptr, stage_begin, stage_end, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr,
                      BLOCK_H: tl.constexpr):
@@ -87,7 +87,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, len_ptr, has_lengths, dh
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     if BLOCK_H > 0:
         own = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         w_i, w_f, w_g, w_o = load_gate_tiles(w_hh_ptr, own, own < H, H, H * H, H, 1, BLOCK_H)  # columns
@@ -148,7 +148,7 @@ def lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh:
         h_exchange[0] = h0
         plan = schedule.plan(B, H, x, launch_config)
         schedule.run(_forward_kernel, plan, T, (xp.contiguous(), w_hh.contiguous(),
-                                                *tiles.lengths_argument(lengths, x.device), hs, cs, act, y,
+                                                tiles.lengths_argument(lengths, B, T, x.device), hs, cs, act, y,
                                                 h_exchange, T, B, H), x.device)
     return y, hs[T].to(x.dtype, copy=True), cs[T].to(x.dtype, copy=True), hs, cs, act
 
@@ -177,7 +177,7 @@ def lstm_sequence_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, x
     if T and B:
         plan = schedule.plan(B, H, x, launch_config, functools.partial(schedule.lstm_split_config, backward=True))
         schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(),
-                                                     *tiles.lengths_argument(lengths, x.device), dh,
+                                                     tiles.lengths_argument(lengths, B, T, x.device), dh,
                                                      dc, dg, T, B, H), x.device)
     dtype = x.dtype
     dg2 = dg.reshape(T * B, 4 * H)

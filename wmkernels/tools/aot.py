@@ -145,8 +145,8 @@ def _cases() -> List[CaptureCase]:
             for with_lengths in (False, True):
                 cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {
                     "write_mode": mode, "with_lengths": with_lengths, "schedule": "persistent"}))
-    # a [T, B] capacity (contract §1.5): a runtime flag of the same kernels, so these calls bind to the
-    # variants above (nothing more to compile); captured so a call with a capacity is bound and checked too
+    # a [T, B] capacity (contract §1.5): the kernels always read one (S for every row without), so these
+    # calls bind to the variants above (nothing more to compile); captured so such a call is checked too
     for sizes in (SMALL, BENCH):
         for mode in ("fifo", "gated"):
             for schedule_kind in ("tile", "persistent"):

@@ -14,17 +14,14 @@ from wmkernels.triton.tiles import matmul_wt, row_block_matmul
 
 
 @triton.jit
-def row_lengths(len_ptr, has_lengths, rows, row_ok, T):
-    """Each row's length as int32: ``len_ptr[rows]`` where ``has_lengths`` is
-    non-zero, else T; 0 outside the batch. Lengths lie in [0, T] and T < 2^31,
-    so the int64 values fit. ``has_lengths`` is a runtime value (kernels list
-    it in ``do_not_specialize``), not a constexpr: with and without lengths is
-    one compiled variant, the choice one branch before the time loop
-    (``tiles.lengths_argument`` makes the pair)."""
-    lengths = tl.where(row_ok, T, 0)
-    if has_lengths != 0:
-        lengths = tl.load(len_ptr + rows, mask=row_ok, other=0).to(tl.int32)
-    return lengths
+def row_lengths(len_ptr, rows, row_ok):
+    """Each row's length as int32 (0 outside the batch). Lengths lie in [0, T]
+    and T < 2^31, so the int64 values fit. Always read: without lengths the
+    host passes every row's length as T (``tiles.lengths_argument``), so
+    with and without lengths is one compiled variant (a flag, constexpr or
+    runtime, made the variants twice as many or, as a runtime branch, cost the
+    split WM-LSTM backward 48 B more spills a thread on sm_80)."""
+    return tl.load(len_ptr + rows, mask=row_ok, other=0).to(tl.int32)
 
 
 @triton.jit

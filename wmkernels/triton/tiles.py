@@ -66,14 +66,12 @@ def product_operand(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(product_dtype(dtype))
 
 
-def lengths_argument(lengths: Optional[torch.Tensor], device: torch.device):
-    """(len_ptr, has_lengths) for a recurrent kernel's ``row_lengths``: the
-    lengths [B] int64 and 1, or without lengths a one-element int64 stand-in
-    (never read) and 0. The same pointer type either way, so both launch one
-    compiled variant (a None pointer would be a constexpr of its own)."""
+def lengths_argument(lengths: Optional[torch.Tensor], B: int, T: int, device: torch.device) -> torch.Tensor:
+    """The lengths [B] int64 a recurrent kernel's ``row_lengths`` reads: the
+    given ones, or every row's length T (one small fill, no host sync)."""
     if lengths is not None:
-        return lengths, 1
-    return torch.empty(1, dtype=torch.int64, device=device), 0
+        return lengths
+    return torch.full((B,), T, dtype=torch.int64, device=device)
 
 
 def without_padding(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:

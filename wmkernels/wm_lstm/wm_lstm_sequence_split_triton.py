@@ -42,13 +42,12 @@ from wmkernels.triton.tiles import matmul_w
 
 
 @triton.jit
-def active_slots(cap_ptr, has_capacity, rows, row_ok, S, BLOCK_S: tl.constexpr, GATED: tl.constexpr):
+def active_slots(cap_ptr, rows, row_ok, S, BLOCK_S: tl.constexpr, GATED: tl.constexpr):
     """The active slots [BLOCK_B, BLOCK_S] of the rows at one step (contract
     §1.5), their capacities c the rows of ``cap_ptr`` (int64, one per batch
-    row) where ``has_capacity`` (a runtime 0/1: one compiled kernel serves
-    both), else S (every slot, the mask of before): gated the first c slots,
-    fifo the last c."""
-    c = tl.load(cap_ptr + rows, mask=row_ok & (has_capacity != 0), other=S).to(tl.int32)[:, None]  # in [1, S]
+    row; S for every row without a capacity: ``capacity_argument``): gated the
+    first c slots, fifo the last c; none for rows not ``row_ok``."""
+    c = tl.load(cap_ptr + rows, mask=row_ok, other=0).to(tl.int32)[:, None]  # in [1, S]
     slots = tl.arange(0, BLOCK_S)[None, :]
     if GATED:
         return slots < c
@@ -124,10 +123,10 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
     copy_memory(old_ptr, new_ptr, rows, row_ok & ~running, S, D, BLOCK_S, BLOCK_D)
 
 
-@triton.jit(do_not_specialize=["has_lengths", "has_capacity", "stage_begin", "stage_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths, cap_ptr, has_capacity,
-                    hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr,
-                    e_ptr, ck_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
+@triton.jit(do_not_specialize=["cap_step", "stage_begin", "stage_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr, cap_step, hs_ptr, cs_ptr,
+                    act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr, ck_ptr, T, B,
+                    H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr, GRID_SYNC: tl.constexpr,
                     REVERSED: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
@@ -147,12 +146,13 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     written with the same values by every program of a tile (in place, a
     program could write M_{t+1} over an M_t another still reads); v, e
     [T, B, D] are saved, and ck [⌈T/K⌉, B, S, D] the checkpoints (every K_CK steps).
-    ``has_capacity``: cap [T, B] (int64) the active slots of each row and step
-    (``active_slots``): the read sees only those, the gated write touches only those."""
+    cap [T, B] (int64, ``cap_step`` elements from one step to the next: 0 for one
+    capacity per row) the active slots of each row and step (``active_slots``):
+    the read sees only those, the gated write touches only those."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     BSD = B * S * D
@@ -164,7 +164,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
         if stage > 0:
             done = stage - 1
             if GATED:
-                written = active_slots(cap_ptr + done * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)
+                written = active_slots(cap_ptr + done * cap_step, rows, row_ok, S, BLOCK_S, GATED)
                 _finish_gated_write(vp_ptr + done * BD, ep_ptr + done * BD, v_ptr + done * BD, e_ptr + done * BD,
                                     attn_ptr + done * B * S, mem_ptr + (done % 2) * BSD, mem_ptr + (stage % 2) * BSD,
                                     rows, row_ok, row_ok & (done < lengths), S, D, BLOCK_S, BLOCK_DM, written)
@@ -186,8 +186,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
                 m_ptr = mem_ptr
                 m_off = tl.minimum(lengths, t) * BD + rows * D
                 m_stride = BD
-            allowed = valid & slot_ok[None, :] & active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S,
-                                                              GATED)
+            allowed = valid & slot_ok[None, :] & active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
             read_forward(m_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
                          attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg", True)
             tl.debug_barrier()
@@ -376,10 +375,10 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     tl.store(dw_ptr + rows[:, None] * S + slots[None, :], dw, mask=valid_t[:, None] & slot_ok)
 
 
-@triton.jit(do_not_specialize=["has_lengths", "has_capacity", "stage_begin", "stage_end"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths,
-                     cap_ptr, has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr,
-                     dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr,
+@triton.jit(do_not_specialize=["cap_step", "stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
+                     cap_step, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr,
+                     dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr,
                      stage_begin, stage_end, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
                      PRECISION: tl.constexpr,
@@ -399,12 +398,12 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     step t's read (slot T % 2 arrives with that of M_T; slot 1 holds dM0 at
     the end); seg [K, B, S, D] the memories of the segment of t, recomputed from
     the checkpoints ck at its last step; da [T, B, S] the write's gradient of attn.
-    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident. ``has_capacity``,
-    cap [T, B] as forward (the reads and gated writes of the active slots only)."""
+    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident. cap and
+    cap_step as forward (the reads and gated writes of the active slots only)."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     BD = B * D
     BSD = B * S * D
     if BLOCK_H > 0:
@@ -415,7 +414,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         nxt = tl.minimum(t + 1, T - 1)  # step t+1, clamped for the pointers (its rows are masked at t+1 = T)
         running_n = row_ok & (t + 1 < lengths)
         valid_t = row_ok & (t >= 0) & (t < lengths)
-        read = active_slots(cap_ptr + nxt * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)  # step t+1's
+        read = active_slots(cap_ptr + nxt * cap_step, rows, row_ok, S, BLOCK_S, GATED)  # step t+1's
         if GATED:
             if (t >= 0) & ((t % K_CK == K_CK - 1) | (t == T - 1)):
                 t0 = t - t % K_CK
@@ -431,7 +430,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                                                         dr_ptr + nxt * BD, S, D, scale, True, BLOCK_B, BLOCK_S,
                                                         BLOCK_DM)
             now = tl.maximum(t, 0)
-            written = active_slots(cap_ptr + now * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)  # step t's
+            written = active_slots(cap_ptr + now * cap_step, rows, row_ok, S, BLOCK_S, GATED)  # step t's
             _gated_read_then_write_backward(next_ptr, seg_ptr + (now % K_CK) * BSD, dmem_ptr + ((t + 1) % 2) * BSD,
                                             dmem_ptr + ((t + 2) % 2) * BSD, rows, row_ok, running_n, valid_t, attn,
                                             d_scores, allowed, q_ptr + nxt * BD, dr_ptr + nxt * BD, dq_ptr + nxt * BD,
@@ -515,11 +514,17 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
                            schedule.RESIDENT_BACKWARD_WARPS if resident and backward else tile["num_warps"]))
 
 
-def capacity_args(capacity: Optional[Tensor], device: torch.device) -> tuple:
-    """The kernels' (cap_ptr, has_capacity) of ``capacity`` (int64 [T, B],
-    contiguous, or None), made as lengths' are (``tiles.lengths_argument``: with
-    and without one, the same pointer type, one compiled kernel)."""
-    return tiles.lengths_argument(capacity, device)
+def capacity_argument(capacity: Optional[Tensor], B: int, S: int, device: torch.device) -> tuple:
+    """The kernels' (cap_ptr, cap_step) of ``capacity`` (int64 [T, B], or None):
+    the capacity and its step stride (0 where a [B] one was expanded over the
+    steps), or without one every row's capacity S in a [B] tensor read at
+    every step (one small fill, as ``tiles.lengths_argument`` does for lengths):
+    one compiled kernel either way, the mask then every slot."""
+    if capacity is None:
+        return torch.full((B,), S, dtype=torch.int64, device=device), 0
+    if capacity.stride(1) != 1:
+        capacity = capacity.contiguous()
+    return capacity, capacity.stride(0)
 
 
 def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, b_q: Tensor,
@@ -545,9 +550,9 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     plan.config.update(GATED=gated)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None,
-                                                *tiles.lengths_argument(lengths, xp.device),
-                                                *capacity_args(capacity, xp.device), hs, cs, act, Q, R, A, y,
-                                                h_exchange, memories, vp, ep, V, E, ck, T, B, H, S, D, K, scale),
+                                                tiles.lengths_argument(lengths, B, T, xp.device),
+                                                *capacity_argument(capacity, B, S, xp.device), hs, cs, act, Q, R, A,
+                                                y, h_exchange, memories, vp, ep, V, E, ck, T, B, H, S, D, K, scale),
                  xp.device)
     return memories[T % 2] if gated else mem
 
@@ -577,8 +582,8 @@ def backward(plan: schedule.Plan, grad_y: Tensor, act: Tensor, cs: Tensor, w_hh:
     schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(),
                                                  w_q.contiguous(), w_v.contiguous(),
                                                  w_e.contiguous() if gated else None,
-                                                 *tiles.lengths_argument(lengths, grad_y.device),
-                                                 *capacity_args(capacity, grad_y.device), Q, A,
+                                                 tiles.lengths_argument(lengths, B, T, grad_y.device),
+                                                 *capacity_argument(capacity, B, S, grad_y.device), Q, A,
                                                  None if gated else mem, V, E, ck, seg, dmem, dh, dc, dr, dg, dpv, dpe,
                                                  dq, da, T, B, H, S, D, K, scale), grad_y.device)
     return dmem[1] if gated else dmem

@@ -45,22 +45,23 @@ from wmkernels.triton.lstm_gates import (add_gate_products, cell_step, cell_step
                                          hidden_grad_through_gates, load_preacts, row_lengths)
 from wmkernels.triton.tiles import matmul_w, matmul_wt
 from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split
-from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import active_slots, capacity_args, recompute_segment
+from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import active_slots, capacity_argument, recompute_segment
 
 
-@triton.jit(do_not_specialize=["has_lengths", "has_capacity"])
+@triton.jit(do_not_specialize=["cap_step"])
 def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_ptr, w_e_ptr, b_e_ptr, len_ptr,
-                    has_lengths, cap_ptr, has_capacity, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr,
-                    v_ptr, e_ptr, ck_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
+                    cap_ptr, cap_step, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr,
+                    ck_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
                     BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """fifo: mem is the tape [S+T, B, D] (v, e, ck unused). gated: mem [B, S, D]
     is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints.
-    ``has_capacity`` (runtime 0/1): cap [T, B] (int64) the active slots of each row and
-    step (contract §1.5): the read sees only those, the gated write touches only those."""
+    cap [T, B] (int64, ``cap_step`` elements between steps) the active slots of each
+    row and step (contract §1.5): the read sees only those, the gated write touches
+    only those."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     for t in range(0, T):
@@ -84,7 +85,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             q = matmul_wt(q, h_prev, H, rows, running, H, w_q_ptr, ds, d_ok, BLOCK_K, PRECISION)
             tl.store(q_ptr + t * BD + rows[:, None] * D + ds[None, :], q, mask=valid & d_ok[None, :])
         tl.debug_barrier()
-        active = active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)
+        active = active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
         allowed = valid & slot_ok[None, :] & active
         attn = read_forward(mem_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
                             attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "", True)
@@ -131,7 +132,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
 
 
 @triton.jit
-def _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
+def _backward_step(t, rows, row_ok, lengths, cap_ptr, cap_step, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
                    dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr, attn_ptr,
                    tape_ptr, dtape_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
                    T, B, H, S, D, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
@@ -141,12 +142,12 @@ def _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, m_ptr, m_off
     (m_ptr, m_off, m_stride); the gradient of the memory the view (dm_ptr, ...).
     On entry dh, dc and the memory gradient belong to step t's outputs; on exit
     to step t-1's. The step reads and (gated) writes the active slots of cap
-    [T, B] only (``active_slots``: every slot where ``has_capacity`` is 0)."""
+    [T, B] (``cap_step`` between steps) only (``active_slots``)."""
     running = row_ok & (t < lengths)
     valid = running[:, None]
     slots = tl.arange(0, BLOCK_S)
     allowed = valid & (slots < S)[None, :]
-    active = active_slots(cap_ptr + t * B, has_capacity, rows, row_ok, S, BLOCK_S, GATED)
+    active = active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
     BD = B * D
     attn = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :], mask=allowed, other=0.0)
     allowed = allowed & active
@@ -218,17 +219,17 @@ def _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, m_ptr, m_off
     tl.debug_barrier()
 
 
-@triton.jit(do_not_specialize=["has_lengths", "has_capacity"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, has_lengths,
-                     cap_ptr, has_capacity, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dh_ptr, dc_ptr,
-                     dmem_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, K_CK, scale,
-                     GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
+@triton.jit(do_not_specialize=["cap_step"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
+                     cap_step, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dh_ptr, dc_ptr, dmem_ptr,
+                     dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr,
+                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """fifo: mem/dmem are the tape and its gradient [S+T, B, D]. gated: dmem [B, S, D]
     is the gradient of the memory, seg [K, B, S, D] the recomputed memories of a segment."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    lengths = row_lengths(len_ptr, has_lengths, rows, row_ok, T)
+    lengths = row_lengths(len_ptr, rows, row_ok)
     BD = B * D
     BSD = B * S * D
     if GATED:
@@ -239,7 +240,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                               lengths, B, S, D, BLOCK_S, BLOCK_DM)
             for back in range(0, steps):
                 j = steps - 1 - back
-                _backward_step(t0 + j, rows, row_ok, lengths, cap_ptr, has_capacity, seg_ptr + j * BSD, rows * S * D, D,
+                _backward_step(t0 + j, rows, row_ok, lengths, cap_ptr, cap_step, seg_ptr + j * BSD, rows * S * D, D,
                                dmem_ptr, rows * S * D, D, dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr,
                                w_v_ptr, w_e_ptr, q_ptr, attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr,
                                dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED,
@@ -248,7 +249,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         for back in range(0, T):
             t = T - 1 - back
             window = tl.minimum(lengths, t) * BD + rows * D
-            _backward_step(t, rows, row_ok, lengths, cap_ptr, has_capacity, mem_ptr, window, BD, dmem_ptr, window, BD,
+            _backward_step(t, rows, row_ok, lengths, cap_ptr, cap_step, mem_ptr, window, BD, dmem_ptr, window, BD,
                            dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr,
                            attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr,
                            dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, BLOCK_B, BLOCK_N, BLOCK_K,
@@ -306,8 +307,8 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
                              w_rh: Tensor, b: Tensor, w_q: Tensor, b_q: Tensor, w_v: Tensor, b_v: Tensor,
                              w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
                              capacity: Optional[Tensor], write_mode: str, K: int) -> List[Tensor]:
-    """Shapes of contract §1.4, capacity int64 [T, B] contiguous (contract §1.5) or
-    None, a memory checkpoint every K steps (gated) -> (y, h_T, c_T, M_T,
+    """Shapes of contract §1.4, capacity int64 [T, B] (contract §1.5; a [B] one
+    expanded over the steps) or None, a memory checkpoint every K steps (gated) -> (y, h_T, c_T, M_T,
     then what backward keeps: h_all, c_all [T+1, B, H], act [T, B, 4H], q_all, r_all [T, B, D],
     attn [T, B, S], mem, v_all, e_all, ckpt; all float32). fifo: mem is the tape [S+T, B, D]
     (M0's slots, then every written vector); v_all, e_all, ckpt are empty. gated: mem is empty,
@@ -344,7 +345,7 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
             b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None,
-            *tiles.lengths_argument(lengths, x.device), *capacity_args(capacity, x.device),
+            tiles.lengths_argument(lengths, B, T, x.device), *capacity_argument(capacity, B, S, x.device),
             h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
             ckpt if gated else None,
             T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, **config)
@@ -413,8 +414,8 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         config = launch_config(B, H, S, D, x)
         launch(
             _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, c_all, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
-            w_v.contiguous(), w_e.contiguous() if gated else None, *tiles.lengths_argument(lengths, x.device),
-            *capacity_args(capacity, x.device), q_all, attn, None if gated else mem,
+            w_v.contiguous(), w_e.contiguous() if gated else None, tiles.lengths_argument(lengths, B, T, x.device),
+            *capacity_argument(capacity, B, S, x.device), q_all, attn, None if gated else mem,
             v_all if gated else None, e_all if gated else None, ckpt if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
             device=x.device, GATED=gated, **config)
@@ -458,7 +459,6 @@ def _forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e=None, b
              write_mode="fifo", lengths=None, capacity=None):
     K = checkpoint_interval(x.shape[0])
     lengths = lengths.contiguous() if lengths is not None else None
-    capacity = capacity.contiguous() if capacity is not None else None  # [T, B]; a [B] one arrives expanded
     y, h, c, M, *kept = wm_lstm_sequence_forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
                                                  w_e, b_e, lengths, capacity, write_mode, K)
     return (y, h, c, M), (x, w_ih, w_hh, w_rh, w_q, w_v, w_e, *kept, lengths, capacity), (write_mode, K)
