@@ -153,7 +153,6 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok)
-    slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     BSD = B * S * D
     if BLOCK_H > 0:
@@ -186,7 +185,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
                 m_ptr = mem_ptr
                 m_off = tl.minimum(lengths, t) * BD + rows * D
                 m_stride = BD
-            allowed = valid & slot_ok[None, :] & active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
+            allowed = valid & active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
             read_forward(m_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
                          attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg", True)
             tl.debug_barrier()
@@ -266,14 +265,12 @@ def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, steps, rows, 
 def _read_scores_grad(m_ptr, m_off, m_stride, rows, running, active, attn_ptr, d_attn_ptr, dr_ptr, S, D, scale,
                       HAS_D_ATTN: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-    """First half of a read's backward (rows ``running``, slots ``active``, None: all;
+    """First half of a read's backward (rows ``running``, slots ``active`` [BLOCK_B, BLOCK_S];
     attn, d_attn [B, S] and dr [B, D] rows at their pointers, d_attn the gradient
     attn got from elsewhere where ``HAS_D_ATTN``): (attn, the gradient of the
     scores, the allowed (row, slot) mask). The memory outside it is not read."""
     slots = tl.arange(0, BLOCK_S)
-    allowed = running[:, None] & (slots < S)[None, :]
-    if active is not None:
-        allowed = allowed & active
+    allowed = running[:, None] & active  # active: slots below S only
     offs = rows[:, None] * S + slots[None, :]
     attn = tl.load(attn_ptr + offs, mask=allowed, other=0.0)
     if HAS_D_ATTN:

@@ -62,7 +62,6 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok)
-    slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     for t in range(0, T):
         running = row_ok & (t < lengths)
@@ -86,7 +85,7 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             tl.store(q_ptr + t * BD + rows[:, None] * D + ds[None, :], q, mask=valid & d_ok[None, :])
         tl.debug_barrier()
         active = active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
-        allowed = valid & slot_ok[None, :] & active
+        allowed = valid & active  # active: slots below S only
         attn = read_forward(mem_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
                             attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "", True)
         tl.debug_barrier()
@@ -150,7 +149,7 @@ def _backward_step(t, rows, row_ok, lengths, cap_ptr, cap_step, m_ptr, m_off, m_
     active = active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
     BD = B * D
     attn = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :], mask=allowed, other=0.0)
-    allowed = allowed & active
+    allowed = valid & active  # active: slots below S only
     # 1. gradients of the pre-activations of v_t (and e_t), and of attn through the write
     if GATED:
         d_attn = write_backward(dm_ptr, dm_off, dm_stride, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
