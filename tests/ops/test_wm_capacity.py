@@ -118,16 +118,30 @@ def test_bad_capacity_names_the_argument_and_the_index():
 
 
 def test_a_backend_without_capacity_refuses_it(monkeypatch):
-    """triton (made to look runnable here) does not take capacity: named, it is
-    refused saying so; auto passes over it. Never a capacity silently ignored."""
+    """A backend that does not take capacity (every one that implements the op
+    does today: triton made to look runnable here and made not to take it) is
+    refused when named, saying so; auto passes over it. Never a capacity
+    silently ignored."""
     from wmkernels.backends import BACKENDS, decide
 
     monkeypatch.setattr(BACKENDS["triton"], "case_reason", lambda *args: None)
     params, x, state = case("gated", dtype=torch.float32)
+    assert decide("wm_lstm_sequence", "triton", x.device, x.dtype, with_capacity=True).backend == "triton"
+    monkeypatch.setattr(BACKENDS["triton"], "takes_capacity", False)
     with pytest.raises(wmkernels.BackendUnavailableError,
                        match="'triton' does not implement wm_lstm_sequence with capacity yet"):
         ops.wm_lstm_sequence(x, state, params, "gated", capacity=torch.ones(B, dtype=torch.int64), backend="triton")
     assert decide("wm_lstm_sequence", "triton", x.device, x.dtype).backend == "triton"  # without capacity
+    monkeypatch.setattr(BACKENDS["cpu"], "takes_capacity", False)
+    assert decide("wm_lstm_sequence", None, x.device, x.dtype, with_capacity=True).backend == "reference"
+
+
+def test_every_backend_with_the_op_takes_capacity():
+    from wmkernels.backends import BACKENDS
+
+    implementing = {name for name, backend in BACKENDS.items() if "wm_lstm_sequence" in backend.implemented_ops()}
+    assert implementing == {"reference", "cpu", "triton"}
+    assert all(BACKENDS[name].takes_capacity for name in implementing)
 
 
 def test_policy_helper_derives_capacity_from_lengths():

@@ -55,12 +55,15 @@ def persistent_plans(monkeypatch):
     return plans
 
 
-def run_persistent(monkeypatch, plans, op, tiles, order, seed, with_lengths=True, **extra):
+def run_persistent(monkeypatch, plans, op, tiles, order, seed, with_lengths=True, with_capacity=False, **extra):
     """``op``'s forward and backward on the persistent schedule under
-    ``concurrent_programs(seed)``, checked against the float64 reference."""
+    ``concurrent_programs(seed)``, checked against the float64 reference;
+    ``with_capacity``: a random [T, B] capacity (the WM-LSTM's, contract §1.5)."""
     name, sizes = OPS[op]
     monkeypatch.setenv(schedule.SCHEDULE_ENV, "persistent" + order)
     case = testing.random_case(name, B=BATCH[tiles], **sizes, with_lengths=with_lengths)
+    if with_capacity:
+        case.extras["capacity"] = torch.randint(1, sizes["S"] + 1, (sizes["T"], BATCH[tiles]))
     print(f"{op}: {'free threads' if seed is None else f'scheduler seed {seed}'}")
     with concurrent_programs(seed, **extra) as record:
         assert_matches(case)
@@ -93,6 +96,12 @@ def test_persistent_schedule_with_concurrent_programs(monkeypatch, persistent_pl
     assert all((p.config["BLOCK_H"] > 0) != streamed for p in persistent_plans)
     # every program arrived at and polled every step's barrier, forward and backward
     assert record.atomics >= 2 * PROGRAMS_PER_TILE * tiles * 2 * OPS[op][1]["T"]
+
+
+@pytest.mark.parametrize("op, order, scheduler", [("wm-fifo", "", 0), ("wm-gated", ":reversed", 1)])
+def test_persistent_schedule_with_capacity(monkeypatch, persistent_plans, fresh_seed, op, order, scheduler):
+    """The WM-LSTM with a per-step capacity and lengths, two batch tiles."""
+    run_persistent(monkeypatch, persistent_plans, op, 2, order, fresh_seed + scheduler, with_capacity=True)
 
 
 # ------------------------------------------------------------------ mutants of the barrier

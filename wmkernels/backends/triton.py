@@ -71,6 +71,7 @@ class TritonBackend(Backend):
     name = "triton"
     dtypes = (torch.float16, torch.bfloat16, torch.float32)
     impls = IMPLS
+    takes_capacity = True  # its WM-LSTM kernels mask each row's inactive slots (contract §1.5)
 
     def device_reason(self, device: torch.device) -> Optional[str]:
         if LOAD_ERROR is not None:

@@ -76,13 +76,17 @@ def copy_memory(src_ptr, dst_ptr, rows, row_ok, S, D, BLOCK_S: tl.constexpr, BLO
 
 @triton.jit
 def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
-                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, Q_CACHE: tl.constexpr):
+                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, Q_CACHE: tl.constexpr,
+                 ONLY_ALLOWED: tl.constexpr):
     """Scores, masked softmax and weighted sum for a block of rows.
 
     ``row_ok`` [BLOCK_B] marks the rows to compute (in the batch, running);
     ``allowed`` [BLOCK_B, BLOCK_S] the (row, slot) pairs that may be read. Stores
     r rows ([B, D] at r_ptr) and attn rows ([B, S] at attn_ptr); returns attn (fp32).
     ``Q_CACHE``: q's load cache modifier (".cg" where other programs wrote q).
+    ``ONLY_ALLOWED``: the memory outside ``allowed`` is not read at all, taken
+    as 0 (the WM-LSTM's capacity: contract §1.5), so a NaN there does not reach r;
+    else r sums every slot, as a masked wm_read does.
     """
     slots = tl.arange(0, BLOCK_S)
     scores = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
@@ -97,11 +101,13 @@ def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, at
     attn = masked_softmax(scores * scale, allowed)
     whole = row_ok[:, None] & (slots < S)[None, :]
     tl.store(attn_ptr + rows[:, None] * S + slots[None, :], attn.to(attn_ptr.dtype.element_ty), mask=whole)
-    # every slot, weight 0 included, as Σ_s attn_s M_s is in IEEE arithmetic (inf, NaN give NaN)
+    # every slot (ONLY_ALLOWED: every allowed one), weight 0 included, as Σ_s attn_s M_s is in IEEE
+    # arithmetic (inf, NaN give NaN)
+    summed = allowed if ONLY_ALLOWED else whole
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         d_ok = ds < D
-        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=whole[:, :, None] & d_ok[None, None, :],
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=summed[:, :, None] & d_ok[None, None, :],
                     other=0.0).to(tl.float32)
         r = tl.sum(attn[:, :, None] * m, axis=1)
         tl.store(r_ptr + rows[:, None] * D + ds[None, :], r.to(r_ptr.dtype.element_ty),
@@ -112,7 +118,7 @@ def read_forward(m_ptr, m_off, m_stride, rows, row_ok, allowed, q_ptr, r_ptr, at
 @triton.jit
 def read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_ok, allowed, attn, d_attn,
                   q_ptr, dr_ptr, dq_ptr, S, D, scale, ACCUMULATE: tl.constexpr,
-                  BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+                  BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, ONLY_ALLOWED: tl.constexpr):
     """Backward of ``read_forward`` for the rows ``row_ok``.
 
     attn, d_attn [BLOCK_B, BLOCK_S] fp32 (d_attn: the gradient reaching attn
@@ -122,10 +128,15 @@ def read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_o
     mask): every slot of a row takes part, weight 0 included, in IEEE
     arithmetic (a -inf score with an infinite gradient gives NaN, as there);
     the slots not ``allowed`` get a score gradient of exactly 0, and so do
-    all slots of a row with nothing allowed.
+    all slots of a row with nothing allowed. ``ONLY_ALLOWED`` (with
+    ACCUMULATE), the backward of ``read_forward``'s: the memory outside
+    ``allowed`` is neither read (taken as 0) nor given a gradient.
     """
     slots = tl.arange(0, BLOCK_S)
-    whole = row_ok[:, None, None] & (slots < S)[None, :, None]
+    if ONLY_ALLOWED:
+        whole = allowed[:, :, None]
+    else:
+        whole = row_ok[:, None, None] & (slots < S)[None, :, None]
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         d_ok = ds < D
@@ -155,9 +166,11 @@ def read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_o
 
 @triton.jit
 def write_forward(m_ptr, m_off, m_stride, out_ptr, out_off, out_stride, rows, row_ok, w, e_ptr, a_ptr, S, D,
-                  BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+                  BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, active):
     """Gated erase/add write M ⊙ (1 − w eᵀ) + w aᵀ of the rows ``row_ok``;
-    w [BLOCK_B, BLOCK_S] fp32, e and a rows [B, D]. ``out`` may be ``m`` (in place)."""
+    w [BLOCK_B, BLOCK_S] fp32, e and a rows [B, D]. ``out`` may be ``m`` (in place).
+    ``active`` (None: every slot) [BLOCK_B, BLOCK_S]: only these slots are
+    written, the others go to ``out`` exactly as they are in ``m``."""
     slots = tl.arange(0, BLOCK_S)
     whole = row_ok[:, None, None] & (slots < S)[None, :, None]
     for d0 in range(0, D, BLOCK_D):
@@ -169,16 +182,21 @@ def write_forward(m_ptr, m_off, m_stride, out_ptr, out_off, out_stride, rows, ro
         e = tl.load(e_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
         a = tl.load(a_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
         new = m * (1.0 - w[:, :, None] * e[:, None, :]) + w[:, :, None] * a[:, None, :]
+        if active is not None:
+            new = tl.where(active[:, :, None], new, m)
         tl.store(view(out_ptr, out_off, out_stride, slots, ds), new.to(out_ptr.dtype.element_ty), mask=mk)
 
 
 @triton.jit
 def write_backward(g_ptr, g_off, g_stride, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, row_ok, w,
                    e_ptr, a_ptr, de_ptr, da_ptr, S, D,
-                   BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+                   BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, active):
     """Backward of ``write_forward``: g is the gradient of the new memory, m the
     old memory. Stores dM (the dm view may be g's, in place), de and da rows;
-    returns dw [BLOCK_B, BLOCK_S] (fp32)."""
+    returns dw [BLOCK_B, BLOCK_S] (fp32). ``active`` as there: the old memory
+    outside it is not read (taken as 0, so a NaN there reaches neither de nor
+    dw), its dM is g (w is 0 there); its dw is that of a zero slot, which the
+    read's backward drops (no score gradient outside the active slots)."""
     slots = tl.arange(0, BLOCK_S)
     whole = row_ok[:, None, None] & (slots < S)[None, :, None]
     dw = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
@@ -188,7 +206,10 @@ def write_backward(g_ptr, g_off, g_stride, m_ptr, m_off, m_stride, dm_ptr, dm_of
         mk = whole & d_ok[None, None, :]
         row_d = row_ok[:, None] & d_ok[None, :]
         g = tl.load(view(g_ptr, g_off, g_stride, slots, ds), mask=mk, other=0.0).to(tl.float32)
-        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=mk, other=0.0).to(tl.float32)
+        m_mask = mk
+        if active is not None:
+            m_mask = mk & active[:, :, None]
+        m = tl.load(view(m_ptr, m_off, m_stride, slots, ds), mask=m_mask, other=0.0).to(tl.float32)
         e = tl.load(e_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
         a = tl.load(a_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0).to(tl.float32)
         tl.store(view(dm_ptr, dm_off, dm_stride, slots, ds),
@@ -217,7 +238,7 @@ def _read_forward_kernel(m_ptr, q_ptr, mask_ptr, r_ptr, attn_ptr, scale, B, S, D
         flags = tl.load(mask_ptr + rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :], mask=allowed, other=0)
         allowed = allowed & (flags != 0)
     read_forward(m_ptr, rows * S * D, D, rows, row_ok, allowed, q_ptr, r_ptr, attn_ptr, S, D, scale,
-                 BLOCK_B, BLOCK_S, BLOCK_D, "")
+                 BLOCK_B, BLOCK_S, BLOCK_D, "", False)
 
 
 @triton.jit
@@ -233,7 +254,7 @@ def _read_backward_kernel(m_ptr, q_ptr, mask_ptr, attn_ptr, dr_ptr, d_attn_ptr, 
     if HAS_MASK:
         allowed = allowed & (tl.load(mask_ptr + offs, mask=whole, other=0) != 0)
     read_backward(m_ptr, rows * S * D, D, dm_ptr, rows * S * D, D, rows, row_ok, allowed, attn, d_attn,
-                  q_ptr, dr_ptr, dq_ptr, S, D, scale, False, BLOCK_B, BLOCK_S, BLOCK_D)
+                  q_ptr, dr_ptr, dq_ptr, S, D, scale, False, BLOCK_B, BLOCK_S, BLOCK_D, False)
 
 
 @triton.jit
@@ -269,7 +290,7 @@ def _write_forward_kernel(m_ptr, w_ptr, e_ptr, a_ptr, out_ptr, B, S, D,
     w = tl.load(w_ptr + rows[:, None] * S + tl.arange(0, BLOCK_S)[None, :],
                 mask=row_ok[:, None] & slot_ok[None, :], other=0.0).to(tl.float32)
     write_forward(m_ptr, rows * S * D, D, out_ptr, rows * S * D, D, rows, row_ok, w, e_ptr, a_ptr, S, D,
-                  BLOCK_S, BLOCK_D)
+                  BLOCK_S, BLOCK_D, None)
 
 
 @triton.jit
@@ -280,7 +301,7 @@ def _write_backward_kernel(g_ptr, m_ptr, w_ptr, e_ptr, a_ptr, dm_ptr, dw_ptr, de
     whole = row_ok[:, None] & slot_ok[None, :]
     w = tl.load(w_ptr + offs, mask=whole, other=0.0).to(tl.float32)
     dw = write_backward(g_ptr, rows * S * D, D, m_ptr, rows * S * D, D, dm_ptr, rows * S * D, D, rows, row_ok,
-                        w, e_ptr, a_ptr, de_ptr, da_ptr, S, D, BLOCK_B, BLOCK_S, BLOCK_D)
+                        w, e_ptr, a_ptr, de_ptr, da_ptr, S, D, BLOCK_B, BLOCK_S, BLOCK_D, None)
     tl.store(dw_ptr + offs, dw.to(dw_ptr.dtype.element_ty), mask=whole)
 
 

@@ -145,6 +145,13 @@ def _cases() -> List[CaptureCase]:
             for with_lengths in (False, True):
                 cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {
                     "write_mode": mode, "with_lengths": with_lengths, "schedule": "persistent"}))
+    # a [T, B] capacity (contract §1.5): the kernels always read one (S for every row without), so these
+    # calls bind to the variants above (nothing more to compile); captured so such a call is checked too
+    for sizes in (SMALL, BENCH):
+        for mode in ("fifo", "gated"):
+            for schedule_kind in ("tile", "persistent"):
+                cases.append(CaptureCase("wm_lstm_sequence", dict(sizes), {
+                    "write_mode": mode, "with_lengths": True, "with_capacity": True, "schedule": schedule_kind}))
     missing = set(OPS) - {case.op for case in cases}
     if missing:  # every op of the table has its kernels captured
         raise RuntimeError(f"no capture case for {sorted(missing)}")
@@ -242,8 +249,11 @@ class _ProductsSkipped(TorchFunctionMode):
 def _random_inputs(case: CaptureCase):
     """Random inputs of ``case`` (``testing.random_case``, float64): their
     values are never read while recording, so one draw serves every dtype."""
-    options = {k: v for k, v in case.options.items() if k != "schedule"}
-    return testing.random_case(case.op, **case.sizes, **options)
+    options = {k: v for k, v in case.options.items() if k not in ("schedule", "with_capacity")}
+    made = testing.random_case(case.op, **case.sizes, **options)
+    if case.options.get("with_capacity"):
+        made.extras["capacity"] = torch.randint(1, case.sizes["S"] + 1, (case.sizes["T"], case.sizes["B"]))
+    return made
 
 
 def _run_case(case: CaptureCase, dtype: torch.dtype, made=None) -> None:

@@ -42,6 +42,20 @@ from wmkernels.triton.tiles import matmul_w
 
 
 @triton.jit
+def active_slots(cap_ptr, rows, row_ok, S, BLOCK_S: tl.constexpr, GATED: tl.constexpr):
+    """The active slots [BLOCK_B, BLOCK_S] of the rows at one step (contract
+    §1.5), their capacities c the rows of ``cap_ptr`` (int64, one per batch
+    row; S for every row without a capacity: ``capacity_argument``): gated the
+    first c slots, fifo the last c; none for rows not ``row_ok``."""
+    c = tl.load(cap_ptr + rows, mask=row_ok, other=0).to(tl.int32)[:, None]  # in [1, S]
+    slots = tl.arange(0, BLOCK_S)[None, :]
+    if GATED:
+        return slots < c
+    else:
+        return (slots >= S - c) & (slots < S)
+
+
+@triton.jit
 def _share(a, w_ptr, unit_off, unit_ok, ds, d_ok, d_stride, PRECISION: tl.constexpr):
     """a [BLOCK_B, BLOCK_N] times the weight tile W[n, d] at
     ``w_ptr + unit_off[n] + ds[d]·d_stride`` ([BLOCK_B, BLOCK_D] fp32)."""
@@ -88,11 +102,12 @@ def _finish_written_vector(vp_ptr, out_ptr, rows, row_mask, D, BLOCK_D: tl.const
 
 @triton.jit
 def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr, rows, row_ok, running, S, D,
-                        BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+                        BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, active):
     """Gated: v = tanh(vp), e = σ(ep) rows [B, D] (whole: every program added
     its share) stored at v_ptr, e_ptr for the ``running`` rows, then the memory
     after the step, written from ``old`` to ``new`` ([B, S, D] each): the erase/add
-    write with the step's attn where running, a copy elsewhere."""
+    write with the step's attn where running (on the ``active`` slots only,
+    None: all), a copy elsewhere."""
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         off = rows[:, None] * D + ds[None, :]
@@ -104,12 +119,12 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
     attn = tl.load(attn_ptr + rows[:, None] * S + slots[None, :], mask=running[:, None] & (slots < S)[None, :],
                    other=0.0)
     write_forward(old_ptr, rows * S * D, D, new_ptr, rows * S * D, D, rows, running, attn, e_ptr, v_ptr, S, D,
-                  BLOCK_S, BLOCK_D)
+                  BLOCK_S, BLOCK_D, active)
     copy_memory(old_ptr, new_ptr, rows, row_ok & ~running, S, D, BLOCK_S, BLOCK_D)
 
 
-@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
-def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, hs_ptr, cs_ptr,
+@triton.jit(do_not_specialize=["cap_step", "stage_begin", "stage_end"])
+def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr, cap_step, hs_ptr, cs_ptr,
                     act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, hx_ptr, mem_ptr, vp_ptr, ep_ptr, v_ptr, e_ptr, ck_ptr, T, B,
                     H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end, GATED: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -130,12 +145,14 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
     S+s-1). gated: mem [2, B, S, D] holds M_t in slot t % 2, both slots
     written with the same values by every program of a tile (in place, a
     program could write M_{t+1} over an M_t another still reads); v, e
-    [T, B, D] are saved, and ck [⌈T/K⌉, B, S, D] the checkpoints (every K_CK steps)."""
+    [T, B, D] are saved, and ck [⌈T/K⌉, B, S, D] the checkpoints (every K_CK steps).
+    cap [T, B] (int64, ``cap_step`` elements from one step to the next: 0 for one
+    capacity per row) the active slots of each row and step (``active_slots``):
+    the read sees only those, the gated write touches only those."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok)
-    slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     BSD = B * S * D
     if BLOCK_H > 0:
@@ -146,9 +163,10 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
         if stage > 0:
             done = stage - 1
             if GATED:
+                written = active_slots(cap_ptr + done * cap_step, rows, row_ok, S, BLOCK_S, GATED)
                 _finish_gated_write(vp_ptr + done * BD, ep_ptr + done * BD, v_ptr + done * BD, e_ptr + done * BD,
                                     attn_ptr + done * B * S, mem_ptr + (done % 2) * BSD, mem_ptr + (stage % 2) * BSD,
-                                    rows, row_ok, row_ok & (done < lengths), S, D, BLOCK_S, BLOCK_DM)
+                                    rows, row_ok, row_ok & (done < lengths), S, D, BLOCK_S, BLOCK_DM, written)
             else:
                 _finish_written_vector(vp_ptr + done * BD, mem_ptr + (S + done) * BD, rows,
                                        row_ok & (done < lengths), D, BLOCK_DM)
@@ -167,8 +185,9 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_p
                 m_ptr = mem_ptr
                 m_off = tl.minimum(lengths, t) * BD + rows * D
                 m_stride = BD
-            read_forward(m_ptr, m_off, m_stride, rows, running, valid & slot_ok[None, :], q_ptr + t * BD,
-                         r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg")
+            allowed = valid & active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
+            read_forward(m_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
+                         attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, ".cg", True)
             tl.debug_barrier()
             if (pid_n == 0) | (BLOCK_H > 0):
                 for d0 in range(0, D, BLOCK_DM):
@@ -221,7 +240,11 @@ def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, steps, rows, 
                       BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
     """Gated backward: seg[j] = M_{t0+j} for j < steps ([B, S, D] each) from the
     checkpoint M_{t0} at ck_ptr, by the erase/add writes of the saved attn, e
-    and v [T, B, *] (no matrix products); rows past their length keep their memory."""
+    and v [T, B, *] (no matrix products); rows past their length keep their memory.
+    With a capacity the writes are not masked: an inactive slot's weight is
+    exactly 0, which leaves it as it is (a zero's sign aside, which no gradient
+    sees), and the mask would cost the backward kernels 20-30 B of spills a
+    thread at S = 128 (sm_80, gated, 16-bit)."""
     BSD = B * S * D
     slots = tl.arange(0, BLOCK_S)
     copy_memory(ck_ptr, seg_ptr, rows, row_ok, S, D, BLOCK_S, BLOCK_D)
@@ -232,21 +255,22 @@ def recompute_segment(ck_ptr, seg_ptr, attn_ptr, e_ptr, v_ptr, t0, steps, rows, 
         w = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :],
                     mask=running[:, None] & (slots < S)[None, :], other=0.0)
         write_forward(seg_ptr + (j - 1) * BSD, rows * S * D, D, seg_ptr + j * BSD, rows * S * D, D, rows, running, w,
-                      e_ptr + t * B * D, v_ptr + t * B * D, S, D, BLOCK_S, BLOCK_D)
+                      e_ptr + t * B * D, v_ptr + t * B * D, S, D, BLOCK_S, BLOCK_D, None)
         copy_memory(seg_ptr + (j - 1) * BSD, seg_ptr + j * BSD, rows, row_ok & (t >= lengths), S, D, BLOCK_S,
                     BLOCK_D)
         tl.debug_barrier()
 
 
 @triton.jit
-def _read_scores_grad(m_ptr, m_off, m_stride, rows, running, attn_ptr, d_attn_ptr, dr_ptr, S, D, scale,
+def _read_scores_grad(m_ptr, m_off, m_stride, rows, running, active, attn_ptr, d_attn_ptr, dr_ptr, S, D, scale,
                       HAS_D_ATTN: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-    """First half of a read's backward (rows ``running``; attn, d_attn [B, S] and
-    dr [B, D] rows at their pointers, d_attn the gradient attn got from elsewhere
-    where ``HAS_D_ATTN``): (attn, the gradient of the scores, the allowed (row, slot) mask)."""
+    """First half of a read's backward (rows ``running``, slots ``active`` [BLOCK_B, BLOCK_S];
+    attn, d_attn [B, S] and dr [B, D] rows at their pointers, d_attn the gradient
+    attn got from elsewhere where ``HAS_D_ATTN``): (attn, the gradient of the
+    scores, the allowed (row, slot) mask). The memory outside it is not read."""
     slots = tl.arange(0, BLOCK_S)
-    allowed = running[:, None] & (slots < S)[None, :]
+    allowed = running[:, None] & active  # active: slots below S only
     offs = rows[:, None] * S + slots[None, :]
     attn = tl.load(attn_ptr + offs, mask=allowed, other=0.0)
     if HAS_D_ATTN:
@@ -307,14 +331,17 @@ def _fifo_read_backward_then_dv(tape_ptr, dtape_ptr, window, BD, rows, running_n
 def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr, rows, row_ok, running_n, valid_t,
                                     attn, d_scores, allowed, q_ptr, dr_ptr, dq_ptr, w_ptr, e_ptr, v_ptr, dw_ptr,
                                     dpe_ptr, dpv_ptr, S, D, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
-                                    BLOCK_D: tl.constexpr):
+                                    BLOCK_D: tl.constexpr, written):
     """gated: the rest of step t+1's read backward (rows ``running_n``, memory
     M_{t+1} at next_ptr), which completes the gradient of M_{t+1} (grad_in holds
     the rest of it), then step t's write backward (rows ``valid_t``, M_t at
     now_ptr; its attn, e, v rows at w_ptr, e_ptr, v_ptr): stores dq rows, the
     gradient of M_t but for step t's read at grad_out, the write's gradient of
     attn (dw rows), and dpe = de e (1 − e), dpv = dv (1 − v²). All [B, S, D]
-    memories are contiguous; rows of the tile not valid at t pass the gradient through."""
+    memories are contiguous; rows of the tile not valid at t pass the gradient through.
+    ``written`` (None: all) the slots step t's write touched: M_t outside them is not
+    read (taken as 0), their gradient passes through (w is 0 there), and their dw,
+    that of a zero slot, is dropped by step t's read backward (no score gradient there)."""
     slots = tl.arange(0, BLOCK_S)
     slot_ok = (slots < S)[None, :]
     w = tl.load(w_ptr + rows[:, None] * S + slots[None, :], mask=valid_t[:, None] & slot_ok, other=0.0)
@@ -330,7 +357,10 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
         mk = whole & d_ok[None, None, :]
         g += tl.load(view(grad_in_ptr, rows * S * D, D, slots, ds), mask=mk, other=0.0)
         row_d = valid_t[:, None] & d_ok[None, :]
-        m_now = tl.load(view(now_ptr, rows * S * D, D, slots, ds), mask=mk & valid_t[:, None, None], other=0.0)
+        now_mask = mk & valid_t[:, None, None]
+        if written is not None:
+            now_mask = now_mask & written[:, :, None]
+        m_now = tl.load(view(now_ptr, rows * S * D, D, slots, ds), mask=now_mask, other=0.0)
         e = tl.load(e_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0)
         v = tl.load(v_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0)
         tl.store(view(grad_out_ptr, rows * S * D, D, slots, ds), g * (1.0 - w[:, :, None] * e[:, None, :]), mask=mk)
@@ -342,12 +372,13 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     tl.store(dw_ptr + rows[:, None] * S + slots[None, :], dw, mask=valid_t[:, None] & slot_ok)
 
 
-@triton.jit(do_not_specialize=["stage_begin", "stage_end"])
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr,
-                     q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr,
-                     dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr, stage_begin, stage_end,
-                     GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr,
+@triton.jit(do_not_specialize=["cap_step", "stage_begin", "stage_end"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
+                     cap_step, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dmem_ptr, dh_ptr, dc_ptr,
+                     dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, da_ptr, T, B, H, S, D, K_CK, scale, counter_ptr,
+                     stage_begin, stage_end, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
+                     PRECISION: tl.constexpr,
                      GRID_SYNC: tl.constexpr, REVERSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """Stages [stage_begin, stage_end) of T + 1; stage s is step t = T - 1 - s.
 
@@ -364,7 +395,8 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
     step t's read (slot T % 2 arrives with that of M_T; slot 1 holds dM0 at
     the end); seg [K, B, S, D] the memories of the segment of t, recomputed from
     the checkpoints ck at its last step; da [T, B, S] the write's gradient of attn.
-    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident."""
+    ``BLOCK_H`` (> 0): the program's columns of w_hh stay resident. cap and
+    cap_step as forward (the reads and gated writes of the active slots only)."""
     pid_n, pid_b = program_ids(REVERSED)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
@@ -379,6 +411,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         nxt = tl.minimum(t + 1, T - 1)  # step t+1, clamped for the pointers (its rows are masked at t+1 = T)
         running_n = row_ok & (t + 1 < lengths)
         valid_t = row_ok & (t >= 0) & (t < lengths)
+        read = active_slots(cap_ptr + nxt * cap_step, rows, row_ok, S, BLOCK_S, GATED)  # step t+1's
         if GATED:
             if (t >= 0) & ((t % K_CK == K_CK - 1) | (t == T - 1)):
                 t0 = t - t % K_CK
@@ -389,22 +422,23 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                 next_ptr = ck_ptr + (nxt // K_CK) * BSD
             else:
                 next_ptr = seg_ptr + (nxt % K_CK) * BSD
-            attn, d_scores, allowed = _read_scores_grad(next_ptr, rows * S * D, D, rows, running_n,
+            attn, d_scores, allowed = _read_scores_grad(next_ptr, rows * S * D, D, rows, running_n, read,
                                                         attn_ptr + nxt * B * S, da_ptr + nxt * B * S,
                                                         dr_ptr + nxt * BD, S, D, scale, True, BLOCK_B, BLOCK_S,
                                                         BLOCK_DM)
             now = tl.maximum(t, 0)
+            written = active_slots(cap_ptr + now * cap_step, rows, row_ok, S, BLOCK_S, GATED)  # step t's
             _gated_read_then_write_backward(next_ptr, seg_ptr + (now % K_CK) * BSD, dmem_ptr + ((t + 1) % 2) * BSD,
                                             dmem_ptr + ((t + 2) % 2) * BSD, rows, row_ok, running_n, valid_t, attn,
                                             d_scores, allowed, q_ptr + nxt * BD, dr_ptr + nxt * BD, dq_ptr + nxt * BD,
                                             attn_ptr + now * B * S, e_ptr + now * BD, v_ptr + now * BD,
                                             da_ptr + now * B * S, dpe_ptr + now * BD, dpv_ptr + now * BD, S, D,
-                                            BLOCK_B, BLOCK_S, BLOCK_DM)
+                                            BLOCK_B, BLOCK_S, BLOCK_DM, written)
         else:
             window = tl.minimum(lengths, nxt) * BD + rows * D
-            attn, d_scores, allowed = _read_scores_grad(mem_ptr, window, BD, rows, running_n, attn_ptr + nxt * B * S,
-                                                        None, dr_ptr + nxt * BD, S, D, scale, False, BLOCK_B,
-                                                        BLOCK_S, BLOCK_DM)
+            attn, d_scores, allowed = _read_scores_grad(mem_ptr, window, BD, rows, running_n, read,
+                                                        attn_ptr + nxt * B * S, None, dr_ptr + nxt * BD, S, D, scale,
+                                                        False, BLOCK_B, BLOCK_S, BLOCK_DM)
             # v_t's slot (the window's newest) stays out of the shared sum while a dv_t takes it
             _fifo_read_backward_then_dv(mem_ptr, dmem_ptr, window, BD, rows, running_n, valid_t, pid_n == 0,
                                         tl.where(t >= 0, S - 1, S), attn, d_scores, allowed, q_ptr + nxt * BD,
@@ -477,13 +511,28 @@ def split_config(B: int, H: int, S: int, D: int, like: Tensor, programs: Optiona
                            schedule.RESIDENT_BACKWARD_WARPS if resident and backward else tile["num_warps"]))
 
 
+def capacity_argument(capacity: Optional[Tensor], B: int, S: int, device: torch.device) -> tuple:
+    """The kernels' (cap_ptr, cap_step) of ``capacity`` (int64 [T, B], or None):
+    the capacity and its step stride (0 where a [B] one was expanded over the
+    steps), or without one every row's capacity S in a [B] tensor read at
+    every step (one small fill, as ``tiles.lengths_argument`` does for lengths):
+    one compiled kernel either way, the mask then every slot."""
+    if capacity is None:
+        return torch.full((B,), S, dtype=torch.int64, device=device), 0
+    if capacity.stride(1) != 1:
+        capacity = capacity.contiguous()
+    return capacity, capacity.stride(0)
+
+
 def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, b_q: Tensor,
             w_v: Tensor, b_v: Tensor, w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
-            hs: Tensor, cs: Tensor, act: Tensor, Q: Tensor, R: Tensor, A: Tensor, y: Tensor, mem: Tensor,
+            capacity: Optional[Tensor], hs: Tensor, cs: Tensor, act: Tensor, Q: Tensor, R: Tensor, A: Tensor,
+            y: Tensor, mem: Tensor,
             V: Optional[Tensor], E: Optional[Tensor], ck: Optional[Tensor], K: int, scale: float) -> Tensor:
     """Fill the tile forward's outputs and saved buffers (shapes as there) with
     the split grid. fifo: ``mem`` is the tape; gated (w_e given): ``mem`` holds
-    M0 and the final memory is returned (else ``mem``)."""
+    M0 and the final memory is returned (else ``mem``). ``capacity``: int64
+    [T, B], contiguous (contract §1.5), or None."""
     T, B, D = Q.shape
     H, S = hs.shape[2], A.shape[2]
     gated = w_e is not None
@@ -498,21 +547,23 @@ def forward(plan: schedule.Plan, xp: Tensor, h0: Tensor, w_hh: Tensor, w_rh: Ten
     plan.config.update(GATED=gated)
     schedule.run(_forward_kernel, plan, T + 1, (xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
                                                 w_v.contiguous(), w_e.contiguous() if gated else None,
-                                                tiles.lengths_argument(lengths, B, T, xp.device), hs,
-                                                cs, act, Q, R, A, y, h_exchange, memories, vp, ep, V, E, ck, T, B,
-                                                H, S, D, K, scale), xp.device)
+                                                tiles.lengths_argument(lengths, B, T, xp.device),
+                                                *capacity_argument(capacity, B, S, xp.device), hs, cs, act, Q, R, A,
+                                                y, h_exchange, memories, vp, ep, V, E, ck, T, B, H, S, D, K, scale),
+                 xp.device)
     return memories[T % 2] if gated else mem
 
 
 def backward(plan: schedule.Plan, grad_y: Tensor, act: Tensor, cs: Tensor, w_hh: Tensor, w_rh: Tensor,
-             w_q: Tensor, w_v: Tensor, w_e: Optional[Tensor], lengths: Optional[Tensor], Q: Tensor, A: Tensor,
+             w_q: Tensor, w_v: Tensor, w_e: Optional[Tensor], lengths: Optional[Tensor],
+             capacity: Optional[Tensor], Q: Tensor, A: Tensor,
              mem: Tensor, V: Optional[Tensor], E: Optional[Tensor], ck: Optional[Tensor], K: int, dmem: Tensor,
              dh: Tensor, dc: Tensor, dg: Tensor, dpv: Tensor, dpe: Optional[Tensor], dq: Tensor,
              scale: float) -> Tensor:
     """Fill the tile backward's buffers (shapes as there; dpv, dpe, dq zeroed)
     with the split grid. fifo: ``mem``, ``dmem`` are the tape and its gradient;
     gated (w_e given): ``dmem`` holds the gradient of the final memory, and the
-    gradient of M0 is returned (else ``dmem``)."""
+    gradient of M0 is returned (else ``dmem``). ``capacity`` as forward's."""
     T, B, D = Q.shape
     H, S = dh.shape[1], A.shape[2]
     gated = w_e is not None
@@ -528,7 +579,8 @@ def backward(plan: schedule.Plan, grad_y: Tensor, act: Tensor, cs: Tensor, w_hh:
     schedule.run(_backward_kernel, plan, T + 1, (grad_y.contiguous(), act, cs, w_hh.contiguous(), w_rh.contiguous(),
                                                  w_q.contiguous(), w_v.contiguous(),
                                                  w_e.contiguous() if gated else None,
-                                                 tiles.lengths_argument(lengths, B, T, grad_y.device), Q, A,
+                                                 tiles.lengths_argument(lengths, B, T, grad_y.device),
+                                                 *capacity_argument(capacity, B, S, grad_y.device), Q, A,
                                                  None if gated else mem, V, E, ck, seg, dmem, dh, dc, dr, dg, dpv, dpe,
                                                  dq, da, T, B, H, S, D, K, scale), grad_y.device)
     return dmem[1] if gated else dmem

@@ -45,21 +45,23 @@ from wmkernels.triton.lstm_gates import (add_gate_products, cell_step, cell_step
                                          hidden_grad_through_gates, load_preacts, row_lengths)
 from wmkernels.triton.tiles import matmul_w, matmul_wt
 from wmkernels.wm_lstm import wm_lstm_sequence_split_triton as wm_split
-from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import recompute_segment
+from wmkernels.wm_lstm.wm_lstm_sequence_split_triton import active_slots, capacity_argument, recompute_segment
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["cap_step"])
 def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_ptr, w_e_ptr, b_e_ptr, len_ptr,
-                    hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr,
-                    T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    cap_ptr, cap_step, hs_ptr, cs_ptr, act_ptr, q_ptr, r_ptr, attn_ptr, y_ptr, mem_ptr, v_ptr, e_ptr,
+                    ck_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """fifo: mem is the tape [S+T, B, D] (v, e, ck unused). gated: mem [B, S, D]
-    is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints."""
+    is updated in place, v, e [T, B, D] are saved, ck [ceil(T/K), B, S, D] the checkpoints.
+    cap [T, B] (int64, ``cap_step`` elements between steps) the active slots of each
+    row and step (contract §1.5): the read sees only those, the gated write touches
+    only those."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     lengths = row_lengths(len_ptr, rows, row_ok)
-    slot_ok = tl.arange(0, BLOCK_S) < S
     BD = B * D
     for t in range(0, T):
         running = row_ok & (t < lengths)
@@ -82,8 +84,10 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
             q = matmul_wt(q, h_prev, H, rows, running, H, w_q_ptr, ds, d_ok, BLOCK_K, PRECISION)
             tl.store(q_ptr + t * BD + rows[:, None] * D + ds[None, :], q, mask=valid & d_ok[None, :])
         tl.debug_barrier()
-        attn = read_forward(mem_ptr, m_off, m_stride, rows, running, valid & slot_ok[None, :], q_ptr + t * BD,
-                            r_ptr + t * BD, attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "")
+        active = active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
+        allowed = valid & active  # active: slots below S only
+        attn = read_forward(mem_ptr, m_off, m_stride, rows, running, allowed, q_ptr + t * BD, r_ptr + t * BD,
+                            attn_ptr + t * B * S, S, D, scale, BLOCK_B, BLOCK_S, BLOCK_DM, "", True)
         tl.debug_barrier()
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
@@ -122,32 +126,35 @@ def _forward_kernel(xp_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, b_q_ptr, w_v_ptr, b_v_p
         tl.debug_barrier()
         if GATED:
             write_forward(mem_ptr, m_off, m_stride, mem_ptr, m_off, m_stride, rows, running, attn,
-                          e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_DM)
+                          e_ptr + t * BD, v_ptr + t * BD, S, D, BLOCK_S, BLOCK_DM, active)
             tl.debug_barrier()
 
 
 @triton.jit
-def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
+def _backward_step(t, rows, row_ok, lengths, cap_ptr, cap_step, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
                    dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr, attn_ptr,
                    tape_ptr, dtape_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr,
-                   T, B, H, S, D, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+                   T, B, H, S, D, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """One step t of the reverse walk. The memory before step t is the view
     (m_ptr, m_off, m_stride); the gradient of the memory the view (dm_ptr, ...).
     On entry dh, dc and the memory gradient belong to step t's outputs; on exit
-    to step t-1's."""
+    to step t-1's. The step reads and (gated) writes the active slots of cap
+    [T, B] (``cap_step`` between steps) only (``active_slots``)."""
     running = row_ok & (t < lengths)
     valid = running[:, None]
     slots = tl.arange(0, BLOCK_S)
     allowed = valid & (slots < S)[None, :]
+    active = active_slots(cap_ptr + t * cap_step, rows, row_ok, S, BLOCK_S, GATED)
     BD = B * D
     attn = tl.load(attn_ptr + t * B * S + rows[:, None] * S + slots[None, :], mask=allowed, other=0.0)
+    allowed = valid & active  # active: slots below S only
     # 1. gradients of the pre-activations of v_t (and e_t), and of attn through the write
     if GATED:
         d_attn = write_backward(dm_ptr, dm_off, dm_stride, m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride,
                                 rows, running, attn, e_ptr + t * BD, v_ptr + t * BD, dpe_ptr + t * BD,
-                                dpv_ptr + t * BD, S, D, BLOCK_B, BLOCK_S, BLOCK_DM)
+                                dpv_ptr + t * BD, S, D, BLOCK_B, BLOCK_S, BLOCK_DM, active)
         tl.debug_barrier()
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
@@ -195,7 +202,7 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
     tl.debug_barrier()
     # 4. the read: gradients of the memory (accumulated) and of q_t
     read_backward(m_ptr, m_off, m_stride, dm_ptr, dm_off, dm_stride, rows, running, allowed, attn, d_attn,
-                  q_ptr + t * BD, dr_ptr, dq_ptr + t * BD, S, D, scale, True, BLOCK_B, BLOCK_S, BLOCK_DM)
+                  q_ptr + t * BD, dr_ptr, dq_ptr + t * BD, S, D, scale, True, BLOCK_B, BLOCK_S, BLOCK_DM, True)
     tl.debug_barrier()
     # 5. the gradient of h_{t-1}: through the gates and the query
     for k0 in range(0, H, BLOCK_N):
@@ -211,12 +218,12 @@ def _backward_step(t, rows, row_ok, lengths, m_ptr, m_off, m_stride, dm_ptr, dm_
     tl.debug_barrier()
 
 
-@triton.jit
-def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr,
-                     q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dh_ptr, dc_ptr, dmem_ptr, dr_ptr, dg_ptr,
-                     dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr, BLOCK_B: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
+@triton.jit(do_not_specialize=["cap_step"])
+def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, len_ptr, cap_ptr,
+                     cap_step, q_ptr, attn_ptr, mem_ptr, v_ptr, e_ptr, ck_ptr, seg_ptr, dh_ptr, dc_ptr, dmem_ptr,
+                     dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, K_CK, scale, GATED: tl.constexpr,
+                     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_DM: tl.constexpr, PRECISION: tl.constexpr):
     """fifo: mem/dmem are the tape and its gradient [S+T, B, D]. gated: dmem [B, S, D]
     is the gradient of the memory, seg [K, B, S, D] the recomputed memories of a segment."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -232,7 +239,7 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
                               lengths, B, S, D, BLOCK_S, BLOCK_DM)
             for back in range(0, steps):
                 j = steps - 1 - back
-                _backward_step(t0 + j, rows, row_ok, lengths, seg_ptr + j * BSD, rows * S * D, D,
+                _backward_step(t0 + j, rows, row_ok, lengths, cap_ptr, cap_step, seg_ptr + j * BSD, rows * S * D, D,
                                dmem_ptr, rows * S * D, D, dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr,
                                w_v_ptr, w_e_ptr, q_ptr, attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr,
                                dc_ptr, dr_ptr, dg_ptr, dpv_ptr, dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED,
@@ -241,11 +248,11 @@ def _backward_kernel(dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_p
         for back in range(0, T):
             t = T - 1 - back
             window = tl.minimum(lengths, t) * BD + rows * D
-            _backward_step(t, rows, row_ok, lengths, mem_ptr, window, BD, dmem_ptr, window, BD,
+            _backward_step(t, rows, row_ok, lengths, cap_ptr, cap_step, mem_ptr, window, BD, dmem_ptr, window, BD,
                            dy_ptr, act_ptr, cs_ptr, w_hh_ptr, w_rh_ptr, w_q_ptr, w_v_ptr, w_e_ptr, q_ptr,
                            attn_ptr, mem_ptr, dmem_ptr, v_ptr, e_ptr, dh_ptr, dc_ptr, dr_ptr, dg_ptr, dpv_ptr,
-                           dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_S,
-                           BLOCK_D, BLOCK_DM, PRECISION)
+                           dpe_ptr, dq_ptr, T, B, H, S, D, scale, GATED, BLOCK_B, BLOCK_N, BLOCK_K,
+                           BLOCK_S, BLOCK_D, BLOCK_DM, PRECISION)
 
 
 # Elements of one [BLOCK_B, BLOCK_S, BLOCK_DM] memory tile on a GPU: the read and
@@ -298,8 +305,9 @@ def _scale(D: int) -> float:
 def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih: Tensor, w_hh: Tensor,
                              w_rh: Tensor, b: Tensor, w_q: Tensor, b_q: Tensor, w_v: Tensor, b_v: Tensor,
                              w_e: Optional[Tensor], b_e: Optional[Tensor], lengths: Optional[Tensor],
-                             write_mode: str, K: int) -> List[Tensor]:
-    """Shapes of contract §1.4, a memory checkpoint every K steps (gated) -> (y, h_T, c_T, M_T,
+                             capacity: Optional[Tensor], write_mode: str, K: int) -> List[Tensor]:
+    """Shapes of contract §1.4, capacity int64 [T, B] (contract §1.5; a [B] one
+    expanded over the steps) or None, a memory checkpoint every K steps (gated) -> (y, h_T, c_T, M_T,
     then what backward keeps: h_all, c_all [T+1, B, H], act [T, B, 4H], q_all, r_all [T, B, D],
     attn [T, B, S], mem, v_all, e_all, ckpt; all float32). fifo: mem is the tape [S+T, B, D]
     (M0's slots, then every written vector); v_all, e_all, ckpt are empty. gated: mem is empty,
@@ -328,15 +336,15 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
     split = split_plan(B, H, S, D, x, gated) if T and B else None
     if split is not None:
         mem = wm_split.forward(split, xp, h0, w_hh, w_rh, w_q, b_q, w_v, b_v, w_e if gated else None,
-                                b_e if gated else None, lengths, h_all, c_all, act, q_all, r_all, attn, y, mem,
-                                v_all if gated else None, e_all if gated else None, ckpt if gated else None, k,
-                                _scale(D))
+                                b_e if gated else None, lengths, capacity, h_all, c_all, act, q_all, r_all, attn,
+                                y, mem, v_all if gated else None, e_all if gated else None, ckpt if gated else None,
+                                k, _scale(D))
     elif T and B:
         config = launch_config(B, H, S, D, x)
         launch(
             _forward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), xp, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(), b_q.contiguous(), w_v.contiguous(),
             b_v.contiguous(), w_e.contiguous() if gated else None, b_e.contiguous() if gated else None,
-            tiles.lengths_argument(lengths, B, T, x.device),
+            tiles.lengths_argument(lengths, B, T, x.device), *capacity_argument(capacity, B, S, x.device),
             h_all, c_all, act, q_all, r_all, attn, y, mem, v_all if gated else None, e_all if gated else None,
             ckpt if gated else None,
             T, B, H, S, D, k, _scale(D), device=x.device, GATED=gated, **config)
@@ -350,7 +358,7 @@ def wm_lstm_sequence_forward(x: Tensor, h0: Tensor, c0: Tensor, M0: Tensor, w_ih
 
 
 @wm_lstm_sequence_forward.register_fake
-def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, write_mode, K):
+def _(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e, lengths, capacity, write_mode, K):
     gated = write_mode == "gated"
     T, B, _ = x.shape
     H, (S, D) = h0.shape[1], M0.shape[1:]
@@ -370,7 +378,8 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
                               w_ih: Tensor, w_hh: Tensor, w_rh: Tensor, w_q: Tensor, w_v: Tensor,
                               w_e: Optional[Tensor], h_all: Tensor, c_all: Tensor, act: Tensor, q_all: Tensor,
                               r_all: Tensor, attn: Tensor, mem: Tensor, v_all: Tensor, e_all: Tensor, ckpt: Tensor,
-                              lengths: Optional[Tensor], write_mode: str, K: int) -> List[Tensor]:
+                              lengths: Optional[Tensor], capacity: Optional[Tensor], write_mode: str,
+                              K: int) -> List[Tensor]:
     """Gradients of (y, h_T, c_T, M_T) and what forward kept -> gradients of
     (x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e, b_e); fifo: the
     last two are empty."""
@@ -397,7 +406,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
     dpe = torch.zeros(T, B, D, **f32) if gated else None
     if split is not None:
         dmem = wm_split.backward(split, grad_y, act, c_all, w_hh, w_rh, w_q, w_v, w_e if gated else None, lengths,
-                                 q_all, attn, mem, v_all if gated else None, e_all if gated else None,
+                                 capacity, q_all, attn, mem, v_all if gated else None, e_all if gated else None,
                                  ckpt if gated else None, k, dmem,
                                  dh, dc, dg, dpv, dpe, dq, _scale(D))
     elif T and B:
@@ -405,7 +414,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
         launch(
             _backward_kernel, (triton.cdiv(B, config["BLOCK_B"]),), grad_y.contiguous(), act, c_all, w_hh.contiguous(), w_rh.contiguous(), w_q.contiguous(),
             w_v.contiguous(), w_e.contiguous() if gated else None, tiles.lengths_argument(lengths, B, T, x.device),
-            q_all, attn, None if gated else mem,
+            *capacity_argument(capacity, B, S, x.device), q_all, attn, None if gated else mem,
             v_all if gated else None, e_all if gated else None, ckpt if gated else None, seg,
             dh, dc, dmem, dr, dg, dpv, dpe, dq, T, B, H, S, D, k, _scale(D),
             device=x.device, GATED=gated, **config)
@@ -432,7 +441,7 @@ def wm_lstm_sequence_backward(grad_y: Tensor, grad_h: Tensor, grad_c: Tensor, gr
 
 @wm_lstm_sequence_backward.register_fake
 def _(grad_y, grad_h, grad_c, grad_M, x, w_ih, w_hh, w_rh, w_q, w_v, w_e, h_all, c_all, act, q_all, r_all, attn,
-      mem, v_all, e_all, ckpt, lengths, write_mode, K):
+      mem, v_all, e_all, ckpt, lengths, capacity, write_mode, K):
     gated = write_mode == "gated"
     D = grad_M.shape[2]
     extra = [w_e.new_empty(w_e.shape), w_e.new_empty(D)] if gated else [x.new_empty(0), x.new_empty(0)]
@@ -447,13 +456,11 @@ def _(grad_y, grad_h, grad_c, grad_M, x, w_ih, w_hh, w_rh, w_q, w_v, w_e, h_all,
 
 def _forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v, w_e=None, b_e=None,
              write_mode="fifo", lengths=None, capacity=None):
-    if capacity is not None:  # the backend choice never sends one (takes_capacity is False)
-        raise ValueError("wm_lstm_sequence: the triton kernels take no 'capacity' (every slot is active)")
     K = checkpoint_interval(x.shape[0])
     lengths = lengths.contiguous() if lengths is not None else None
     y, h, c, M, *kept = wm_lstm_sequence_forward(x, h0, c0, M0, w_ih, w_hh, w_rh, b, w_q, b_q, w_v, b_v,
-                                                 w_e, b_e, lengths, write_mode, K)
-    return (y, h, c, M), (x, w_ih, w_hh, w_rh, w_q, w_v, w_e, *kept, lengths), (write_mode, K)
+                                                 w_e, b_e, lengths, capacity, write_mode, K)
+    return (y, h, c, M), (x, w_ih, w_hh, w_rh, w_q, w_v, w_e, *kept, lengths, capacity), (write_mode, K)
 
 
 def _backward(saved, info, grad_y, grad_h, grad_c, grad_M):
