@@ -4,7 +4,7 @@ against torch.nn.LSTM (oneDNN), under no_grad and forward+backward, over a
 grid of batch sizes and hidden sizes (I = H), interleaved in one process with
 the rows of benchmarks/cpu_persistent.py.
 
-    python benchmarks/cpu_routing.py [--rounds 7] [--threads 2] [--T 128] [--json out.json]
+    python benchmarks/cpu_routing.py [--rounds 7] [--threads 2] [--T 128] [--dtype bfloat16] [--json out.json]
 
 A cell counts as measured faster when the median plus half the interquartile
 range of its per-round ratios ours/torch (about their upper quartile) is below 1
@@ -15,7 +15,7 @@ form the rule in wmkernels/backends/__init__.py holds.
 import sys
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from cpu_persistent import arguments, gemm_rate, row, start, write_json  # noqa: E402  (the same timed row)
+from cpu_persistent import DTYPES, arguments, gemm_rate, row, start, write_json  # noqa: E402  (the same timed row)
 
 BATCHES = (1, 4, 16, 64)
 HIDDEN = (128, 256, 512)
@@ -30,16 +30,18 @@ def faster(r):
 def main(argv=None):
     parser = arguments(__doc__.split("\n\n")[0], rounds=7)
     parser.add_argument("--T", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="both sides in this dtype")
     args = parser.parse_args(argv)
+    dtype = DTYPES[args.dtype]
     machine, header = start(args)
-    print(f"{header}, T={args.T}, {args.rounds} interleaved rounds; ratio ours/torch "
+    print(f"{header}, {args.dtype}, T={args.T}, {args.rounds} interleaved rounds; ratio ours/torch "
           f"(< 1: ours faster), [min, max], IQR", flush=True)
     rows = []
     for grad in (False, True):
         for B in BATCHES:
             for H in HIDDEN:
-                r = row(args.T, B, H, H, grad, args.rounds)
-                r["gemm_gflops"] = gemm_rate(repeat=1)
+                r = row(args.T, B, H, H, grad, args.rounds, dtype)
+                r["gemm_gflops"] = gemm_rate(dtype, repeat=1)
                 r["faster"] = faster(r)
                 rows.append(r)
                 print(f"{r['mode']:>8} B={B:<3} H={H:<4} {r['ratio']:5.2f} [{r['ratio_min']:.2f}, "
@@ -49,7 +51,8 @@ def main(argv=None):
     for mode in ("no_grad", "fwd+bwd"):
         cells = sorted((r["B"], r["H"]) for r in rows if r["mode"] == mode and r["faster"])
         print(f"# measured faster, {mode}: {cells}")
-    write_json(args.json, {"machine": machine, "rounds": args.rounds, "T": args.T, "rows": rows})
+    write_json(args.json, {"machine": machine, "dtype": args.dtype, "rounds": args.rounds, "T": args.T,
+                           "rows": rows})
     return 0
 
 

@@ -73,6 +73,23 @@ def test_cpu_rules_hold_only_on_the_machine_class_measured(monkeypatch):
     assert auto_candidates("lstm_sequence", CPU, torch.float32, sizes, inference=True)[0][0] == "aten"
 
 
+def test_bf16_cpu_rules_take_only_the_cells_measured_faster(monkeypatch):
+    """bfloat16 lstm_sequence on CPU: the cpu backend where the bf16 grid
+    measured it faster at 1 and 2 threads, torch's own elsewhere (before, torch's
+    own everywhere in bf16)."""
+    import wmkernels.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_machine", lambda: "avx512_bf16")
+    first = lambda sizes, inference: auto_candidates(  # noqa: E731
+        "lstm_sequence", CPU, torch.bfloat16, sizes, inference=inference)[0][0]
+    assert first(dict(T=128, B=1, I=256, H=256), inference=False) == "cpu"
+    assert first(dict(T=128, B=64, I=512, H=512), inference=True) == "cpu"
+    assert first(dict(T=128, B=16, I=256, H=256), inference=False) == "aten"  # 1.33x / 1.50x slower
+    assert first(dict(T=128, B=1, I=256, H=256), inference=True) == "aten"  # parity at 1 thread
+    monkeypatch.setattr(backends, "cpu_machine", lambda: "avx512")  # no bf16 kernels there
+    assert first(dict(T=128, B=1, I=256, H=256), inference=False) == "aten"
+
+
 def test_no_measurement_claims_a_kernel_faster_without_evidence():
     for rule in MEASURED_FASTER:
         assert rule.evidence and (Path(__file__).parents[2] / "benchmarks" / "results").exists()

@@ -114,6 +114,15 @@ _CPU_FASTER_CELLS = {
                       (64, 128)}),  # training
 }
 _CPU_EVIDENCE = "benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-routing-{1thread,2threads}.txt"
+# bfloat16, both sides bf16, the same grid and criterion (cpu_routing.py --dtype bfloat16, quiet,
+# 03:34 UTC): at 2 threads inference was faster in 10 of 12 cells, at 1 thread only at B=64 H=512 (torch's
+# own is at parity there); training faster at B=1 on both (the bf16 backward computes in float32: 1.2-1.6x
+# slower from B=16 on). Their bf16 kernels need avx512_bf16.
+_CPU_BF16_FASTER_CELLS = {
+    True: frozenset({(64, 512)}),
+    False: frozenset({(1, 128), (1, 256), (1, 512)}),
+}
+_CPU_BF16_EVIDENCE = "benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-routing-bf16-{1thread,2threads}.txt"
 # The grid holds for the AVX-512 tile kernels only: with them capped to AVX2 on
 # the same machine (and torch capped alike), training at T=256 B=16 H=256 and
 # T=128 B=64 H=512 ran 1.11x and 1.31x torch's time
@@ -131,9 +140,7 @@ def _nearest_on_grid(value: int, grid: Tuple[int, ...]) -> Optional[int]:
     return min(grid, key=lambda g: abs(math.log2(g) - log))
 
 
-def _cpu_grid_rule(inference: bool) -> Callable[[Mapping[str, int]], bool]:
-    cells = _CPU_FASTER_CELLS[inference]
-
+def _cpu_grid_rule(cells: frozenset) -> Callable[[Mapping[str, int]], bool]:
     def applies(s: Mapping[str, int]) -> bool:
         cell = (_nearest_on_grid(s["B"], _CPU_GRID_B), _nearest_on_grid(s["H"], _CPU_GRID_H))
         return s["T"] >= 32 and s["I"] <= 2 * s["H"] and cell in cells
@@ -141,10 +148,10 @@ def _cpu_grid_rule(inference: bool) -> Callable[[Mapping[str, int]], bool]:
 
 
 MEASURED_FASTER: List[MeasuredFaster] = [
-    MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(True), _CPU_EVIDENCE,
-                   inference=True, machines=_CPU_GRID_MACHINES),
-    MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(False), _CPU_EVIDENCE,
-                   inference=False, machines=_CPU_GRID_MACHINES),
+    *(MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.float32,), _cpu_grid_rule(_CPU_FASTER_CELLS[mode]),
+                     _CPU_EVIDENCE, inference=mode, machines=_CPU_GRID_MACHINES) for mode in (True, False)),
+    *(MeasuredFaster("lstm_sequence", "cpu", "cpu", (torch.bfloat16,), _cpu_grid_rule(_CPU_BF16_FASTER_CELLS[mode]),
+                     _CPU_BF16_EVIDENCE, inference=mode, machines=("avx512_bf16",)) for mode in (True, False)),
 ]
 
 
