@@ -15,16 +15,16 @@ interquartile range, and each side's median ms. Only the read and the write
 follow the capacity; the recurrent and projection products (4H x (I + H + D)
 per row and step) do not, so the ratio tends to their share, not to c / S.
 """
-import argparse
-import json
 import statistics
 import sys
 
 import torch
 
 from wmkernels import testing
-from wmkernels.tools import bench
 from wmkernels.tools.timing import Ratio, rotated_rounds
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from cpu_persistent import arguments, start, write_json  # noqa: E402
 
 
 def row_capacities(mean: int, batch: int, slots: int) -> torch.Tensor:
@@ -66,9 +66,8 @@ def measure(mode: str, T: int, B: int, I: int, H: int, S: int, D: int, capacitie
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = arguments(__doc__.split("\n\n")[0], rounds=9)
+    parser.set_defaults(threads=1)
     parser.add_argument("--T", type=int, default=64)
     parser.add_argument("--B", type=int, default=32)
     parser.add_argument("--I", type=int, default=32)
@@ -76,12 +75,9 @@ def main(argv=None):
     parser.add_argument("--S", type=int, default=64)
     parser.add_argument("--D", type=int, default=32)
     parser.add_argument("--capacities", type=int, nargs="+", default=[8, 16, 32, 48, 64])
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    machine = bench.machine_description("cpu")
-    print(f"# {machine['cpu']}, {machine['threads']} threads, ISA {machine['isa']}, torch {machine['torch']}, "
-          f"{machine['date']}; T={args.T} B={args.B} I={args.I} H={args.H} S={args.S} D={args.D}, float32, "
+    machine, header = start(args)
+    print(f"{header}; T={args.T} B={args.B} I={args.I} H={args.H} S={args.S} D={args.D}, float32, "
           f"{args.rounds} rounds, order rotated per round", flush=True)
     print(f"{'mode':>5} {'pass':>8} {'mean cap':>8} {'cap/None':>8} {'[min, max]':>14} {'IQR':>5} "
           f"{'ms':>8} {'None ms':>8}", flush=True)
@@ -94,9 +90,7 @@ def main(argv=None):
                 print(f"{mode:>5} {'fwd+bwd' if grad else 'no_grad':>8} {r['mean_capacity']:>8.1f} "
                       f"{r['ratio']:>8.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] {r['ratio_iqr']:>5.2f} "
                       f"{r['ms']:>8.2f} {r['none_ms']:>8.2f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "args": vars(args), "rows": rows}, f, indent=2)
+    write_json(args.json, {"machine": machine, "args": vars(args), "rows": rows})
     return 0
 
 

@@ -293,7 +293,7 @@ def split_plan(B: int, H: int, S: int, D: int, like: Tensor, gated: bool,
 
 def _window_index(lengths: Optional[Tensor], T: int, B: int, S: int, device) -> Tuple[Tensor, Tensor]:
     """Tape rows and batch columns of the final FIFO memory: row b's last S tape rows."""
-    start = lengths if lengths is not None else torch.full((B,), T, dtype=torch.int64, device=device)
+    start = tiles.lengths_argument(lengths, B, T, device)
     return start[:, None] + torch.arange(S, device=device), torch.arange(B, device=device)[:, None]
 
 
