@@ -29,6 +29,10 @@ struct LstmRowKernels {
 // The kernels of the best instruction set of this CPU (see cpu_capability()).
 template <typename T>
 const LstmRowKernels<T>& lstm_row_kernels();
+template <>
+const LstmRowKernels<float>& lstm_row_kernels<float>();
+template <>
+const LstmRowKernels<double>& lstm_row_kernels<double>();
 
 // "avx512_bf16", "avx512", "avx2" or "default": the instruction set in use
 // ("avx512_bf16": the AVX-512 copy plus the bfloat16 kernels of

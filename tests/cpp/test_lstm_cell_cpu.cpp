@@ -10,7 +10,7 @@
 #include "check.h"
 #include "cpu/lstm_cell.h"
 
-namespace {
+namespace lstm_cell_cpu_checks {  // named, not anonymous: the CMake test build is a unity build
 
 using wmk_test::max_abs_diff;
 using wmk_test::throws_c10_error;
@@ -129,9 +129,10 @@ void check_bad_arguments() {
   WMK_CHECK(throws_c10_error([&] { lstm_cell_backward(c, c, act, cp, at::Tensor()); }));
 }
 
-}  // namespace
+}  // namespace lstm_cell_cpu_checks
 
 void run_lstm_cell_cpu_tests() {
+  using namespace lstm_cell_cpu_checks;
   at::manual_seed(1234);
   for (int64_t H : {1, 3, 65}) {
     for (int64_t B : {1, 4, 33}) {

@@ -8,7 +8,7 @@
 
 #include "check.h"
 
-namespace {
+namespace lstm_math_checks {  // named, not anonymous: the CMake test build is a unity build
 
 using LD = long double;
 
@@ -139,9 +139,10 @@ void check_backward_finite_differences() {
   }
 }
 
-}  // namespace
+}  // namespace lstm_math_checks
 
 void run_lstm_math_tests() {
+  using namespace lstm_math_checks;
   check_forward<float>(2e-6);
   check_forward<double>(1e-14);
   check_backward_direct<float>(1e-5);

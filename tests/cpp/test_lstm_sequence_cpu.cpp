@@ -11,7 +11,7 @@
 #include "cpu/lstm_cell.h"
 #include "cpu/lstm_sequence.h"
 
-namespace {
+namespace lstm_sequence_cpu_checks {  // named, not anonymous: the CMake test build is a unity build
 
 using wmk_test::max_abs_diff;
 using wmk_test::throws_c10_error;
@@ -117,9 +117,10 @@ void check_bad_arguments() {
   WMK_CHECK(throws_c10_error([&] { bwd(y, act, at::Tensor()); }));
 }
 
-}  // namespace
+}  // namespace lstm_sequence_cpu_checks
 
 void run_lstm_sequence_cpu_tests() {
+  using namespace lstm_sequence_cpu_checks;
   at::manual_seed(4321);
   check_forward_against_step_loop(make_inputs(5, 3, 4, 17, {}));
   check_forward_against_step_loop(make_inputs(5, 4, 3, 9, {5, 0, 2, 1}));

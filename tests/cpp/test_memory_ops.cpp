@@ -16,15 +16,12 @@
 #include "cpu/memory_ops.h"
 #include "cpu/vec_row_ops.h"
 
-namespace {
+namespace memory_ops_checks {  // named, not anonymous: the CMake test build is a unity build
 
 using namespace wmkernels;
 using namespace wmkernels::cpu;
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  if (a.numel() == 0) return 0.0;
-  return (a - b).abs().max().item<double>();
-}
+using wmk_test::max_abs_diff;
 
 void check_row_policies_agree() {
   for (int64_t n : {1, 3, 4, 8, 17, 64, 65}) {
@@ -129,9 +126,10 @@ void check_dispatcher_and_bad_arguments() {
   WMK_CHECK(wmk_test::throws_c10_error([&] { wm_write_forward(M, at::rand({2, 3}, d), q.to(at::kFloat), q); }));
 }
 
-}  // namespace
+}  // namespace memory_ops_checks
 
 void run_memory_ops_tests() {
+  using namespace memory_ops_checks;
   at::manual_seed(4321);
   check_row_policies_agree();
   check_softmax_rules();

@@ -11,7 +11,7 @@
 #include "check.h"
 #include "cpu/wm_lstm_sequence.h"
 
-namespace {
+namespace memory_wm_lstm_checks {  // named, not anonymous: the CMake test build is a unity build
 
 using wmkernels::cpu::wm_lstm_sequence_backward;
 using wmkernels::cpu::wm_lstm_sequence_forward;
@@ -124,9 +124,10 @@ void check_bad_arguments() {
   WMK_CHECK(wmk_test::throws_c10_error([&] { forward(bad, "gated", std::nullopt, 1); }));
 }
 
-}  // namespace
+}  // namespace memory_wm_lstm_checks
 
 void run_memory_wm_lstm_tests() {
+  using namespace memory_wm_lstm_checks;
   at::manual_seed(2024);
   check_fifo_memory_is_last_written_vectors();
   check_zero_length_row_frozen();

@@ -13,7 +13,7 @@
 #include "cpu/lstm_sequence.h"
 #include "cpu/persistent_lstm.h"
 
-namespace {
+namespace persistent_team_checks {  // named, not anonymous: the CMake test build is a unity build
 
 using wmkernels::cpu::lstm_sequence_backward;
 using wmkernels::cpu::lstm_sequence_forward;
@@ -65,9 +65,10 @@ void check_thread_counts(int64_t T, int64_t B, int64_t I, int64_t H, bool with_l
   at::set_num_threads(before);
 }
 
-}  // namespace
+}  // namespace persistent_team_checks
 
 void run_persistent_team_tests() {
+  using namespace persistent_team_checks;
   const int64_t width = 37, steps = 100;
   const auto expected = wmk_test::serial_exchange(width, steps);
   for (int n : {1, 2, 3, 8}) {
