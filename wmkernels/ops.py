@@ -80,12 +80,21 @@ FUNCTIONS = {op: _make_function(op) for op in OP_NAMES}
 # the reference backend runs autograd inside its Function (under compile it runs
 # as plain differentiable PyTorch, which traces and gives the same results).
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without importing torch._dynamo
+    (1.2 s, a third of ``import wmkernels``, for users who never compile): the
+    decorator only marks the function, as done here (torch 2.13; a test checks
+    the two marks agree)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def _traced_has_size_rules(op: str, device_type: str) -> bool:
     return has_size_rules(op, device_type)
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def _traced_backend_name(op: str, argument: Optional[str], device: torch.device, dtype: torch.dtype,
                          inference: bool, with_lengths: bool,
                          sizes: Optional[Tuple[Tuple[str, int], ...]], recording: bool,

@@ -10,6 +10,8 @@ to compile on a small CPU machine, so sizes are tiny: T ≤ 4).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -56,6 +58,20 @@ def assert_compiled_equals_eager(module, inputs, backend="aot_eager"):
         assert a.shape == b.shape and rel_err(a, b) <= TOL, f"output {k}: {rel_err(a, b):.2e}"
     for k, (a, b) in enumerate(zip(got_grads, want_grads)):
         assert rel_err(a, b) <= TOL, f"gradient {k}: {rel_err(a, b):.2e}"
+
+
+def test_backend_choice_is_marked_constant_as_torch_marks_it():
+    """ops marks its trace-time backend choice as torch.compiler.assume_constant_result
+    does, without importing torch._dynamo (a third of ``import wmkernels``)."""
+    def marked_by_torch():
+        pass
+
+    torch.compiler.assume_constant_result(marked_by_torch)
+    for fn in (ops._traced_backend_name, ops._traced_has_size_rules):
+        assert {k: v for k, v in vars(fn).items() if k.startswith("_dynamo")} == vars(marked_by_torch), fn
+    imported = subprocess.run([sys.executable, "-c", "import sys, wmkernels; print('torch._dynamo' in sys.modules)"],
+                              capture_output=True, text=True, timeout=120)
+    assert imported.stdout.strip() == "False", imported.stderr[-2000:]
 
 
 def test_lstm_compiles_fullgraph():
