@@ -183,3 +183,20 @@ def test_registers_and_spills_come_from_tritons_own_ptxas_run():
     assert stages["cubin"]("ptx", metadata) == b"cubin"
     assert aot._ptxas_resources(metadata["ptxas_log"]) == (96, 8, 4)
     assert not knobs.nvidia.dump_ptxas_log
+
+
+def test_compiling_pauses_the_garbage_collector_and_collects_at_intervals(monkeypatch):
+    """compile_all runs each variant with the cyclic collector off, collects every
+    COLLECT_EVERY variants, and leaves the collector as it found it."""
+    import gc
+
+    from wmkernels.tools import aot
+
+    seen, collections = [], []
+    monkeypatch.setattr(aot, "compile_variant", lambda variant, arch: seen.append(gc.isenabled()) or variant)
+    monkeypatch.setattr(aot.gc, "collect", lambda: collections.append(len(seen)))
+    monkeypatch.setattr(aot, "_compiled_here", 0)
+    assert gc.isenabled()
+    assert aot.compile_all(list(range(40)), [80, 90]) == list(range(40)) * 2
+    assert seen == [False] * 80 and gc.isenabled()
+    assert collections == [aot.COLLECT_EVERY - 1, 2 * aot.COLLECT_EVERY - 1]

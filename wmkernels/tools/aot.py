@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import gc
 import importlib
 import io
 import json
@@ -431,7 +432,22 @@ def judge(report: Report, variant: Variant) -> List[str]:
     return problems
 
 
+# The compiling processes run with Python's cyclic garbage collector off and
+# collect every COLLECT_EVERY variants instead: Triton's code generator leaves
+# cyclic garbage at a rate that kept the collector scanning the process's
+# ~300,000 objects (torch, Triton) over and over, 10% of the compile time
+# (40 variants on the 2-core EPYC: 26.5-27.3 s against 29.5-31.2 s), for
+# ~0.5 MB of garbage a variant.
+COLLECT_EVERY = 32
+_compiled_here = 0
+
+
 def _compile_job(job: Tuple[Variant, int]) -> Report:
+    global _compiled_here
+    gc.disable()
+    _compiled_here += 1
+    if _compiled_here % COLLECT_EVERY == 0:
+        gc.collect()
     return compile_variant(*job)
 
 
@@ -439,7 +455,12 @@ def compile_all(variants: Sequence[Variant], archs: Sequence[int], jobs: int = 1
     """Compile every variant for every arch, ``jobs`` processes at a time."""
     work = [(v, arch) for arch in archs for v in variants]
     if jobs <= 1:
-        return [_compile_job(w) for w in work]
+        enabled = gc.isenabled()
+        try:
+            return [_compile_job(w) for w in work]
+        finally:
+            if enabled:
+                gc.enable()
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(_compile_job, work))
 
