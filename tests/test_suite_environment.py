@@ -27,8 +27,8 @@ def test_triton_writes_its_cache_there():
 
 
 class _Item:
-    def __init__(self, name, minutes=None):
-        self.name, self.minutes = name, minutes
+    def __init__(self, name, minutes=None, nodeid=""):
+        self.name, self.minutes, self.nodeid = name, minutes, nodeid
 
     def get_closest_marker(self, name):
         return None if self.minutes is None else pytest.mark.slow(minutes=self.minutes).mark
@@ -70,3 +70,14 @@ def test_the_long_tests_are_marked_slow():
     assert any(m.name == "slow" for m in test_build_cmake.pytestmark)
     assert any(m.name == "slow" for m in test_aot.test_every_launched_variant_compiles.pytestmark)
     assert any(m.name == "slow" for m in test_gpu_report.test_gpu_check_dry_run_writes_json_and_markdown.pytestmark)
+
+
+def test_interpreted_tests_come_before_the_other_short_ones(monkeypatch):
+    from tests.conftest import pytest_collection_modifyitems
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
+    items = [_Item("a", nodeid="tests/nn/test_a.py::a"), _Item("t1", nodeid="tests/triton/test_t.py::t1"),
+             _Item("aot", 15), _Item("b", nodeid="tests/ops/test_ops.py::b"),
+             _Item("h", nodeid="tests/ops/test_hostile_values.py::h"), _Item("t2", nodeid="tests/triton/test_t.py::t2")]
+    pytest_collection_modifyitems(None, items)
+    assert [i.name for i in items] == ["aot", "t1", "h", "t2", "a", "b"]

@@ -31,8 +31,9 @@ def random_capacity(T: int, B: int, S: int, per_step: bool) -> torch.Tensor:
 @pytest.mark.parametrize("with_lengths", (True, False), ids=["lengths", "full"])
 def test_capacity_matches_the_reference(fresh_seed, mode, sched, per_step, with_lengths):
     """Every output and input gradient, float32, fresh draws (capacity too);
-    the split grid with H = 20: two hidden-unit programs share each step."""
-    T, B, S = 4, 3, 5
+    the split grid with H = 20: two hidden-unit programs share each step;
+    gated: two checkpoint segments (2 and 1 steps)."""
+    T, B, S = 3, 3, 5
     case = testing.random_case("wm_lstm_sequence", T=T, B=B, I=3, H=20 if sched != "tile" else 9, S=S, D=6,
                                write_mode=mode, with_lengths=with_lengths)
     with schedule.using(sched):
