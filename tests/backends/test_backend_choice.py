@@ -90,9 +90,30 @@ def test_bf16_cpu_rules_take_only_the_cells_measured_faster(monkeypatch):
     assert first(dict(T=128, B=1, I=256, H=256), inference=False) == "aten"
 
 
+def test_fp32_cpu_rules_take_only_the_cells_measured_faster(monkeypatch):
+    """float32 lstm_sequence on an AVX-512 CPU: the cpu backend in the cells the
+    grid measured faster at 1 and 2 threads, torch's own in the others."""
+    import wmkernels.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_machine", lambda: "avx512")
+    first = lambda B, H, inference: auto_candidates(  # noqa: E731
+        "lstm_sequence", CPU, torch.float32, dict(T=128, B=B, I=H, H=H), inference=inference)[0][0]
+    assert first(16, 128, inference=False) == first(64, 256, inference=False) == "cpu"
+    assert first(16, 256, inference=False) == "aten"  # 1.01 at 1 thread
+    assert first(4, 512, inference=True) == first(64, 256, inference=True) == "cpu"
+    assert first(4, 256, inference=True) == first(16, 512, inference=True) == "aten"
+    assert first(16, 128, inference=False) == "cpu" and first(16, 128, inference=True) == "aten"
+
+
 def test_no_measurement_claims_a_kernel_faster_without_evidence():
+    """Every rule names the result files it was taken from, and they are committed."""
+    root = Path(__file__).parents[2]
     for rule in MEASURED_FASTER:
-        assert rule.evidence and (Path(__file__).parents[2] / "benchmarks" / "results").exists()
+        head, _, rest = rule.evidence.partition("{")
+        names = [head + part + rest.partition("}")[2] for part in rest.partition("}")[0].split(",")] if rest \
+            else [rule.evidence]
+        for name in names:
+            assert name.startswith("benchmarks/results/") and (root / name).is_file(), name
 
 
 # --------------------------------------------------------------------------- explain and the log

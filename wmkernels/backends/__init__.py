@@ -99,21 +99,30 @@ def cpu_machine() -> Optional[str]:
 # Entries only from measured results under benchmarks/results/. None on a GPU
 # yet: no wmkernels kernel has been measured faster than cuDNN there.
 #
-# CPU, float32 (2-core AMD EPYC Zen 4, AVX-512, quiet, 2026-12-07): the cpu
-# backend's persistent lstm_sequence against torch.nn.LSTM (oneDNN) over a grid
-# of B x H (I = H, T = 128), interleaved, at 2 threads and at 1
+# CPU, float32 (2-core AMD EPYC Zen 4, AVX-512, quiet, 2026-12-07 05:55 UTC, after
+# the kernel speed-ups of 00:21-00:54 that day): the cpu backend's persistent
+# lstm_sequence against torch.nn.LSTM (oneDNN) over a grid of B x H (I = H,
+# T = 128), 7 interleaved rounds, at 2 threads and at 1
 # (benchmarks/cpu_routing.py). A cell is taken where the upper quartile of the
 # per-round ratios was below 1 at BOTH thread counts; a call takes the cell
 # nearest its B and H on a log scale, within half a grid step of the grid, and
-# only for T >= 32 and I <= 2H (what the grid resembles).
+# only for T >= 32 and I <= 2H (what the grid resembles). Not taken: inference
+# B = 4 H <= 256 (1 thread 0.96 / 0.99, upper quartile above 1), B = 16
+# (1.00-1.06 at both), B = 64 H = 128 (1.02 / 1.07), B = 64 H = 512 (2 threads
+# 0.99, IQR 0.03); training B = 16 H = 256 (1 thread 1.01; 2 threads 0.98) and
+# B = 64 H = 512 (1 thread 1.00); every other training cell was faster at both
+# (2 threads 0.50-0.93, 1 thread 0.83-0.96). The grid before the speed-ups
+# (...-routing-{1thread,2threads}.txt) had taken inference B = 4 H = 256 (now
+# 0.99 at 1 thread, IQR 0.04) and not inference B = 4 H = 512, B = 64 H = 256,
+# training B = 16 H = 128, B = 64 H = 256.
 _CPU_GRID_B = (1, 4, 16, 64)
 _CPU_GRID_H = (128, 256, 512)
 _CPU_FASTER_CELLS = {
-    True: frozenset({(1, 128), (1, 256), (1, 512), (4, 256)}),  # inference
-    False: frozenset({(1, 128), (1, 256), (1, 512), (4, 128), (4, 256), (4, 512), (16, 512),
-                      (64, 128)}),  # training
+    True: frozenset({(1, 128), (1, 256), (1, 512), (4, 512), (64, 256)}),  # inference
+    False: frozenset({(1, 128), (1, 256), (1, 512), (4, 128), (4, 256), (4, 512), (16, 128), (16, 512),
+                      (64, 128), (64, 256)}),  # training
 }
-_CPU_EVIDENCE = "benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-routing-{1thread,2threads}.txt"
+_CPU_EVIDENCE = "benchmarks/results/cpu-epyc-zen4-2core-2026-12-07-routing-{1thread,2threads}-after-speedups.txt"
 # bfloat16, both sides bf16, the same grid and criterion (cpu_routing.py --dtype bfloat16, quiet,
 # 03:34 UTC): at 2 threads inference was faster in 10 of 12 cells, at 1 thread only at B=64 H=512 (torch's
 # own is at parity there); training faster at B=1 on both (the bf16 backward computes in float32: 1.2-1.6x
