@@ -106,8 +106,8 @@ def _finish_gated_write(vp_ptr, ep_ptr, v_ptr, e_ptr, attn_ptr, old_ptr, new_ptr
     """Gated: v = tanh(vp), e = σ(ep) rows [B, D] (whole: every program added
     its share) stored at v_ptr, e_ptr for the ``running`` rows, then the memory
     after the step, written from ``old`` to ``new`` ([B, S, D] each): the erase/add
-    write with the step's attn where running (on the ``active`` slots only,
-    None: all), a copy elsewhere."""
+    write with the step's attn where running (on the ``active`` slots only), a
+    copy elsewhere."""
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         off = rows[:, None] * D + ds[None, :]
@@ -339,7 +339,7 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
     gradient of M_t but for step t's read at grad_out, the write's gradient of
     attn (dw rows), and dpe = de e (1 − e), dpv = dv (1 − v²). All [B, S, D]
     memories are contiguous; rows of the tile not valid at t pass the gradient through.
-    ``written`` (None: all) the slots step t's write touched: M_t outside them is not
+    ``written`` the slots step t's write touched: M_t outside them is not
     read (taken as 0), their gradient passes through (w is 0 there), and their dw,
     that of a zero slot, is dropped by step t's read backward (no score gradient there)."""
     slots = tl.arange(0, BLOCK_S)
@@ -357,9 +357,7 @@ def _gated_read_then_write_backward(next_ptr, now_ptr, grad_in_ptr, grad_out_ptr
         mk = whole & d_ok[None, None, :]
         g += tl.load(view(grad_in_ptr, rows * S * D, D, slots, ds), mask=mk, other=0.0)
         row_d = valid_t[:, None] & d_ok[None, :]
-        now_mask = mk & valid_t[:, None, None]
-        if written is not None:
-            now_mask = now_mask & written[:, :, None]
+        now_mask = mk & valid_t[:, None, None] & written[:, :, None]
         m_now = tl.load(view(now_ptr, rows * S * D, D, slots, ds), mask=now_mask, other=0.0)
         e = tl.load(e_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0)
         v = tl.load(v_ptr + rows[:, None] * D + ds[None, :], mask=row_d, other=0.0)
